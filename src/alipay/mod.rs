@@ -1,0 +1,15 @@
+//! The Alipay wire protocol: keys, sign content, RSA2, gateway-message verification and parsing,
+//! OpenAPI request signing and response verification, and the HTTP client. No database, no actix;
+//! time is passed in.
+
+pub mod form;
+pub mod keys;
+pub mod message;
+pub mod notify;
+pub mod request;
+pub mod response;
+pub mod sign;
+pub mod time;
+
+pub use keys::{KeyError, PrivateKey, PublicKey};
+pub use notify::{Rejection, SignVariant, VerifiedMessage};

@@ -1,0 +1,2 @@
+pub mod alipay;
+pub mod clock;
