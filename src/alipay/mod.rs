@@ -2,6 +2,8 @@
 //! OpenAPI request signing and response verification, and the HTTP client. No database, no actix;
 //! time is passed in.
 
+pub mod api;
+pub mod client;
 pub mod form;
 pub mod keys;
 pub mod message;

@@ -1,0 +1,5 @@
+DROP TABLE deadlines;
+DROP TABLE order_history;
+DROP TABLE orders;
+DROP TABLE authorizations;
+DROP TABLE gateway_messages;

@@ -1,0 +1,5 @@
+//! The rules, as plain functions of state, event and time. No I/O.
+
+pub mod order;
+
+pub use order::{CancelReason, DeadlineKind, OrderStatus};

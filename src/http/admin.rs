@@ -1,0 +1,120 @@
+//! `/admin/api/*`, behind the bearer `admin.token`. Nothing here ever returns a token.
+
+use super::AppState;
+use super::error::{from_join_error, from_view_error, json_error, not_found};
+use crate::service::blocking;
+use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/admin/api")
+            .route("/messages", web::get().to(messages))
+            .route("/orders", web::get().to(orders))
+            .route("/orders/{commodity_order_id}", web::get().to(order))
+            .route("/authorizations/{auth_app_id}", web::get().to(authorization)),
+    );
+}
+
+/// Checks `Authorization: Bearer <admin.token>` in constant time.
+fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
+    let presented = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let expected = state.admin_token.expose_secret();
+    if aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_bytes(), expected.as_bytes()).is_ok() {
+        Ok(())
+    } else {
+        Err(json_error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid admin bearer token is required"))
+    }
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct OrderFilter {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+fn clamp_limit(limit: Option<i64>) -> Result<i64, HttpResponse> {
+    match limit.unwrap_or(100) {
+        n @ 1..=1000 => Ok(n),
+        n => Err(json_error(StatusCode::BAD_REQUEST, "invalid_field", format!("limit {n} must be between 1 and 1000"))),
+    }
+}
+
+async fn messages(req: HttpRequest, state: web::Data<AppState>, query: web::Query<Limit>) -> HttpResponse {
+    if let Err(r) = authorize(&req, &state) {
+        return r;
+    }
+    let limit = match clamp_limit(query.limit) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let services = state.services.clone();
+    match blocking(move || services.messages(limit)).await {
+        Ok(Ok(list)) => HttpResponse::Ok().json(list),
+        Ok(Err(e)) => from_view_error(e),
+        Err(e) => from_join_error(e),
+    }
+}
+
+async fn orders(req: HttpRequest, state: web::Data<AppState>, query: web::Query<OrderFilter>) -> HttpResponse {
+    if let Err(r) = authorize(&req, &state) {
+        return r;
+    }
+    let limit = match clamp_limit(query.limit) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let status = query.into_inner().status;
+    if let Some(s) = &status {
+        if crate::domain::OrderStatus::parse(s).is_none() {
+            return json_error(StatusCode::BAD_REQUEST, "invalid_field", format!("status {s:?} is not an order status"));
+        }
+    }
+    let services = state.services.clone();
+    match blocking(move || services.orders(status.as_deref(), limit)).await {
+        Ok(Ok(list)) => HttpResponse::Ok().json(list),
+        Ok(Err(e)) => from_view_error(e),
+        Err(e) => from_join_error(e),
+    }
+}
+
+async fn order(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    if let Err(r) = authorize(&req, &state) {
+        return r;
+    }
+    let id = path.into_inner();
+    let services = state.services.clone();
+    let lookup = id.clone();
+    match blocking(move || services.order(&lookup)).await {
+        Ok(Ok(Some(view))) => HttpResponse::Ok().json(view),
+        Ok(Ok(None)) => not_found("order", &id),
+        Ok(Err(e)) => from_view_error(e),
+        Err(e) => from_join_error(e),
+    }
+}
+
+async fn authorization(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    if let Err(r) = authorize(&req, &state) {
+        return r;
+    }
+    let id = path.into_inner();
+    let services = state.services.clone();
+    let lookup = id.clone();
+    match blocking(move || services.authorization(&lookup)).await {
+        Ok(Ok(Some(view))) => HttpResponse::Ok().json(view),
+        Ok(Ok(None)) => not_found("authorization", &id),
+        Ok(Err(e)) => from_view_error(e),
+        Err(e) => from_join_error(e),
+    }
+}

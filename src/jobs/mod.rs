@@ -1,0 +1,3 @@
+//! Background work. Each job only calls a service; the rules live below.
+
+pub mod apply_inbox;

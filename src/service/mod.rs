@@ -1,0 +1,40 @@
+//! Use cases: ingest a gateway message, apply it, and the read models support sees. Each writes
+//! through `store` in one transaction.
+
+pub mod apply;
+pub mod ingest;
+pub mod views;
+
+use crate::alipay::PublicKey;
+use crate::clock::SharedClock;
+use crate::metrics::Metrics;
+use crate::seal::Sealer;
+use crate::store::Pool;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// What every use case needs, built once in `main` (or a test) and shared.
+#[derive(Clone)]
+pub struct Services {
+    pub pool: Pool,
+    pub clock: SharedClock,
+    pub sealer: Arc<Sealer>,
+    pub alipay_key: Arc<PublicKey>,
+    /// Our third-party app id: messages for another one are quarantined.
+    pub app_id: Arc<str>,
+    pub metrics: Arc<Metrics>,
+    pub inbox: ingest::InboxWriter,
+    /// Woken after a new message commits, so it is applied at once rather than at the next poll.
+    pub apply_wakeup: Arc<Notify>,
+    pub apply: apply::ApplySettings,
+}
+
+/// Runs blocking database work off the async executor.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(f).await
+}
+
+/// Secrets sealed at rest are bound to what they are (see `Sealer`).
+pub fn raw_body_context() -> &'static str {
+    "gateway_message.raw_body"
+}

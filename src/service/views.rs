@@ -1,0 +1,177 @@
+//! What support sees: orders, authorizations (never a token) and stored messages, as JSON-ready
+//! values. Names follow INTERFACE.md.
+
+use super::Services;
+use crate::store::{authorizations, from_db_time, messages, orders};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(#[from] diesel::result::Error),
+}
+
+fn utc(t: NaiveDateTime) -> DateTime<Utc> {
+    from_db_time(t)
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeadlineView {
+    pub kind: String,
+    pub due_at: DateTime<Utc>,
+    pub state: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryView {
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub actor: String,
+    pub cause: String,
+    pub reason: Option<String>,
+    pub inferred: bool,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceView {
+    pub status: String,
+    pub termination_cause: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderView {
+    pub commodity_order_id: String,
+    pub status: String,
+    pub cancel_reason: Option<String>,
+    pub merchant_pid: Option<String>,
+    pub mini_app_id: Option<String>,
+    pub item_code: Option<String>,
+    pub total_price: Option<String>,
+    pub ordered_at: DateTime<Utc>,
+    pub status_since: DateTime<Utc>,
+    pub deadlines: Vec<DeadlineView>,
+    /// The merchant's service; provisioning and termination come with the lifecycle engine.
+    pub service: Option<ServiceView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HistoryView>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuthorizationView {
+    pub auth_app_id: String,
+    pub user_id: Option<String>,
+    pub status: String,
+    pub auth_time: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MessageView {
+    pub notify_id: String,
+    pub app_id: String,
+    pub kind: String,
+    pub received_at: DateTime<Utc>,
+    pub state: String,
+    pub sign_variant: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub applied_at: Option<DateTime<Utc>>,
+}
+
+fn order_view(conn: &mut crate::store::AnyConnection, row: orders::OrderRow, with_history: bool) -> Result<OrderView, ViewError> {
+    let deadlines = orders::deadlines(conn, &row.commodity_order_id)?
+        .into_iter()
+        .map(|d| DeadlineView { kind: d.kind, due_at: utc(d.due_at), state: d.state })
+        .collect();
+    let history = if with_history {
+        Some(
+            orders::history(conn, &row.commodity_order_id)?
+                .into_iter()
+                .map(|h| HistoryView {
+                    from_status: h.from_status,
+                    to_status: h.to_status,
+                    actor: h.actor,
+                    cause: h.cause,
+                    reason: h.reason,
+                    inferred: h.inferred,
+                    at: utc(h.at),
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
+    Ok(OrderView {
+        commodity_order_id: row.commodity_order_id,
+        status: row.status,
+        cancel_reason: row.cancel_reason,
+        merchant_pid: row.merchant_pid,
+        mini_app_id: row.mini_app_id,
+        item_code: row.item_code,
+        total_price: row.total_price,
+        ordered_at: utc(row.ordered_at),
+        status_since: utc(row.status_since),
+        deadlines,
+        service: None,
+        history,
+    })
+}
+
+impl Services {
+    fn conn(&self) -> Result<crate::store::PooledConn, ViewError> {
+        self.pool.get().map_err(|e| ViewError::Unavailable(e.to_string()))
+    }
+
+    pub fn order(&self, id: &str) -> Result<Option<OrderView>, ViewError> {
+        let mut conn = self.conn()?;
+        match orders::find(&mut conn, id)? {
+            Some(row) => Ok(Some(order_view(&mut conn, row, true)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn orders(&self, status: Option<&str>, limit: i64) -> Result<Vec<OrderView>, ViewError> {
+        let mut conn = self.conn()?;
+        let rows = orders::list(&mut conn, status, limit)?;
+        rows.into_iter().map(|row| order_view(&mut conn, row, false)).collect()
+    }
+
+    pub fn authorization(&self, auth_app_id: &str) -> Result<Option<AuthorizationView>, ViewError> {
+        let mut conn = self.conn()?;
+        Ok(authorizations::find(&mut conn, auth_app_id)?.map(|a| AuthorizationView {
+            auth_app_id: a.auth_app_id,
+            user_id: a.user_id,
+            status: a.status,
+            auth_time: utc(a.auth_time),
+            updated_at: utc(a.updated_at),
+        }))
+    }
+
+    pub fn messages(&self, limit: i64) -> Result<Vec<MessageView>, ViewError> {
+        let mut conn = self.conn()?;
+        Ok(messages::recent(&mut conn, limit)?
+            .into_iter()
+            .map(|m| MessageView {
+                notify_id: m.notify_id,
+                app_id: m.app_id,
+                kind: m.kind,
+                received_at: utc(m.received_at),
+                state: m.state,
+                sign_variant: m.sign_variant,
+                attempts: m.attempts,
+                last_error: m.last_error,
+                applied_at: m.applied_at.map(utc),
+            })
+            .collect())
+    }
+
+    /// True when the database answers.
+    pub fn database_ready(&self) -> bool {
+        use diesel::connection::SimpleConnection as _;
+        self.pool.get().ok().is_some_and(|mut c| c.batch_execute("SELECT 1").is_ok())
+    }
+}

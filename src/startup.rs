@@ -1,0 +1,71 @@
+//! Wiring: from prepared settings to running services. `main` and the tests share it.
+
+use crate::clock::SharedClock;
+use crate::config::Prepared;
+use crate::http::{AppState, Application};
+use crate::metrics::Metrics;
+use crate::seal::Sealer;
+use crate::service::{Services, apply::ApplySettings, ingest::InboxWriter};
+use crate::store::{self, Backend};
+use anyhow::Context as _;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+pub fn open_database(prepared: &Prepared) -> anyhow::Result<store::Pool> {
+    let pool = store::connect_pool(&prepared.database, prepared.settings.database.pool_size)
+        .map_err(anyhow::Error::msg)
+        .context("database.url: cannot open the database")?;
+    let applied = store::migrate(&pool).map_err(anyhow::Error::msg).context("database migrations failed")?;
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
+    }
+    Ok(pool)
+}
+
+pub fn services(prepared: &Prepared, pool: store::Pool, clock: SharedClock) -> anyhow::Result<Services> {
+    let inbox = &prepared.settings.inbox;
+    // SQLite has a single writer: more writer threads would only queue on its lock.
+    let writers = if prepared.database.backend() == Backend::Sqlite { 1 } else { inbox.writers };
+    Ok(Services {
+        inbox: InboxWriter::start(pool.clone(), writers, inbox.batch_size),
+        pool,
+        clock,
+        sealer: Arc::new(Sealer::new(&prepared.encryption_key).context("security.encryption_key")?),
+        alipay_key: prepared.alipay_key.clone(),
+        app_id: Arc::from(prepared.settings.alipay.app_id.as_str()),
+        metrics: Arc::new(Metrics::default()),
+        apply_wakeup: Arc::new(Notify::new()),
+        apply: ApplySettings { batch: inbox.apply_batch, max_attempts: inbox.max_apply_attempts },
+    })
+}
+
+pub struct Started {
+    pub app: Application,
+    pub services: Services,
+}
+
+/// Opens and migrates the database, binds the listener and builds the HTTP server. The caller
+/// runs it and the background jobs.
+pub fn build(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<Started> {
+    let pool = open_database(prepared)?;
+    let services = services(prepared, pool, clock)?;
+    let listener = std::net::TcpListener::bind(prepared.listen)
+        .with_context(|| format!("server.listen: cannot listen on {}", prepared.listen))?;
+    let state = AppState {
+        services: services.clone(),
+        admin_token: prepared.admin_token.clone(),
+        max_body_bytes: prepared.settings.server.max_body_bytes,
+        reject_log: crate::http::gateway_log_limiter(),
+    };
+    let app = Application::build(state, listener, prepared.settings.server.workers)?;
+    Ok(Started { app, services })
+}
+
+/// Runs the server and the apply worker until the server stops.
+pub async fn run(started: Started, apply_poll: Duration) -> anyhow::Result<()> {
+    let worker = tokio::spawn(crate::jobs::apply_inbox::run(started.services.clone(), apply_poll));
+    let result = started.app.run_until_stopped().await;
+    worker.abort();
+    result.context("HTTP server failed")
+}

@@ -1,0 +1,158 @@
+//! The gateway inbox: every verified message, stored once under (`app_id`, `notify_id`).
+
+use super::AnyConnection;
+use super::schema::gateway_messages as gm;
+use crate::db_run;
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+pub const STATE_RECEIVED: &str = "received";
+pub const STATE_APPLIED: &str = "applied";
+pub const STATE_PARKED: &str = "parked";
+pub const STATE_QUARANTINED: &str = "quarantined";
+pub const STATE_FAILED: &str = "failed";
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = gm)]
+pub struct NewMessage {
+    pub app_id: String,
+    pub notify_id: String,
+    pub kind: String,
+    pub sign_variant: String,
+    pub state: String,
+    pub params: String,
+    pub raw_body: Vec<u8>,
+    pub received_at: NaiveDateTime,
+    pub attempts: i32,
+    pub next_attempt_at: NaiveDateTime,
+    /// Why a message was stored quarantined.
+    pub last_error: Option<String>,
+}
+
+/// Inserts each row unless its identity is already stored, all in one transaction (one commit,
+/// one fsync for the whole batch). Returns, per row, whether it was new.
+pub fn insert_batch(conn: &mut AnyConnection, rows: &[NewMessage]) -> QueryResult<Vec<bool>> {
+    conn.transaction(|conn| {
+        rows.iter()
+            .map(|row| {
+                let inserted = db_run!(conn: {
+                    diesel::insert_into(gm::table)
+                        .values(row)
+                        .on_conflict((gm::app_id, gm::notify_id))
+                        .do_nothing()
+                        .execute(conn)
+                })?;
+                Ok(inserted == 1)
+            })
+            .collect()
+    })
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = gm)]
+pub struct PendingMessage {
+    pub id: i64,
+    pub app_id: String,
+    pub notify_id: String,
+    pub kind: String,
+    pub raw_body: Vec<u8>,
+    pub attempts: i32,
+    pub received_at: NaiveDateTime,
+}
+
+/// Messages waiting to be applied whose next attempt is due, oldest first.
+pub fn due(conn: &mut AnyConnection, now: NaiveDateTime, limit: i64) -> QueryResult<Vec<PendingMessage>> {
+    db_run!(conn: {
+        gm::table
+            .filter(gm::state.eq(STATE_RECEIVED))
+            .filter(gm::next_attempt_at.le(now))
+            .order((gm::next_attempt_at.asc(), gm::id.asc()))
+            .limit(limit)
+            .select(PendingMessage::as_select())
+            .load(conn)
+    })
+}
+
+/// Moves a message out of `received`. Guarded: a message another worker already finished is not
+/// touched, and the caller rolls its work back when this returns false.
+pub fn finish(
+    conn: &mut AnyConnection,
+    id: i64,
+    state: &str,
+    now: NaiveDateTime,
+    note: Option<&str>,
+) -> QueryResult<bool> {
+    let updated = db_run!(conn: {
+        diesel::update(gm::table.filter(gm::id.eq(id)).filter(gm::state.eq(STATE_RECEIVED)))
+            .set((gm::state.eq(state), gm::applied_at.eq(Some(now)), gm::last_error.eq(note)))
+            .execute(conn)
+    })?;
+    Ok(updated == 1)
+}
+
+/// Records a failed attempt: retried at `next_attempt_at`, or given up (`failed`) for support.
+pub fn record_failure(
+    conn: &mut AnyConnection,
+    id: i64,
+    attempts: i32,
+    next_attempt_at: NaiveDateTime,
+    error: &str,
+    give_up: bool,
+) -> QueryResult<()> {
+    let state = if give_up { STATE_FAILED } else { STATE_RECEIVED };
+    db_run!(conn: {
+        diesel::update(gm::table.filter(gm::id.eq(id)).filter(gm::state.eq(STATE_RECEIVED)))
+            .set((
+                gm::state.eq(state),
+                gm::attempts.eq(attempts),
+                gm::next_attempt_at.eq(next_attempt_at),
+                gm::last_error.eq(Some(error)),
+            ))
+            .execute(conn)
+    })?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = gm)]
+pub struct MessageSummary {
+    pub id: i64,
+    pub app_id: String,
+    pub notify_id: String,
+    pub kind: String,
+    pub sign_variant: String,
+    pub state: String,
+    pub received_at: NaiveDateTime,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub applied_at: Option<NaiveDateTime>,
+}
+
+pub fn recent(conn: &mut AnyConnection, limit: i64) -> QueryResult<Vec<MessageSummary>> {
+    db_run!(conn: {
+        gm::table.order(gm::id.desc()).limit(limit).select(MessageSummary::as_select()).load(conn)
+    })
+}
+
+pub fn count_by_state(conn: &mut AnyConnection) -> QueryResult<Vec<(String, i64)>> {
+    db_run!(conn: {
+        gm::table.group_by(gm::state).select((gm::state, diesel::dsl::count_star())).load(conn)
+    })
+}
+
+/// Every stored identity, for tests and reconciliation of what was acknowledged.
+pub fn identities(conn: &mut AnyConnection) -> QueryResult<Vec<(String, String, String)>> {
+    db_run!(conn: {
+        gm::table.order(gm::id.asc()).select((gm::app_id, gm::notify_id, gm::state)).load(conn)
+    })
+}
+
+/// Sets a message's state inside an apply transaction (e.g. `quarantined` with its reason).
+pub fn set_state(conn: &mut AnyConnection, id: i64, state: &str, note: Option<&str>) -> QueryResult<()> {
+    db_run!(conn: {
+        diesel::update(gm::table.filter(gm::id.eq(id)))
+            .set((gm::state.eq(state), gm::last_error.eq(note)))
+            .execute(conn)
+            .map(|_| ())
+    })
+}
