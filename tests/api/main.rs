@@ -1,0 +1,10 @@
+//! The service through its real HTTP endpoints, on SQLite and on PostgreSQL.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod helpers;
+
+mod admin;
+mod apply;
+mod gateway;
+mod secrets;

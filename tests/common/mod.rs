@@ -1,0 +1,121 @@
+//! Shared by the test binaries: vectors, keys, databases for both backends, signed messages.
+#![allow(dead_code)]
+
+use isv_lifecycle::alipay::{PrivateKey, PublicKey, notify};
+use serde_json::Value;
+use std::path::PathBuf;
+
+pub const APP_ID: &str = "2021004100000001";
+pub const ENCRYPTION_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const API_TOKEN: &str = "test-api-token-0123456789";
+/// Tokens that appear in the vectors; none may ever be stored or shown in clear.
+pub const VECTOR_SECRETS: &[&str] = &[
+    "202406BBd4f3a7c9e2b84a5f9c1e6d7a8b9c0X51",
+    "202406BB8e1f2a3b4c5d6e7f8091a2b3c4d5eX51",
+];
+
+pub fn shared_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+pub fn vector_key_path(name: &str) -> PathBuf {
+    shared_dir().join("vectors/keys").join(name)
+}
+
+pub fn platform_private_key() -> PrivateKey {
+    PrivateKey::parse(&std::fs::read_to_string(vector_key_path("alipay_platform_private_pkcs8.pem")).unwrap()).unwrap()
+}
+
+pub fn platform_public_key() -> PublicKey {
+    PublicKey::parse(&std::fs::read_to_string(vector_key_path("alipay_platform_public_spki.pem")).unwrap()).unwrap()
+}
+
+pub fn vectors(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(shared_dir().join("vectors").join(file)).unwrap();
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Which databases the suite runs on. PostgreSQL is required unless ISV_TEST_SKIP_POSTGRES=1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database: a temp SQLite file, or a new schema on the test PostgreSQL server.
+pub struct TestDb {
+    pub url: String,
+    pub sqlite_path: Option<PathBuf>,
+    pub _dir: tempfile::TempDir,
+    pub pg_schema: Option<String>,
+}
+
+pub fn postgres_base_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn skip_postgres() -> bool {
+    std::env::var("ISV_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1")
+}
+
+pub fn test_db(db: Db) -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    match db {
+        Db::Sqlite => {
+            let path = dir.path().join("test.db");
+            TestDb { url: format!("sqlite://{}", path.display()), sqlite_path: Some(path), _dir: dir, pg_schema: None }
+        }
+        Db::Postgres => {
+            use diesel::Connection as _;
+            use diesel::connection::SimpleConnection as _;
+            let base = postgres_base_url();
+            let schema = format!("t_{}", random_hex(8));
+            let mut conn = diesel::PgConnection::establish(&base)
+                .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for the suite (ISV_TEST_SKIP_POSTGRES=1 skips it): {e}"));
+            conn.batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
+            TestDb { url, sqlite_path: None, _dir: dir, pg_schema: Some(schema) }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(schema) = &self.pg_schema {
+            use diesel::Connection as _;
+            use diesel::connection::SimpleConnection as _;
+            if let Ok(mut conn) = diesel::PgConnection::establish(&postgres_base_url()) {
+                let _ = conn.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"));
+            }
+        }
+    }
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+}
+
+/// A signed order notification as Alipay's platform sends it (V1 content).
+pub fn order_notification(key: &PrivateKey, commodity_order_id: &str, notify_id: &str, price: &str) -> String {
+    let params: Vec<(String, String)> = [
+        ("notify_id", notify_id),
+        ("notify_type", "servicemarket_order_notify"),
+        ("notify_time", "2024-06-10 13:01:00"),
+        ("sign_type", "RSA2"),
+        ("charset", "utf-8"),
+        ("version", "1.0"),
+        ("commodity_order_id", commodity_order_id),
+        ("order_time", "2024-06-10 13:01:00"),
+        ("merchant_pid", "2088102177846880"),
+        ("total_price", price),
+        ("title", "小程序模板服务"),
+        ("consumer_miniAppId", "2021004199990002"),
+        ("item_code", "TS0001"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    notify::sign_message(&params, key)
+}
