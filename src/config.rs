@@ -118,7 +118,10 @@ pub const ENV_PREFIX: &str = "ISV";
 
 /// The environment variable that overrides a setting (`alipay.app_id` → `ISV__ALIPAY__APP_ID`).
 pub fn env_name(setting: &str) -> String {
-    format!("{ENV_PREFIX}__{}", setting.replace('.', "__").to_ascii_uppercase())
+    format!(
+        "{ENV_PREFIX}__{}",
+        setting.replace('.', "__").to_ascii_uppercase()
+    )
 }
 
 impl Settings {
@@ -132,13 +135,22 @@ impl Settings {
         }
         let built = config::Config::builder()
             .add_source(config::File::from(file))
-            .add_source(config::Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__").try_parsing(true))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
             .build()
             .and_then(|c| c.try_deserialize::<Settings>());
         built.map_err(|e| {
             let text = e.to_string();
             // config names the key in its message; point at the variable too.
-            SettingError { name: "settings".into(), origin: file.display().to_string(), problem: text }
+            SettingError {
+                name: "settings".into(),
+                origin: file.display().to_string(),
+                problem: text,
+            }
         })
     }
 }
@@ -146,7 +158,11 @@ impl Settings {
 /// Where a setting's value came from, for error messages.
 fn source_of(setting: &str, file: &Path) -> String {
     let var = env_name(setting);
-    if std::env::var_os(&var).is_some() { format!("environment variable {var}") } else { file.display().to_string() }
+    if std::env::var_os(&var).is_some() {
+        format!("environment variable {var}")
+    } else {
+        file.display().to_string()
+    }
 }
 
 /// Everything `serve` needs that had to be read, parsed or generated from the settings.
@@ -174,57 +190,125 @@ pub struct SandboxFiles {
 
 impl Prepared {
     pub fn from_settings(settings: Settings, file: &Path) -> Result<Self, SettingError> {
-        let err = |name: &str, problem: String| SettingError { name: name.into(), origin: source_of(name, file), problem };
+        let err = |name: &str, problem: String| SettingError {
+            name: name.into(),
+            origin: source_of(name, file),
+            problem,
+        };
         let local = settings.app.environment == Environment::Local;
 
-        let listen: SocketAddr =
-            settings.server.listen.parse().map_err(|_| err("server.listen", format!("{:?} is not host:port", settings.server.listen)))?;
+        let listen: SocketAddr = settings.server.listen.parse().map_err(|_| {
+            err(
+                "server.listen",
+                format!("{:?} is not host:port", settings.server.listen),
+            )
+        })?;
         if settings.server.max_body_bytes < 256 * 1024 {
-            return Err(err("server.max_body_bytes", "must be at least 262144 (real messages reach 60 KB)".into()));
+            return Err(err(
+                "server.max_body_bytes",
+                "must be at least 262144 (real messages reach 60 KB)".into(),
+            ));
         }
-        let database = DbTarget::parse(&settings.database.url).map_err(|p| err("database.url", p))?;
+        let database =
+            DbTarget::parse(&settings.database.url).map_err(|p| err("database.url", p))?;
         if settings.database.pool_size == 0 {
             return Err(err("database.pool_size", "must be at least 1".into()));
         }
-        if settings.alipay.app_id.trim().is_empty() || !settings.alipay.app_id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(err("alipay.app_id", format!("{:?} is not an Alipay app id (digits)", settings.alipay.app_id)));
+        if settings.alipay.app_id.trim().is_empty()
+            || !settings.alipay.app_id.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(err(
+                "alipay.app_id",
+                format!(
+                    "{:?} is not an Alipay app id (digits)",
+                    settings.alipay.app_id
+                ),
+            ));
         }
-        if reqwest::Url::parse(&settings.alipay.gateway_url).map(|u| !u.scheme().starts_with("http")).unwrap_or(true) {
-            return Err(err("alipay.gateway_url", format!("{:?} is not an http(s) URL", settings.alipay.gateway_url)));
+        if reqwest::Url::parse(&settings.alipay.gateway_url)
+            .map(|u| !u.scheme().starts_with("http"))
+            .unwrap_or(true)
+        {
+            return Err(err(
+                "alipay.gateway_url",
+                format!("{:?} is not an http(s) URL", settings.alipay.gateway_url),
+            ));
         }
         if settings.alipay.max_attempts == 0 || settings.alipay.timeout_seconds == 0 {
-            return Err(err("alipay.max_attempts", "max_attempts and timeout_seconds must be positive".into()));
+            return Err(err(
+                "alipay.max_attempts",
+                "max_attempts and timeout_seconds must be positive".into(),
+            ));
         }
         if settings.scheduler.tick_seconds == 0 {
             return Err(err("scheduler.tick_seconds", "must be at least 1".into()));
         }
-        if settings.inbox.batch_size == 0 || settings.inbox.writers == 0 || settings.inbox.apply_batch <= 0 {
-            return Err(err("inbox.batch_size", "batch_size, writers and apply_batch must be positive".into()));
+        if settings.inbox.batch_size == 0
+            || settings.inbox.writers == 0
+            || settings.inbox.apply_batch <= 0
+        {
+            return Err(err(
+                "inbox.batch_size",
+                "batch_size, writers and apply_batch must be positive".into(),
+            ));
         }
         if !matches!(settings.log.format.as_str(), "text" | "json") {
-            return Err(err("log.format", format!("{:?} is neither text nor json", settings.log.format)));
+            return Err(err(
+                "log.format",
+                format!("{:?} is neither text nor json", settings.log.format),
+            ));
         }
 
-        let keys_missing = settings.alipay.app_private_key_file.trim().is_empty() && settings.alipay.alipay_public_key_file.trim().is_empty();
-        let sandbox = if keys_missing && local { Some(ensure_sandbox(&settings.app.data_dir).map_err(|p| err("app.data_dir", p))?) } else { None };
+        let keys_missing = settings.alipay.app_private_key_file.trim().is_empty()
+            && settings.alipay.alipay_public_key_file.trim().is_empty();
+        let sandbox = if keys_missing && local {
+            Some(ensure_sandbox(&settings.app.data_dir).map_err(|p| err("app.data_dir", p))?)
+        } else {
+            None
+        };
 
         let (app_key, alipay_key) = match &sandbox {
             Some(files) => {
-                let app = read_file(&files.dir.join("app_private_key.pem")).map_err(|p| err("app.data_dir", p))?;
-                let platform = read_file(&files.dir.join("alipay_public_key.pem")).map_err(|p| err("app.data_dir", p))?;
+                let app = read_file(&files.dir.join("app_private_key.pem"))
+                    .map_err(|p| err("app.data_dir", p))?;
+                let platform = read_file(&files.dir.join("alipay_public_key.pem"))
+                    .map_err(|p| err("app.data_dir", p))?;
                 (
-                    PrivateKey::parse(&app).map_err(|e| err("app.data_dir", format!("sandbox app key: {e}")))?,
-                    PublicKey::parse(&platform).map_err(|e| err("app.data_dir", format!("sandbox Alipay key: {e}")))?,
+                    PrivateKey::parse(&app)
+                        .map_err(|e| err("app.data_dir", format!("sandbox app key: {e}")))?,
+                    PublicKey::parse(&platform)
+                        .map_err(|e| err("app.data_dir", format!("sandbox Alipay key: {e}")))?,
                 )
             }
             None => {
-                let app_path = required(&settings.alipay.app_private_key_file).ok_or_else(|| err("alipay.app_private_key_file", "is required (our app private key: PEM or bare base64)".into()))?;
-                let alipay_path = required(&settings.alipay.alipay_public_key_file).ok_or_else(|| err("alipay.alipay_public_key_file", "is required (Alipay's public key: PEM or bare base64)".into()))?;
-                let app_text = read_file(Path::new(app_path)).map_err(|p| err("alipay.app_private_key_file", p))?;
-                let alipay_text = read_file(Path::new(alipay_path)).map_err(|p| err("alipay.alipay_public_key_file", p))?;
+                let app_path =
+                    required(&settings.alipay.app_private_key_file).ok_or_else(|| {
+                        err(
+                            "alipay.app_private_key_file",
+                            "is required (our app private key: PEM or bare base64)".into(),
+                        )
+                    })?;
+                let alipay_path =
+                    required(&settings.alipay.alipay_public_key_file).ok_or_else(|| {
+                        err(
+                            "alipay.alipay_public_key_file",
+                            "is required (Alipay's public key: PEM or bare base64)".into(),
+                        )
+                    })?;
+                let app_text = read_file(Path::new(app_path))
+                    .map_err(|p| err("alipay.app_private_key_file", p))?;
+                let alipay_text = read_file(Path::new(alipay_path))
+                    .map_err(|p| err("alipay.alipay_public_key_file", p))?;
                 (
-                    PrivateKey::parse(&app_text).map_err(|e| err("alipay.app_private_key_file", format!("{app_path}: {e}")))?,
-                    PublicKey::parse(&alipay_text).map_err(|e| err("alipay.alipay_public_key_file", format!("{alipay_path}: {e}")))?,
+                    PrivateKey::parse(&app_text).map_err(|e| {
+                        err("alipay.app_private_key_file", format!("{app_path}: {e}"))
+                    })?,
+                    PublicKey::parse(&alipay_text).map_err(|e| {
+                        err(
+                            "alipay.alipay_public_key_file",
+                            format!("{alipay_path}: {e}"),
+                        )
+                    })?,
                 )
             }
         };
@@ -236,31 +320,60 @@ impl Prepared {
             ));
         }
 
-        let secret_or_sandbox = |name: &str, value: &SecretString, file: Option<PathBuf>| -> Result<SecretString, SettingError> {
+        let secret_or_sandbox = |name: &str,
+                                 value: &SecretString,
+                                 file: Option<PathBuf>|
+         -> Result<SecretString, SettingError> {
             if !value.expose_secret().trim().is_empty() {
                 return Ok(value.clone());
             }
             match file {
-                Some(path) if local => read_file(&path).map(|s| SecretString::from(s.trim().to_string())).map_err(|p| err(name, p)),
+                Some(path) if local => read_file(&path)
+                    .map(|s| SecretString::from(s.trim().to_string()))
+                    .map_err(|p| err(name, p)),
                 _ => Err(err(name, "is required".into())),
             }
         };
-        let sandbox_file = |name: &str| sandbox.as_ref().map(|s| s.dir.join(name)).or_else(|| local.then(|| sandbox_dir(&settings.app.data_dir).join(name)));
+        let sandbox_file = |name: &str| {
+            sandbox
+                .as_ref()
+                .map(|s| s.dir.join(name))
+                .or_else(|| local.then(|| sandbox_dir(&settings.app.data_dir).join(name)))
+        };
         let need_local_secrets = local
-            && [&settings.security.encryption_key, &settings.admin.token, &settings.api.token]
-                .iter()
-                .any(|s| s.expose_secret().trim().is_empty());
+            && [
+                &settings.security.encryption_key,
+                &settings.admin.token,
+                &settings.api.token,
+            ]
+            .iter()
+            .any(|s| s.expose_secret().trim().is_empty());
         if need_local_secrets && sandbox.is_none() {
-            ensure_sandbox_secrets(&sandbox_dir(&settings.app.data_dir)).map_err(|p| err("app.data_dir", p))?;
+            ensure_sandbox_secrets(&sandbox_dir(&settings.app.data_dir))
+                .map_err(|p| err("app.data_dir", p))?;
         }
-        let encryption = secret_or_sandbox("security.encryption_key", &settings.security.encryption_key, sandbox_file("encryption.key"))?;
+        let encryption = secret_or_sandbox(
+            "security.encryption_key",
+            &settings.security.encryption_key,
+            sandbox_file("encryption.key"),
+        )?;
         let encryption_key = STANDARD
             .decode(encryption.expose_secret().trim())
             .ok()
             .filter(|k| k.len() == 32)
-            .ok_or_else(|| err("security.encryption_key", "must be the base64 of exactly 32 bytes".into()))?;
-        let admin_token = secret_or_sandbox("admin.token", &settings.admin.token, sandbox_file("admin.token"))?;
-        let api_token = secret_or_sandbox("api.token", &settings.api.token, sandbox_file("api.token"))?;
+            .ok_or_else(|| {
+                err(
+                    "security.encryption_key",
+                    "must be the base64 of exactly 32 bytes".into(),
+                )
+            })?;
+        let admin_token = secret_or_sandbox(
+            "admin.token",
+            &settings.admin.token,
+            sandbox_file("admin.token"),
+        )?;
+        let api_token =
+            secret_or_sandbox("api.token", &settings.api.token, sandbox_file("api.token"))?;
         for (name, token) in [("admin.token", &admin_token), ("api.token", &api_token)] {
             if token.expose_secret().len() < 16 {
                 return Err(err(name, "must be at least 16 characters".into()));
@@ -310,23 +423,36 @@ fn write_private(path: &Path, contents: &str) -> Result<(), String> {
         use std::os::unix::fs::OpenOptionsExt as _;
         options.mode(0o600);
     }
-    let mut f = options.open(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    f.write_all(contents.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let mut f = options
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(contents.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn random_text(bytes: usize) -> String {
     use aws_lc_rs::rand::SecureRandom as _;
     let mut buf = vec![0u8; bytes];
-    aws_lc_rs::rand::SystemRandom::new().fill(&mut buf).expect("system random source");
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut buf)
+        .expect("system random source");
     STANDARD.encode(buf)
 }
 
 fn ensure_sandbox_secrets(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    for (name, len) in [("encryption.key", 32), ("admin.token", 24), ("api.token", 24)] {
+    for (name, len) in [
+        ("encryption.key", 32),
+        ("admin.token", 24),
+        ("api.token", 24),
+    ] {
         let path = dir.join(name);
         if !path.exists() {
-            let value = if name == "encryption.key" { random_text(len) } else { random_text(len).replace(['+', '/', '='], "x") };
+            let value = if name == "encryption.key" {
+                random_text(len)
+            } else {
+                random_text(len).replace(['+', '/', '='], "x")
+            };
             write_private(&path, &value)?;
         }
     }
@@ -338,7 +464,10 @@ fn ensure_sandbox_secrets(dir: &Path) -> Result<(), String> {
 fn ensure_sandbox(data_dir: &Path) -> Result<SandboxFiles, String> {
     let dir = sandbox_dir(data_dir);
     ensure_sandbox_secrets(&dir)?;
-    for (private, public) in [("app_private_key.pem", "app_public_key.pem"), ("alipay_platform_private_key.pem", "alipay_public_key.pem")] {
+    for (private, public) in [
+        ("app_private_key.pem", "app_public_key.pem"),
+        ("alipay_platform_private_key.pem", "alipay_public_key.pem"),
+    ] {
         if !dir.join(private).exists() {
             let pair = keys::generate().map_err(|e| e.to_string())?;
             write_private(&dir.join(private), &pair.private_pkcs8_pem)?;
@@ -365,6 +494,9 @@ mod tests {
     #[test]
     fn env_names_follow_the_interface() {
         assert_eq!(env_name("database.url"), "ISV__DATABASE__URL");
-        assert_eq!(env_name("alipay.app_private_key_file"), "ISV__ALIPAY__APP_PRIVATE_KEY_FILE");
+        assert_eq!(
+            env_name("alipay.app_private_key_file"),
+            "ISV__ALIPAY__APP_PRIVATE_KEY_FILE"
+        );
     }
 }

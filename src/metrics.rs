@@ -5,8 +5,15 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Rejection reasons, in the order of `alipay::Rejection::code`.
-pub const REJECTION_CODES: &[&str] =
-    &["malformed_form", "duplicate_key", "missing_sign", "sign_encoding", "sign_type", "bad_signature", "not_utf8"];
+pub const REJECTION_CODES: &[&str] = &[
+    "malformed_form",
+    "duplicate_key",
+    "missing_sign",
+    "sign_encoding",
+    "sign_type",
+    "bad_signature",
+    "not_utf8",
+];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -32,7 +39,11 @@ impl Metrics {
     }
 
     pub fn rejected(&self, code: &str) -> u64 {
-        REJECTION_CODES.iter().position(|c| *c == code).map(|i| self.rejected[i].load(Relaxed)).unwrap_or(0)
+        REJECTION_CODES
+            .iter()
+            .position(|c| *c == code)
+            .map(|i| self.rejected[i].load(Relaxed))
+            .unwrap_or(0)
     }
 
     pub fn render(&self) -> String {
@@ -47,23 +58,65 @@ impl Metrics {
                 }
             }
         };
-        counter("isv_gateway_messages_received_total", "Gateway requests received.", &[("", self.received.load(Relaxed))]);
+        counter(
+            "isv_gateway_messages_received_total",
+            "Gateway requests received.",
+            &[("", self.received.load(Relaxed))],
+        );
         counter(
             "isv_gateway_messages_verified_total",
             "Gateway messages whose signature verified, by sign variant.",
-            &[("sign_variant=\"v1\"", self.verified_v1.load(Relaxed)), ("sign_variant=\"v2\"", self.verified_v2.load(Relaxed))],
+            &[
+                ("sign_variant=\"v1\"", self.verified_v1.load(Relaxed)),
+                ("sign_variant=\"v2\"", self.verified_v2.load(Relaxed)),
+            ],
         );
-        let rejected: Vec<(String, u64)> =
-            REJECTION_CODES.iter().enumerate().map(|(i, c)| (format!("reason=\"{c}\""), self.rejected[i].load(Relaxed))).collect();
+        let rejected: Vec<(String, u64)> = REJECTION_CODES
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("reason=\"{c}\""), self.rejected[i].load(Relaxed)))
+            .collect();
         let rejected: Vec<(&str, u64)> = rejected.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        counter("isv_gateway_messages_rejected_total", "Gateway messages refused, by reason.", &rejected);
-        counter("isv_gateway_messages_stored_total", "New gateway messages committed.", &[("", self.stored.load(Relaxed))]);
-        counter("isv_gateway_messages_duplicate_total", "Redeliveries of stored messages.", &[("", self.duplicates.load(Relaxed))]);
-        counter("isv_gateway_messages_quarantined_total", "Verified messages stored but not applied.", &[("", self.quarantined.load(Relaxed))]);
-        counter("isv_gateway_store_failures_total", "Messages answered fail because they could not be stored.", &[("", self.store_failures.load(Relaxed))]);
-        counter("isv_inbox_applied_total", "Messages applied.", &[("", self.applied.load(Relaxed))]);
-        counter("isv_inbox_apply_failures_total", "Failed apply attempts.", &[("", self.apply_failures.load(Relaxed))]);
-        counter("isv_inbox_apply_lag_milliseconds_total", "Sum of receive-to-apply delays.", &[("", self.apply_lag_ms_sum.load(Relaxed))]);
+        counter(
+            "isv_gateway_messages_rejected_total",
+            "Gateway messages refused, by reason.",
+            &rejected,
+        );
+        counter(
+            "isv_gateway_messages_stored_total",
+            "New gateway messages committed.",
+            &[("", self.stored.load(Relaxed))],
+        );
+        counter(
+            "isv_gateway_messages_duplicate_total",
+            "Redeliveries of stored messages.",
+            &[("", self.duplicates.load(Relaxed))],
+        );
+        counter(
+            "isv_gateway_messages_quarantined_total",
+            "Verified messages stored but not applied.",
+            &[("", self.quarantined.load(Relaxed))],
+        );
+        counter(
+            "isv_gateway_store_failures_total",
+            "Messages answered fail because they could not be stored.",
+            &[("", self.store_failures.load(Relaxed))],
+        );
+        counter(
+            "isv_inbox_applied_total",
+            "Messages applied.",
+            &[("", self.applied.load(Relaxed))],
+        );
+        counter(
+            "isv_inbox_apply_failures_total",
+            "Failed apply attempts.",
+            &[("", self.apply_failures.load(Relaxed))],
+        );
+        counter(
+            "isv_inbox_apply_lag_milliseconds_total",
+            "Sum of receive-to-apply delays.",
+            &[("", self.apply_lag_ms_sum.load(Relaxed))],
+        );
         out
     }
 }

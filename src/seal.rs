@@ -31,13 +31,19 @@ pub enum SealError {
 
 impl Sealer {
     pub fn new(key: &[u8]) -> Result<Self, SealError> {
-        let unbound = UnboundKey::new(&AES_256_GCM, key).map_err(|_| SealError::KeyLength(key.len()))?;
-        Ok(Self { key: LessSafeKey::new(unbound), rng: SystemRandom::new() })
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, key).map_err(|_| SealError::KeyLength(key.len()))?;
+        Ok(Self {
+            key: LessSafeKey::new(unbound),
+            rng: SystemRandom::new(),
+        })
     }
 
     pub fn seal(&self, context: &str, plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce).expect("the system random source works");
+        self.rng
+            .fill(&mut nonce)
+            .expect("the system random source works");
         let mut out = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + 16);
         out.push(VERSION);
         out.extend_from_slice(&nonce);
@@ -58,7 +64,8 @@ impl Sealer {
         if sealed.len() < 1 + NONCE_LEN + 16 || sealed[0] != VERSION {
             return Err(SealError::Open);
         }
-        let nonce = Nonce::try_assume_unique_for_key(&sealed[1..1 + NONCE_LEN]).map_err(|_| SealError::Open)?;
+        let nonce = Nonce::try_assume_unique_for_key(&sealed[1..1 + NONCE_LEN])
+            .map_err(|_| SealError::Open)?;
         let mut buffer = sealed[1 + NONCE_LEN..].to_vec();
         let plain = self
             .key

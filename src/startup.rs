@@ -16,17 +16,27 @@ pub fn open_database(prepared: &Prepared) -> anyhow::Result<store::Pool> {
     let pool = store::connect_pool(&prepared.database, prepared.settings.database.pool_size)
         .map_err(anyhow::Error::msg)
         .context("database.url: cannot open the database")?;
-    let applied = store::migrate(&pool).map_err(anyhow::Error::msg).context("database migrations failed")?;
+    let applied = store::migrate(&pool)
+        .map_err(anyhow::Error::msg)
+        .context("database migrations failed")?;
     if applied > 0 {
         tracing::info!(applied, "database migrations applied");
     }
     Ok(pool)
 }
 
-pub fn services(prepared: &Prepared, pool: store::Pool, clock: SharedClock) -> anyhow::Result<Services> {
+pub fn services(
+    prepared: &Prepared,
+    pool: store::Pool,
+    clock: SharedClock,
+) -> anyhow::Result<Services> {
     let inbox = &prepared.settings.inbox;
     // SQLite has a single writer: more writer threads would only queue on its lock.
-    let writers = if prepared.database.backend() == Backend::Sqlite { 1 } else { inbox.writers };
+    let writers = if prepared.database.backend() == Backend::Sqlite {
+        1
+    } else {
+        inbox.writers
+    };
     Ok(Services {
         inbox: InboxWriter::start(pool.clone(), writers, inbox.batch_size),
         pool,
@@ -36,7 +46,10 @@ pub fn services(prepared: &Prepared, pool: store::Pool, clock: SharedClock) -> a
         app_id: Arc::from(prepared.settings.alipay.app_id.as_str()),
         metrics: Arc::new(Metrics::default()),
         apply_wakeup: Arc::new(Notify::new()),
-        apply: ApplySettings { batch: inbox.apply_batch, max_attempts: inbox.max_apply_attempts },
+        apply: ApplySettings {
+            batch: inbox.apply_batch,
+            max_attempts: inbox.max_apply_attempts,
+        },
     })
 }
 
@@ -64,7 +77,10 @@ pub fn build(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<Started>
 
 /// Runs the server and the apply worker until the server stops.
 pub async fn run(started: Started, apply_poll: Duration) -> anyhow::Result<()> {
-    let worker = tokio::spawn(crate::jobs::apply_inbox::run(started.services.clone(), apply_poll));
+    let worker = tokio::spawn(crate::jobs::apply_inbox::run(
+        started.services.clone(),
+        apply_poll,
+    ));
     let result = started.app.run_until_stopped().await;
     worker.abort();
     result.context("HTTP server failed")

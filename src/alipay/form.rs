@@ -76,7 +76,9 @@ pub fn decode(body: &[u8]) -> Result<FormPairs, FormError> {
     let mut names: Vec<&[u8]> = pairs.iter().map(|(k, _)| k.as_slice()).collect();
     names.sort_unstable();
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(FormError::DuplicateKey(String::from_utf8_lossy(w[0]).into_owned()));
+        return Err(FormError::DuplicateKey(
+            String::from_utf8_lossy(w[0]).into_owned(),
+        ));
     }
     Ok(FormPairs { pairs })
 }
@@ -131,7 +133,9 @@ pub fn encode_component(input: &[u8], out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in input {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'*' | b'_' | b'-' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'*' | b'_' | b'-' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => {
                 out.push('%');
@@ -164,7 +168,10 @@ mod tests {
 
     #[test]
     fn rejects_duplicates_bad_escapes_and_empty_names() {
-        assert_eq!(decode(b"a=1&b=2&a=3"), Err(FormError::DuplicateKey("a".into())));
+        assert_eq!(
+            decode(b"a=1&b=2&a=3"),
+            Err(FormError::DuplicateKey("a".into()))
+        );
         assert_eq!(decode(b"a=%zz"), Err(FormError::BadEscape(2)));
         assert_eq!(decode(b"a=%4"), Err(FormError::BadEscape(2)));
         assert_eq!(decode(b"=x"), Err(FormError::EmptyKey));

@@ -7,7 +7,9 @@ use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPrivateKey};
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use rsa::traits::PublicKeyParts;
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use std::fmt;
@@ -58,9 +60,15 @@ impl PrivateKey {
 
     pub fn from_rsa(key: RsaPrivateKey) -> Result<Self, KeyError> {
         check_size(key.size() * 8)?;
-        let der = key.to_pkcs8_der().map_err(|e| KeyError::Rejected(e.to_string()))?;
-        let pair = KeyPair::from_pkcs8(der.as_bytes()).map_err(|e| KeyError::Rejected(e.to_string()))?;
-        Ok(Self { public: key.to_public_key(), pair })
+        let der = key
+            .to_pkcs8_der()
+            .map_err(|e| KeyError::Rejected(e.to_string()))?;
+        let pair =
+            KeyPair::from_pkcs8(der.as_bytes()).map_err(|e| KeyError::Rejected(e.to_string()))?;
+        Ok(Self {
+            public: key.to_public_key(),
+            pair,
+        })
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -72,7 +80,12 @@ impl PrivateKey {
         let mut signature = vec![0u8; self.pair.public_modulus_len()];
         let rng = aws_lc_rs::rand::SystemRandom::new();
         self.pair
-            .sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &rng, content, &mut signature)
+            .sign(
+                &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                &rng,
+                content,
+                &mut signature,
+            )
             .expect("signing with a validated 2048-bit key cannot fail");
         STANDARD.encode(signature)
     }
@@ -85,7 +98,9 @@ impl PublicKey {
 
     pub fn from_rsa(key: RsaPublicKey) -> Result<Self, KeyError> {
         check_size(key.size() * 8)?;
-        let der = key.to_public_key_der().map_err(|e| KeyError::Rejected(e.to_string()))?;
+        let der = key
+            .to_public_key_der()
+            .map_err(|e| KeyError::Rejected(e.to_string()))?;
         let parsed = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, der.as_bytes())
             .map_err(|e| KeyError::Rejected(e.to_string()))?;
         Ok(Self { parsed, rsa: key })
@@ -109,17 +124,28 @@ impl PublicKey {
     }
 
     pub fn to_spki_pem(&self) -> String {
-        self.rsa.to_public_key_pem(LineEnding::LF).expect("encoding a valid public key")
+        self.rsa
+            .to_public_key_pem(LineEnding::LF)
+            .expect("encoding a valid public key")
     }
 
     /// The bare base64 SPKI body Alipay's console takes and shows.
     pub fn to_bare_base64(&self) -> String {
-        STANDARD.encode(self.rsa.to_public_key_der().expect("encoding a valid public key").as_bytes())
+        STANDARD.encode(
+            self.rsa
+                .to_public_key_der()
+                .expect("encoding a valid public key")
+                .as_bytes(),
+        )
     }
 }
 
 fn check_size(bits: usize) -> Result<(), KeyError> {
-    if bits == 2048 { Ok(()) } else { Err(KeyError::WrongSize(bits)) }
+    if bits == 2048 {
+        Ok(())
+    } else {
+        Err(KeyError::WrongSize(bits))
+    }
 }
 
 fn bare_base64(text: &str) -> Option<Vec<u8>> {
@@ -137,7 +163,9 @@ fn parse_private(text: &str) -> Result<RsaPrivateKey, KeyError> {
         None
     } else {
         bare_base64(text).and_then(|der| {
-            RsaPrivateKey::from_pkcs8_der(&der).or_else(|_| RsaPrivateKey::from_pkcs1_der(&der)).ok()
+            RsaPrivateKey::from_pkcs8_der(&der)
+                .or_else(|_| RsaPrivateKey::from_pkcs1_der(&der))
+                .ok()
         })
     };
     parsed.ok_or(KeyError::NotAPrivateKey)
@@ -153,7 +181,9 @@ fn parse_public(text: &str) -> Result<RsaPublicKey, KeyError> {
         None
     } else {
         bare_base64(text).and_then(|der| {
-            RsaPublicKey::from_public_key_der(&der).or_else(|_| RsaPublicKey::from_pkcs1_der(&der)).ok()
+            RsaPublicKey::from_public_key_der(&der)
+                .or_else(|_| RsaPublicKey::from_pkcs1_der(&der))
+                .ok()
         })
     };
     parsed.ok_or(KeyError::NotAPublicKey)
@@ -173,11 +203,19 @@ pub struct GeneratedKeyPair {
 pub fn generate() -> Result<GeneratedKeyPair, KeyError> {
     let mut rng = rand::rngs::OsRng;
     let key = RsaPrivateKey::new(&mut rng, 2048).map_err(|e| KeyError::Rejected(e.to_string()))?;
-    let pkcs8 = key.to_pkcs8_der().map_err(|e| KeyError::Rejected(e.to_string()))?;
+    let pkcs8 = key
+        .to_pkcs8_der()
+        .map_err(|e| KeyError::Rejected(e.to_string()))?;
     let public = PublicKey::from_rsa(key.to_public_key())?;
     Ok(GeneratedKeyPair {
-        private_pkcs8_pem: key.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::Rejected(e.to_string()))?.to_string(),
-        private_pkcs1_pem: key.to_pkcs1_pem(LineEnding::LF).map_err(|e| KeyError::Rejected(e.to_string()))?.to_string(),
+        private_pkcs8_pem: key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| KeyError::Rejected(e.to_string()))?
+            .to_string(),
+        private_pkcs1_pem: key
+            .to_pkcs1_pem(LineEnding::LF)
+            .map_err(|e| KeyError::Rejected(e.to_string()))?
+            .to_string(),
         private_pkcs8_base64: STANDARD.encode(pkcs8.as_bytes()),
         public_spki_pem: public.to_spki_pem(),
         public_base64: public.to_bare_base64(),

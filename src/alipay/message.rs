@@ -30,14 +30,23 @@ pub fn dedup_key(params: &Params) -> String {
     if let Some(id) = non_empty(params, "notify_id") {
         return id.to_string();
     }
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, params.get("sign").map(String::as_bytes).unwrap_or_default());
-    let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        params.get("sign").map(String::as_bytes).unwrap_or_default(),
+    );
+    let hex: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("sig:{hex}")
 }
 
 /// A parameter's value, with Alipay's literal `"null"` and empty strings read as absent.
 pub fn non_empty<'a>(params: &'a Params, key: &str) -> Option<&'a str> {
-    params.get(key).map(String::as_str).filter(|v| !v.is_empty() && *v != "null")
+    params
+        .get(key)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty() && *v != "null")
 }
 
 #[derive(Debug)]
@@ -86,7 +95,10 @@ pub struct MessageError {
 }
 
 fn problem(kind: &str, problem: impl Into<String>) -> MessageError {
-    MessageError { kind: kind.to_string(), problem: problem.into() }
+    MessageError {
+        kind: kind.to_string(),
+        problem: problem.into(),
+    }
 }
 
 pub fn parse(params: &Params) -> Result<GatewayMessage, MessageError> {
@@ -105,19 +117,26 @@ pub fn parse(params: &Params) -> Result<GatewayMessage, MessageError> {
             .and_then(Value::as_str)
             .or_else(|| non_empty(params, "auth_app_id"))
             .ok_or_else(|| problem(&kind, "biz_content has no auth_app_id"))?;
-        return Ok(GatewayMessage::AuthorizationCancelled { auth_app_id: auth_app_id.to_string() });
+        return Ok(GatewayMessage::AuthorizationCancelled {
+            auth_app_id: auth_app_id.to_string(),
+        });
     }
     Ok(GatewayMessage::Other { kind })
 }
 
 fn parse_order(params: &Params) -> Result<OrderNotification, MessageError> {
     let get = |k: &str| non_empty(params, k).map(str::to_string);
-    let commodity_order_id = get("commodity_order_id").ok_or_else(|| problem(KIND_ORDER, "no commodity_order_id"))?;
+    let commodity_order_id =
+        get("commodity_order_id").ok_or_else(|| problem(KIND_ORDER, "no commodity_order_id"))?;
     let order_time = non_empty(params, "order_time")
         .or_else(|| non_empty(params, "notify_time"))
         .ok_or_else(|| problem(KIND_ORDER, "no order_time"))?;
-    let ordered_at = time::parse_beijing(order_time)
-        .ok_or_else(|| problem(KIND_ORDER, format!("order_time {order_time:?} is not yyyy-MM-dd HH:mm:ss")))?;
+    let ordered_at = time::parse_beijing(order_time).ok_or_else(|| {
+        problem(
+            KIND_ORDER,
+            format!("order_time {order_time:?} is not yyyy-MM-dd HH:mm:ss"),
+        )
+    })?;
     Ok(OrderNotification {
         commodity_order_id,
         merchant_pid: get("merchant_pid"),
@@ -129,7 +148,10 @@ fn parse_order(params: &Params) -> Result<OrderNotification, MessageError> {
     })
 }
 
-fn biz_content(params: &Params, kind: &str) -> Result<serde_json::Map<String, Value>, MessageError> {
+fn biz_content(
+    params: &Params,
+    kind: &str,
+) -> Result<serde_json::Map<String, Value>, MessageError> {
     let text = non_empty(params, "biz_content").ok_or_else(|| problem(kind, "no biz_content"))?;
     match serde_json::from_str(text) {
         Ok(Value::Object(map)) => Ok(map),
@@ -137,7 +159,10 @@ fn biz_content(params: &Params, kind: &str) -> Result<serde_json::Map<String, Va
     }
 }
 
-fn parse_authorization(params: &Params, kind: &str) -> Result<AuthorizationNotification, MessageError> {
+fn parse_authorization(
+    params: &Params,
+    kind: &str,
+) -> Result<AuthorizationNotification, MessageError> {
     let biz = biz_content(params, kind)?;
     // The authorization's fields sit in `detail`; some senders put them at the top of biz_content.
     let detail = biz.get("detail").and_then(Value::as_object).unwrap_or(&biz);
@@ -148,7 +173,10 @@ fn parse_authorization(params: &Params, kind: &str) -> Result<AuthorizationNotif
     let token = text("app_auth_token").ok_or_else(|| problem(kind, "no app_auth_token"))?;
     let auth_time_ms = detail
         .get("auth_time")
-        .and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
+        .and_then(|v| {
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        })
         .ok_or_else(|| problem(kind, "no auth_time in epoch milliseconds"))?;
     Ok(AuthorizationNotification {
         auth_app_id,
@@ -171,7 +199,11 @@ fn json_text(v: &Value) -> Option<String> {
 /// Names whose values are secrets wherever they appear (top level or inside a JSON value).
 pub fn is_secret_name(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    n.contains("token") || n.contains("secret") || n.contains("password") || n == "app_auth_code" || n == "auth_code"
+    n.contains("token")
+        || n.contains("secret")
+        || n.contains("password")
+        || n == "app_auth_code"
+        || n == "auth_code"
 }
 
 pub const MASK: &str = "***";
@@ -242,13 +274,25 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> Params {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn kind_prefers_notify_type() {
-        assert_eq!(kind(&params(&[("notify_type", KIND_AUTH), ("msg_method", METHOD_AUTH)])), KIND_AUTH);
-        assert_eq!(kind(&params(&[("msg_method", METHOD_AUTH_CANCELLED)])), METHOD_AUTH_CANCELLED);
+        assert_eq!(
+            kind(&params(&[
+                ("notify_type", KIND_AUTH),
+                ("msg_method", METHOD_AUTH)
+            ])),
+            KIND_AUTH
+        );
+        assert_eq!(
+            kind(&params(&[("msg_method", METHOD_AUTH_CANCELLED)])),
+            METHOD_AUTH_CANCELLED
+        );
         assert_eq!(kind(&params(&[("x", "1")])), "unknown");
     }
 
@@ -256,12 +300,18 @@ mod tests {
     fn masks_tokens_at_any_depth() {
         let p = params(&[
             ("app_auth_token", "T1"),
-            ("biz_content", r#"{"detail":{"app_auth_token":"T2","n":1},"list":[{"app_refresh_token":"T3"}]}"#),
+            (
+                "biz_content",
+                r#"{"detail":{"app_auth_token":"T2","n":1},"list":[{"app_refresh_token":"T3"}]}"#,
+            ),
             ("other", "plain"),
         ]);
         let m = masked(&p);
         let all = format!("{m:?}");
-        assert!(!all.contains("T1") && !all.contains("T2") && !all.contains("T3"), "{all}");
+        assert!(
+            !all.contains("T1") && !all.contains("T2") && !all.contains("T3"),
+            "{all}"
+        );
         assert_eq!(m["other"], "plain");
     }
 
@@ -269,7 +319,10 @@ mod tests {
     fn authorization_auth_time_may_be_a_string() {
         let p = params(&[
             ("notify_type", KIND_AUTH),
-            ("biz_content", r#"{"detail":{"auth_app_id":"A","app_auth_token":"T","auth_time":"1718000000002"}}"#),
+            (
+                "biz_content",
+                r#"{"detail":{"auth_app_id":"A","app_auth_token":"T","auth_time":"1718000000002"}}"#,
+            ),
         ]);
         match parse(&p).unwrap() {
             GatewayMessage::Authorization(a) => assert_eq!(a.auth_time_ms, 1718000000002),

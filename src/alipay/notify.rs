@@ -77,20 +77,29 @@ pub fn verify(body: &[u8], key: &PublicKey) -> Result<VerifiedMessage, Rejection
     let signature = pairs.get("sign").ok_or(Rejection::MissingSign)?;
     match pairs.get("sign_type") {
         None | Some(b"RSA2") => {}
-        Some(other) => return Err(Rejection::SignType(String::from_utf8_lossy(other).into_owned())),
+        Some(other) => {
+            return Err(Rejection::SignType(
+                String::from_utf8_lossy(other).into_owned(),
+            ));
+        }
     }
-    let signature = sign::decode_signature(signature, SIGNATURE_LEN).ok_or(Rejection::SignEncoding)?;
-    let variant = [(SignVariant::V1, &["sign", "sign_type"][..]), (SignVariant::V2, &["sign"][..])]
-        .into_iter()
-        .find(|(_, exclude)| {
-            let content = sign::content(pairs.iter(), exclude, false);
-            sign::verify(key, &content, &signature)
-        })
-        .map(|(variant, _)| variant)
-        .ok_or(Rejection::BadSignature)?;
+    let signature =
+        sign::decode_signature(signature, SIGNATURE_LEN).ok_or(Rejection::SignEncoding)?;
+    let variant = [
+        (SignVariant::V1, &["sign", "sign_type"][..]),
+        (SignVariant::V2, &["sign"][..]),
+    ]
+    .into_iter()
+    .find(|(_, exclude)| {
+        let content = sign::content(pairs.iter(), exclude, false);
+        sign::verify(key, &content, &signature)
+    })
+    .map(|(variant, _)| variant)
+    .ok_or(Rejection::BadSignature)?;
     let mut params = BTreeMap::new();
     for (k, v) in pairs.iter() {
-        let k = String::from_utf8(k.to_vec()).map_err(|_| Rejection::NotUtf8(String::from_utf8_lossy(k).into_owned()))?;
+        let k = String::from_utf8(k.to_vec())
+            .map_err(|_| Rejection::NotUtf8(String::from_utf8_lossy(k).into_owned()))?;
         let v = String::from_utf8(v.to_vec()).map_err(|_| Rejection::NotUtf8(k.clone()))?;
         params.insert(k, v);
     }
@@ -106,7 +115,10 @@ pub fn sign_message(params: &[(String, String)], key: &super::keys::PrivateKey) 
         false,
     );
     let signature = key.sign_base64(&content);
-    let mut all: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut all: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     all.push(("sign", &signature));
     form::encode(all)
 }

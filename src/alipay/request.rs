@@ -9,8 +9,20 @@ use chrono::{DateTime, Utc};
 
 /// Parameters the official SDKs put in the URL query; everything else travels in the body.
 const QUERY_PARAMS: &[&str] = &[
-    "app_id", "method", "format", "charset", "sign_type", "sign", "timestamp", "version", "notify_url",
-    "return_url", "auth_token", "app_auth_token", "app_cert_sn", "alipay_root_cert_sn",
+    "app_id",
+    "method",
+    "format",
+    "charset",
+    "sign_type",
+    "sign",
+    "timestamp",
+    "version",
+    "notify_url",
+    "return_url",
+    "auth_token",
+    "app_auth_token",
+    "app_cert_sn",
+    "alipay_root_cert_sn",
 ];
 
 #[derive(Debug, Clone, Default)]
@@ -33,7 +45,12 @@ pub struct SignedRequest {
     pub form: Vec<(String, String)>,
 }
 
-pub fn build(app_id: &str, key: &PrivateKey, parts: RequestParts<'_>, now: DateTime<Utc>) -> SignedRequest {
+pub fn build(
+    app_id: &str,
+    key: &PrivateKey,
+    parts: RequestParts<'_>,
+    now: DateTime<Utc>,
+) -> SignedRequest {
     let timestamp = time::format_beijing(now);
     let mut params: Vec<(String, String)> = vec![
         ("app_id".into(), app_id.into()),
@@ -55,6 +72,12 @@ pub fn build(app_id: &str, key: &PrivateKey, parts: RequestParts<'_>, now: DateT
     params.retain(|(_, v)| !v.is_empty());
     let signature = sign::sign_request(key, params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     params.push(("sign".into(), signature));
-    let (query, form) = params.into_iter().partition(|(k, _)| QUERY_PARAMS.contains(&k.as_str()));
-    SignedRequest { method: parts.method.to_string(), query, form }
+    let (query, form) = params
+        .into_iter()
+        .partition(|(k, _)| QUERY_PARAMS.contains(&k.as_str()));
+    SignedRequest {
+        method: parts.method.to_string(),
+        query,
+        form,
+    }
 }

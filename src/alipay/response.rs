@@ -123,30 +123,52 @@ pub fn response_key(method: &str) -> String {
 
 const SIGNATURE_LEN: usize = 256;
 
-pub fn check<'a>(body: &'a [u8], method: &str, key: &PublicKey) -> Result<CheckedResponse<'a>, ResponseError> {
+pub fn check<'a>(
+    body: &'a [u8],
+    method: &str,
+    key: &PublicKey,
+) -> Result<CheckedResponse<'a>, ResponseError> {
     let members = top_level_members(body)?;
     let wanted = response_key(method);
-    let find = |name: &str| members.iter().find(|(n, _)| &body[n.clone()] == name.as_bytes()).map(|(_, v)| v.clone());
+    let find = |name: &str| {
+        members
+            .iter()
+            .find(|(n, _)| &body[n.clone()] == name.as_bytes())
+            .map(|(_, v)| v.clone())
+    };
     let (content, is_error_response) = match find(&wanted) {
         Some(range) => (range, false),
-        None => (find("error_response").ok_or(ResponseError::MissingResponse(wanted))?, true),
+        None => (
+            find("error_response").ok_or(ResponseError::MissingResponse(wanted))?,
+            true,
+        ),
     };
     let content = &body[content];
     let Some(sign_range) = find("sign") else {
         // Gateway-level failures may come unsigned. They are errors either way, so an unsigned
         // one can only make us retry; an unsigned success is never taken as data.
         if is_error_response || !is_success(content) {
-            return Ok(CheckedResponse { content, is_error_response, signed: false });
+            return Ok(CheckedResponse {
+                content,
+                is_error_response,
+                signed: false,
+            });
         }
         return Err(ResponseError::Unsigned);
     };
-    let sign_text: String =
-        serde_json::from_slice(&body[sign_range]).map_err(|_| ResponseError::Malformed("`sign` is not a string"))?;
-    let signature = sign::decode_signature(sign_text.as_bytes(), SIGNATURE_LEN).ok_or(ResponseError::BadSignature)?;
+    let sign_text: String = serde_json::from_slice(&body[sign_range])
+        .map_err(|_| ResponseError::Malformed("`sign` is not a string"))?;
+    let signature = sign::decode_signature(sign_text.as_bytes(), SIGNATURE_LEN)
+        .ok_or(ResponseError::BadSignature)?;
     let verified = sign::verify(key, content, &signature)
-        || (content.windows(2).any(|w| w == b"\\/") && sign::verify(key, &unescape_slashes(content), &signature));
+        || (content.windows(2).any(|w| w == b"\\/")
+            && sign::verify(key, &unescape_slashes(content), &signature));
     if verified {
-        Ok(CheckedResponse { content, is_error_response, signed: true })
+        Ok(CheckedResponse {
+            content,
+            is_error_response,
+            signed: true,
+        })
     } else {
         Err(ResponseError::BadSignature)
     }
@@ -158,7 +180,12 @@ fn is_success(content: &[u8]) -> bool {
         #[serde(borrow)]
         code: Option<&'a str>,
     }
-    matches!(serde_json::from_slice::<Code>(content), Ok(Code { code: Some("10000") }))
+    matches!(
+        serde_json::from_slice::<Code>(content),
+        Ok(Code {
+            code: Some("10000")
+        })
+    )
 }
 
 /// Java's serialiser writes `/` as `\/`; Alipay may have signed either form.
@@ -178,9 +205,17 @@ fn unescape_slashes(content: &[u8]) -> Vec<u8> {
 }
 
 /// Builds a signed response body as Alipay does (for the simulator and tests).
-pub fn sign_response(method_or_error_key: &str, content_json: &str, key: &super::keys::PrivateKey) -> String {
+pub fn sign_response(
+    method_or_error_key: &str,
+    content_json: &str,
+    key: &super::keys::PrivateKey,
+) -> String {
     let sign = key.sign_base64(content_json.as_bytes());
-    let name = if method_or_error_key == "error_response" { method_or_error_key.to_string() } else { response_key(method_or_error_key) };
+    let name = if method_or_error_key == "error_response" {
+        method_or_error_key.to_string()
+    } else {
+        response_key(method_or_error_key)
+    };
     format!("{{\"{name}\":{content_json},\"sign\":\"{sign}\"}}")
 }
 

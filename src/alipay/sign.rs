@@ -11,7 +11,9 @@ pub fn content<'a>(
 ) -> Vec<u8> {
     let mut kept: Vec<(&[u8], &[u8])> = pairs
         .into_iter()
-        .filter(|(k, v)| !exclude.iter().any(|x| x.as_bytes() == *k) && !(skip_empty && v.is_empty()))
+        .filter(|(k, v)| {
+            !exclude.iter().any(|x| x.as_bytes() == *k) && !(skip_empty && v.is_empty())
+        })
         .collect();
     kept.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let len = kept.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
@@ -30,10 +32,19 @@ pub fn content<'a>(
 /// Sign content of an outbound request: every parameter but `sign`, empty values skipped
 /// (Java's `getSignContent`; we never send empty values anyway).
 pub fn request_content<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
-    content(params.into_iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())), &["sign"], true)
+    content(
+        params
+            .into_iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+        &["sign"],
+        true,
+    )
 }
 
-pub fn sign_request<'a>(key: &PrivateKey, params: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+pub fn sign_request<'a>(
+    key: &PrivateKey,
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
     key.sign_base64(&request_content(params))
 }
 
@@ -41,7 +52,9 @@ pub fn sign_request<'a>(key: &PrivateKey, params: impl IntoIterator<Item = (&'a 
 /// bytes once decoded.
 pub fn decode_signature(text: &[u8], expected_len: usize) -> Option<Vec<u8>> {
     use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(text).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
     (bytes.len() == expected_len).then_some(bytes)
 }
 

@@ -12,7 +12,10 @@ pub fn beijing() -> FixedOffset {
 /// Reads `yyyy-MM-dd HH:mm:ss` as Beijing time.
 pub fn parse_beijing(text: &str) -> Option<DateTime<Utc>> {
     let naive = NaiveDateTime::parse_from_str(text.trim(), FORMAT).ok()?;
-    beijing().from_local_datetime(&naive).single().map(|t| t.with_timezone(&Utc))
+    beijing()
+        .from_local_datetime(&naive)
+        .single()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Formats an instant as Alipay's `timestamp` parameter wants it.

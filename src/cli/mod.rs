@@ -10,7 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(name = "isv-lifecycle", version, about = "Alipay ISV application gateway and service-marketplace lifecycle")]
+#[command(
+    name = "isv-lifecycle",
+    version,
+    about = "Alipay ISV application gateway and service-marketplace lifecycle"
+)]
 pub struct Cli {
     /// Settings file; every setting can be overridden with ISV__SECTION__KEY.
     #[arg(long, global = true, default_value = "config/default.toml")]
@@ -29,13 +33,14 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let prepared = match Settings::load(&cli.config).and_then(|s| Prepared::from_settings(s, &cli.config)) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("isv-lifecycle: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let prepared =
+        match Settings::load(&cli.config).and_then(|s| Prepared::from_settings(s, &cli.config)) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("isv-lifecycle: {e}");
+                return ExitCode::from(2);
+            }
+        };
     crate::telemetry::init(&prepared.settings.log.format, &prepared.settings.log.level);
     let result = match cli.command {
         Command::Serve => serve(prepared),
@@ -51,7 +56,9 @@ pub fn main() -> ExitCode {
 }
 
 fn migrate(prepared: &Prepared) -> anyhow::Result<()> {
-    let pool = crate::store::connect_pool(&prepared.database, 1).map_err(anyhow::Error::msg).context("database.url")?;
+    let pool = crate::store::connect_pool(&prepared.database, 1)
+        .map_err(anyhow::Error::msg)
+        .context("database.url")?;
     let applied = crate::store::migrate(&pool).map_err(anyhow::Error::msg)?;
     println!("migrations applied: {applied}");
     Ok(())
@@ -74,7 +81,10 @@ fn announce_sandbox(prepared: &Prepared) {
 
 fn serve(prepared: Prepared) -> anyhow::Result<()> {
     announce_sandbox(&prepared);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
     runtime.block_on(async move {
         let started = crate::startup::build(&prepared, Arc::new(SystemClock))?;
         tracing::info!(listen = %prepared.listen, port = started.app.port(), database = ?prepared.database.backend(),

@@ -109,7 +109,11 @@ pub fn first_state(event: &OrderPlaced) -> (OrderStatus, DeadlineKind, DateTime<
 pub fn price_in_cents(text: &str) -> Option<i64> {
     let text = text.trim();
     let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
-    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || frac.len() > 2 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if whole.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || frac.len() > 2
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let whole: i64 = whole.parse().ok()?;
@@ -122,27 +126,44 @@ mod tests {
     use super::*;
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
     fn seed_1_priced_order_waits_three_days_for_payment() {
-        let (status, kind, due) = first_state(&OrderPlaced { ordered_at: at("2024-06-10T05:01:00Z"), total_price: Some("99.00".into()) });
-        assert_eq!((status, kind), (OrderStatus::AwaitingPayment, DeadlineKind::Payment));
+        let (status, kind, due) = first_state(&OrderPlaced {
+            ordered_at: at("2024-06-10T05:01:00Z"),
+            total_price: Some("99.00".into()),
+        });
+        assert_eq!(
+            (status, kind),
+            (OrderStatus::AwaitingPayment, DeadlineKind::Payment)
+        );
         assert_eq!(due, at("2024-06-13T05:01:00Z"));
     }
 
     #[test]
     fn seed_1_free_order_goes_straight_to_implementation_for_thirty_days() {
-        let (status, kind, due) = first_state(&OrderPlaced { ordered_at: at("2024-06-10T05:01:00Z"), total_price: Some("0.00".into()) });
-        assert_eq!((status, kind), (OrderStatus::Implementing, DeadlineKind::Implementation));
+        let (status, kind, due) = first_state(&OrderPlaced {
+            ordered_at: at("2024-06-10T05:01:00Z"),
+            total_price: Some("0.00".into()),
+        });
+        assert_eq!(
+            (status, kind),
+            (OrderStatus::Implementing, DeadlineKind::Implementation)
+        );
         assert_eq!(due, at("2024-07-10T05:01:00Z"));
     }
 
     #[test]
     fn unreadable_or_missing_price_is_treated_as_priced() {
         for price in [None, Some("abc".to_string()), Some("1.234".to_string())] {
-            let (status, ..) = first_state(&OrderPlaced { ordered_at: at("2024-06-10T05:01:00Z"), total_price: price });
+            let (status, ..) = first_state(&OrderPlaced {
+                ordered_at: at("2024-06-10T05:01:00Z"),
+                total_price: price,
+            });
             assert_eq!(status, OrderStatus::AwaitingPayment);
         }
     }

@@ -13,7 +13,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/messages", web::get().to(messages))
             .route("/orders", web::get().to(orders))
             .route("/orders/{commodity_order_id}", web::get().to(order))
-            .route("/authorizations/{auth_app_id}", web::get().to(authorization)),
+            .route(
+                "/authorizations/{auth_app_id}",
+                web::get().to(authorization),
+            ),
     );
 }
 
@@ -26,10 +29,16 @@ fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     let expected = state.admin_token.expose_secret();
-    if aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_bytes(), expected.as_bytes()).is_ok() {
+    if aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_bytes(), expected.as_bytes())
+        .is_ok()
+    {
         Ok(())
     } else {
-        Err(json_error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid admin bearer token is required"))
+        Err(json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin bearer token is required",
+        ))
     }
 }
 
@@ -47,11 +56,19 @@ struct OrderFilter {
 fn clamp_limit(limit: Option<i64>) -> Result<i64, HttpResponse> {
     match limit.unwrap_or(100) {
         n @ 1..=1000 => Ok(n),
-        n => Err(json_error(StatusCode::BAD_REQUEST, "invalid_field", format!("limit {n} must be between 1 and 1000"))),
+        n => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!("limit {n} must be between 1 and 1000"),
+        )),
     }
 }
 
-async fn messages(req: HttpRequest, state: web::Data<AppState>, query: web::Query<Limit>) -> HttpResponse {
+async fn messages(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<Limit>,
+) -> HttpResponse {
     if let Err(r) = authorize(&req, &state) {
         return r;
     }
@@ -67,7 +84,11 @@ async fn messages(req: HttpRequest, state: web::Data<AppState>, query: web::Quer
     }
 }
 
-async fn orders(req: HttpRequest, state: web::Data<AppState>, query: web::Query<OrderFilter>) -> HttpResponse {
+async fn orders(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<OrderFilter>,
+) -> HttpResponse {
     if let Err(r) = authorize(&req, &state) {
         return r;
     }
@@ -78,7 +99,11 @@ async fn orders(req: HttpRequest, state: web::Data<AppState>, query: web::Query<
     let status = query.into_inner().status;
     if let Some(s) = &status {
         if crate::domain::OrderStatus::parse(s).is_none() {
-            return json_error(StatusCode::BAD_REQUEST, "invalid_field", format!("status {s:?} is not an order status"));
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                format!("status {s:?} is not an order status"),
+            );
         }
     }
     let services = state.services.clone();
@@ -89,7 +114,11 @@ async fn orders(req: HttpRequest, state: web::Data<AppState>, query: web::Query<
     }
 }
 
-async fn order(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+async fn order(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
     if let Err(r) = authorize(&req, &state) {
         return r;
     }
@@ -104,7 +133,11 @@ async fn order(req: HttpRequest, state: web::Data<AppState>, path: web::Path<Str
     }
 }
 
-async fn authorization(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+async fn authorization(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
     if let Err(r) = authorize(&req, &state) {
         return r;
     }

@@ -8,14 +8,22 @@ pub fn json_error(status: StatusCode, code: &str, message: impl std::fmt::Displa
 }
 
 pub fn not_found(what: &str, id: &str) -> HttpResponse {
-    json_error(StatusCode::NOT_FOUND, "not_found", format!("no {what} {id:?}"))
+    json_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no {what} {id:?}"),
+    )
 }
 
 pub fn from_view_error(e: crate::service::views::ViewError) -> HttpResponse {
     use crate::service::views::ViewError;
     match e {
-        ViewError::Unavailable(m) => json_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", m),
-        ViewError::Database(m) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "database_error", m),
+        ViewError::Unavailable(m) => {
+            json_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", m)
+        }
+        ViewError::Database(m) => {
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, "database_error", m)
+        }
     }
 }
 

@@ -11,7 +11,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 fn answer(body: &'static str) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(body)
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(body)
 }
 
 #[tracing::instrument(name = "gateway", skip_all)]
@@ -23,8 +25,15 @@ async fn receive(state: web::Data<AppState>, mut payload: web::Payload) -> HttpR
         };
         if body.len() + chunk.len() > state.max_body_bytes {
             state.services.metrics.reject("malformed_form");
-            state.reject_log.log(|| tracing::warn!(limit = state.max_body_bytes, "gateway body too large; answering fail"));
-            return HttpResponse::PayloadTooLarge().content_type("text/plain; charset=utf-8").body("fail");
+            state.reject_log.log(|| {
+                tracing::warn!(
+                    limit = state.max_body_bytes,
+                    "gateway body too large; answering fail"
+                )
+            });
+            return HttpResponse::PayloadTooLarge()
+                .content_type("text/plain; charset=utf-8")
+                .body("fail");
         }
         body.extend_from_slice(&chunk);
     }
@@ -39,7 +48,9 @@ async fn receive(state: web::Data<AppState>, mut payload: web::Payload) -> HttpR
             answer("fail")
         }
         Err(IngestError::Storage(error)) => {
-            state.reject_log.log(|| tracing::error!(%error, "gateway message not stored; answering fail"));
+            state
+                .reject_log
+                .log(|| tracing::error!(%error, "gateway message not stored; answering fail"));
             answer("fail")
         }
     }
@@ -56,12 +67,20 @@ pub struct LogLimiter {
 
 impl LogLimiter {
     pub fn new(per_second: u64) -> Self {
-        Self { per_second, second: AtomicU64::new(0), used: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
+        Self {
+            per_second,
+            second: AtomicU64::new(0),
+            used: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
     }
 
     pub fn log(&self, emit: impl FnOnce()) {
         // Wall-clock seconds only pace log output; no rule depends on them.
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         if self.second.swap(now, Relaxed) != now {
             self.used.store(0, Relaxed);
         }

@@ -3,7 +3,9 @@ use crate::service::blocking;
 use actix_web::{HttpResponse, web};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz)).route("/readyz", web::get().to(readyz)).route("/metrics", web::get().to(metrics));
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
 }
 
 async fn healthz() -> HttpResponse {
@@ -14,10 +16,14 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let services = state.services.clone();
     match blocking(move || services.database_ready()).await {
         Ok(true) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
-        _ => HttpResponse::ServiceUnavailable().json(serde_json::json!({ "error": "not_ready", "message": "the database does not answer" })),
+        _ => HttpResponse::ServiceUnavailable().json(
+            serde_json::json!({ "error": "not_ready", "message": "the database does not answer" }),
+        ),
     }
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.services.metrics.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.services.metrics.render())
 }

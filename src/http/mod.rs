@@ -48,7 +48,10 @@ impl Application {
         if workers > 0 {
             server = server.workers(workers);
         }
-        Ok(Self { port, server: server.run() })
+        Ok(Self {
+            port,
+            server: server.run(),
+        })
     }
 
     pub fn port(&self) -> u16 {

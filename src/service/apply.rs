@@ -5,7 +5,9 @@
 
 use super::Services;
 use crate::alipay::form;
-use crate::alipay::message::{self, AuthorizationNotification, GatewayMessage, OrderNotification, Params};
+use crate::alipay::message::{
+    self, AuthorizationNotification, GatewayMessage, OrderNotification, Params,
+};
 use crate::domain::order::{self, OrderPlaced};
 use crate::store::messages::{self, PendingMessage};
 use crate::store::{AnyConnection, authorizations, orders, to_db_time};
@@ -58,15 +60,24 @@ impl Services {
     /// Applies what is due. Blocking: run it with `service::blocking`.
     pub fn apply_due(&self) -> Result<ApplyPass, String> {
         let now = self.clock.now();
-        let mut conn = self.pool.get().map_err(|e| format!("no database connection: {e}"))?;
-        let due = messages::due(&mut conn, to_db_time(now), self.apply.batch).map_err(|e| e.to_string())?;
-        let mut pass = ApplyPass { seen: due.len(), ..ApplyPass::default() };
+        let mut conn = self
+            .pool
+            .get()
+            .map_err(|e| format!("no database connection: {e}"))?;
+        let due = messages::due(&mut conn, to_db_time(now), self.apply.batch)
+            .map_err(|e| e.to_string())?;
+        let mut pass = ApplyPass {
+            seen: due.len(),
+            ..ApplyPass::default()
+        };
         for pending in due {
             match self.apply_one(&mut conn, &pending, now) {
                 Ok(Applied::Done) => {
                     pass.applied += 1;
                     self.metrics.applied.fetch_add(1, Relaxed);
-                    let lag = (now.naive_utc() - pending.received_at).num_milliseconds().max(0) as u64;
+                    let lag = (now.naive_utc() - pending.received_at)
+                        .num_milliseconds()
+                        .max(0) as u64;
                     self.metrics.apply_lag_ms_sum.fetch_add(lag, Relaxed);
                 }
                 Ok(Applied::Quarantined(reason)) => {
@@ -79,18 +90,31 @@ impl Services {
                     pass.failed += 1;
                     self.metrics.apply_failures.fetch_add(1, Relaxed);
                     let attempts = pending.attempts + 1;
-                    let give_up = matches!(error, ApplyError::Permanent(_)) || attempts >= self.apply.max_attempts;
+                    let give_up = matches!(error, ApplyError::Permanent(_))
+                        || attempts >= self.apply.max_attempts;
                     tracing::warn!(notify_id = %pending.notify_id, kind = %pending.kind, attempts, give_up, %error, "message not applied");
                     let next = to_db_time(now + backoff(pending.attempts));
-                    messages::record_failure(&mut conn, pending.id, attempts, next, &error.to_string(), give_up)
-                        .map_err(|e| e.to_string())?;
+                    messages::record_failure(
+                        &mut conn,
+                        pending.id,
+                        attempts,
+                        next,
+                        &error.to_string(),
+                        give_up,
+                    )
+                    .map_err(|e| e.to_string())?;
                 }
             }
         }
         Ok(pass)
     }
 
-    fn apply_one(&self, conn: &mut AnyConnection, pending: &PendingMessage, now: DateTime<Utc>) -> Result<Applied, ApplyError> {
+    fn apply_one(
+        &self,
+        conn: &mut AnyConnection,
+        pending: &PendingMessage,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, ApplyError> {
         let body = self
             .sealer
             .open(super::raw_body_context(), &pending.raw_body)
@@ -101,15 +125,25 @@ impl Services {
             // The guarded move out of `received` comes first: it takes the row's lock (and, on
             // SQLite, the write lock) before any read, so a second worker waits and then finds
             // nothing to do.
-            if !messages::finish(conn, pending.id, messages::STATE_APPLIED, to_db_time(now), None)? {
+            if !messages::finish(
+                conn,
+                pending.id,
+                messages::STATE_APPLIED,
+                to_db_time(now),
+                None,
+            )? {
                 return Ok(Applied::AlreadyHandled);
             }
             let outcome = match &parsed {
                 GatewayMessage::Order(o) => self.apply_order(conn, o, now)?,
-                GatewayMessage::Authorization(a) => self.apply_authorization(conn, a, &pending.notify_id, now)?,
+                GatewayMessage::Authorization(a) => {
+                    self.apply_authorization(conn, a, &pending.notify_id, now)?
+                }
                 // Later work (termination, the build pipeline) acts on these; for now they are
                 // recorded as applied.
-                GatewayMessage::AuthorizationCancelled { .. } | GatewayMessage::Other { .. } => Applied::Done,
+                GatewayMessage::AuthorizationCancelled { .. } | GatewayMessage::Other { .. } => {
+                    Applied::Done
+                }
             };
             if let Applied::Quarantined(reason) = &outcome {
                 messages::set_state(conn, pending.id, messages::STATE_QUARANTINED, Some(reason))?;
@@ -118,20 +152,36 @@ impl Services {
         })
     }
 
-    fn apply_order(&self, conn: &mut AnyConnection, o: &OrderNotification, now: DateTime<Utc>) -> Result<Applied, ApplyError> {
+    fn apply_order(
+        &self,
+        conn: &mut AnyConnection,
+        o: &OrderNotification,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, ApplyError> {
         if let Some(existing) = orders::find(conn, &o.commodity_order_id)? {
             // The same order id naming another merchant or mini program is not a redelivery we
             // understand: keep it for support rather than guess.
-            let differs = |stored: &Option<String>, sent: &Option<String>| stored.is_some() && sent.is_some() && stored != sent;
+            let differs = |stored: &Option<String>, sent: &Option<String>| {
+                stored.is_some() && sent.is_some() && stored != sent
+            };
             if differs(&existing.merchant_pid, &o.merchant_pid) {
-                return Ok(Applied::Quarantined(format!("order {} is held for another merchant_pid", o.commodity_order_id)));
+                return Ok(Applied::Quarantined(format!(
+                    "order {} is held for another merchant_pid",
+                    o.commodity_order_id
+                )));
             }
             if differs(&existing.mini_app_id, &o.mini_app_id) {
-                return Ok(Applied::Quarantined(format!("order {} is held for another mini program", o.commodity_order_id)));
+                return Ok(Applied::Quarantined(format!(
+                    "order {} is held for another mini program",
+                    o.commodity_order_id
+                )));
             }
             return Ok(Applied::Done);
         }
-        let (status, deadline, due) = order::first_state(&OrderPlaced { ordered_at: o.ordered_at, total_price: o.total_price.clone() });
+        let (status, deadline, due) = order::first_state(&OrderPlaced {
+            ordered_at: o.ordered_at,
+            total_price: o.total_price.clone(),
+        });
         let now_db = to_db_time(now);
         orders::insert_if_absent(
             conn,
@@ -182,9 +232,14 @@ impl Services {
         notify_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Applied, ApplyError> {
-        let auth_time = crate::alipay::time::from_epoch_millis(a.auth_time_ms)
-            .ok_or_else(|| ApplyError::Permanent(format!("auth_time {} is out of range", a.auth_time_ms)))?;
-        let seal = |what: &str, secret: &str| self.sealer.seal(&token_context(what, &a.auth_app_id), secret.as_bytes());
+        let auth_time =
+            crate::alipay::time::from_epoch_millis(a.auth_time_ms).ok_or_else(|| {
+                ApplyError::Permanent(format!("auth_time {} is out of range", a.auth_time_ms))
+            })?;
+        let seal = |what: &str, secret: &str| {
+            self.sealer
+                .seal(&token_context(what, &a.auth_app_id), secret.as_bytes())
+        };
         let now_db = to_db_time(now);
         // An older auth_time arriving late changes nothing: upsert_if_newer guards on it.
         authorizations::upsert_if_newer(
@@ -196,7 +251,10 @@ impl Services {
                 auth_time: to_db_time(auth_time),
                 auth_time_ms: a.auth_time_ms,
                 app_auth_token: Some(seal("app_auth_token", a.app_auth_token.expose_secret())),
-                app_refresh_token: a.app_refresh_token.as_ref().map(|t| seal("app_refresh_token", t.expose_secret())),
+                app_refresh_token: a
+                    .app_refresh_token
+                    .as_ref()
+                    .map(|t| seal("app_refresh_token", t.expose_secret())),
                 source_notify_id: notify_id.to_string(),
                 created_at: now_db,
                 updated_at: now_db,
@@ -212,12 +270,15 @@ pub fn token_context(what: &str, auth_app_id: &str) -> String {
 }
 
 fn decode_params(body: &[u8]) -> Result<Params, ApplyError> {
-    let pairs = form::decode(body).map_err(|e| ApplyError::Permanent(format!("stored body: {e}")))?;
+    let pairs =
+        form::decode(body).map_err(|e| ApplyError::Permanent(format!("stored body: {e}")))?;
     pairs
         .iter()
-        .map(|(k, v)| match (std::str::from_utf8(k), std::str::from_utf8(v)) {
-            (Ok(k), Ok(v)) => Ok((k.to_string(), v.to_string())),
-            _ => Err(ApplyError::Permanent("stored body is not UTF-8".into())),
-        })
+        .map(
+            |(k, v)| match (std::str::from_utf8(k), std::str::from_utf8(v)) {
+                (Ok(k), Ok(v)) => Ok((k.to_string(), v.to_string())),
+                _ => Err(ApplyError::Permanent("stored body is not UTF-8".into())),
+            },
+        )
         .collect()
 }

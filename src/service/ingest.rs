@@ -36,7 +36,8 @@ impl Services {
         self.metrics.received.fetch_add(1, Relaxed);
         // Verification comes before any duplicate check: a forged copy of a stored message's id
         // must be refused, not acknowledged.
-        let verified = notify::verify(body, &self.alipay_key).inspect_err(|r| self.metrics.reject(r.code()))?;
+        let verified = notify::verify(body, &self.alipay_key)
+            .inspect_err(|r| self.metrics.reject(r.code()))?;
         match verified.variant {
             SignVariant::V1 => self.metrics.verified_v1.fetch_add(1, Relaxed),
             SignVariant::V2 => self.metrics.verified_v2.fetch_add(1, Relaxed),
@@ -53,8 +54,14 @@ impl Services {
             notify_id: notify_id.clone(),
             kind: kind.clone(),
             sign_variant: verified.variant.as_str().to_string(),
-            state: if foreign { messages::STATE_QUARANTINED } else { messages::STATE_RECEIVED }.to_string(),
-            params: serde_json::to_string(&message::masked(&params)).expect("a string map serialises"),
+            state: if foreign {
+                messages::STATE_QUARANTINED
+            } else {
+                messages::STATE_RECEIVED
+            }
+            .to_string(),
+            params: serde_json::to_string(&message::masked(&params))
+                .expect("a string map serialises"),
             raw_body: self.sealer.seal(super::raw_body_context(), body),
             received_at: now,
             attempts: 0,
@@ -74,7 +81,13 @@ impl Services {
         } else {
             self.metrics.duplicates.fetch_add(1, Relaxed);
         }
-        Ok(Ingested { notify_id, kind, variant: verified.variant, new, quarantined: foreign })
+        Ok(Ingested {
+            notify_id,
+            kind,
+            variant: verified.variant,
+            new,
+            quarantined: foreign,
+        })
     }
 }
 
@@ -107,7 +120,10 @@ impl InboxWriter {
     /// Stores the row; resolves once it is committed. `Ok(false)` means it was already stored.
     pub async fn submit(&self, row: NewMessage) -> Result<bool, IngestError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Job { row, reply }).await.map_err(|_| IngestError::Storage("inbox writer stopped".into()))?;
+        self.tx
+            .send(Job { row, reply })
+            .await
+            .map_err(|_| IngestError::Storage("inbox writer stopped".into()))?;
         answer
             .await
             .map_err(|_| IngestError::Storage("inbox writer stopped".into()))?
@@ -131,11 +147,14 @@ fn writer_loop(pool: Pool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, batch_size: usiz
                 }
             }
         }
-        let (rows, replies): (Vec<NewMessage>, Vec<_>) = jobs.into_iter().map(|j| (j.row, j.reply)).unzip();
+        let (rows, replies): (Vec<NewMessage>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.row, j.reply)).unzip();
         let result = pool
             .get()
             .map_err(|e| format!("no database connection: {e}"))
-            .and_then(|mut conn| messages::insert_batch(&mut conn, &rows).map_err(|e| format!("insert failed: {e}")));
+            .and_then(|mut conn| {
+                messages::insert_batch(&mut conn, &rows).map_err(|e| format!("insert failed: {e}"))
+            });
         match result {
             Ok(flags) => {
                 for (reply, new) in replies.into_iter().zip(flags) {

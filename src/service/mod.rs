@@ -30,7 +30,9 @@ pub struct Services {
 }
 
 /// Runs blocking database work off the async executor.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, tokio::task::JoinError> {
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
     tokio::task::spawn_blocking(f).await
 }
 

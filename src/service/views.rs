@@ -82,10 +82,18 @@ pub struct MessageView {
     pub applied_at: Option<DateTime<Utc>>,
 }
 
-fn order_view(conn: &mut crate::store::AnyConnection, row: orders::OrderRow, with_history: bool) -> Result<OrderView, ViewError> {
+fn order_view(
+    conn: &mut crate::store::AnyConnection,
+    row: orders::OrderRow,
+    with_history: bool,
+) -> Result<OrderView, ViewError> {
     let deadlines = orders::deadlines(conn, &row.commodity_order_id)?
         .into_iter()
-        .map(|d| DeadlineView { kind: d.kind, due_at: utc(d.due_at), state: d.state })
+        .map(|d| DeadlineView {
+            kind: d.kind,
+            due_at: utc(d.due_at),
+            state: d.state,
+        })
         .collect();
     let history = if with_history {
         Some(
@@ -123,7 +131,9 @@ fn order_view(conn: &mut crate::store::AnyConnection, row: orders::OrderRow, wit
 
 impl Services {
     fn conn(&self) -> Result<crate::store::PooledConn, ViewError> {
-        self.pool.get().map_err(|e| ViewError::Unavailable(e.to_string()))
+        self.pool
+            .get()
+            .map_err(|e| ViewError::Unavailable(e.to_string()))
     }
 
     pub fn order(&self, id: &str) -> Result<Option<OrderView>, ViewError> {
@@ -137,18 +147,22 @@ impl Services {
     pub fn orders(&self, status: Option<&str>, limit: i64) -> Result<Vec<OrderView>, ViewError> {
         let mut conn = self.conn()?;
         let rows = orders::list(&mut conn, status, limit)?;
-        rows.into_iter().map(|row| order_view(&mut conn, row, false)).collect()
+        rows.into_iter()
+            .map(|row| order_view(&mut conn, row, false))
+            .collect()
     }
 
     pub fn authorization(&self, auth_app_id: &str) -> Result<Option<AuthorizationView>, ViewError> {
         let mut conn = self.conn()?;
-        Ok(authorizations::find(&mut conn, auth_app_id)?.map(|a| AuthorizationView {
-            auth_app_id: a.auth_app_id,
-            user_id: a.user_id,
-            status: a.status,
-            auth_time: utc(a.auth_time),
-            updated_at: utc(a.updated_at),
-        }))
+        Ok(
+            authorizations::find(&mut conn, auth_app_id)?.map(|a| AuthorizationView {
+                auth_app_id: a.auth_app_id,
+                user_id: a.user_id,
+                status: a.status,
+                auth_time: utc(a.auth_time),
+                updated_at: utc(a.updated_at),
+            }),
+        )
     }
 
     pub fn messages(&self, limit: i64) -> Result<Vec<MessageView>, ViewError> {
@@ -172,6 +186,9 @@ impl Services {
     /// True when the database answers.
     pub fn database_ready(&self) -> bool {
         use diesel::connection::SimpleConnection as _;
-        self.pool.get().ok().is_some_and(|mut c| c.batch_execute("SELECT 1").is_ok())
+        self.pool
+            .get()
+            .ok()
+            .is_some_and(|mut c| c.batch_execute("SELECT 1").is_ok())
     }
 }

@@ -33,7 +33,10 @@ impl DbTarget {
         let url = url.trim();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(DbTarget::Postgres(url.to_string()))
-        } else if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        } else if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
             if path.is_empty() {
                 Err("sqlite:// needs a file path, e.g. sqlite://data/isv.db".into())
             } else {
@@ -62,11 +65,12 @@ impl ManageConnection for Manager {
 
     fn connect(&self) -> Result<AnyConnection, r2d2::Error> {
         match &self.target {
-            DbTarget::Postgres(url) => {
-                PgConnection::establish(url).map(AnyConnection::Postgresql).map_err(r2d2::Error::ConnectionError)
-            }
+            DbTarget::Postgres(url) => PgConnection::establish(url)
+                .map(AnyConnection::Postgresql)
+                .map_err(r2d2::Error::ConnectionError),
             DbTarget::Sqlite(path) => {
-                let mut conn = SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
+                let mut conn =
+                    SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
                 // WAL for concurrent readers; synchronous=FULL because an answered `success` must
                 // survive a power cut, not just a crash; busy_timeout so writers queue, not fail.
                 conn.batch_execute(
@@ -80,7 +84,8 @@ impl ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
     }
 
     fn has_broken(&self, _conn: &mut AnyConnection) -> bool {
@@ -93,8 +98,12 @@ pub type PooledConn = r2d2::PooledConnection<Manager>;
 
 pub fn connect_pool(target: &DbTarget, size: u32) -> Result<Pool, String> {
     if let DbTarget::Sqlite(path) = target {
-        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        if let Some(dir) = std::path::Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
     }
     r2d2::Pool::builder()
@@ -106,14 +115,18 @@ pub fn connect_pool(target: &DbTarget, size: u32) -> Result<Pool, String> {
         // Checking each checkout costs a round trip on every request; a broken connection shows
         // itself as a query error, which callers already turn into `fail` / 503.
         .test_on_check_out(false)
-        .build(Manager { target: target.clone() })
+        .build(Manager {
+            target: target.clone(),
+        })
         .map_err(|e| e.to_string())
 }
 
 /// Applies pending migrations; returns how many ran.
 pub fn run_migrations(conn: &mut AnyConnection) -> Result<usize, String> {
     let applied = match conn {
-        AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
+        AnyConnection::Postgresql(c) => c
+            .run_pending_migrations(POSTGRES_MIGRATIONS)
+            .map(|v| v.len()),
         AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
     };
     applied.map_err(|e| e.to_string())
@@ -130,8 +143,14 @@ mod tests {
 
     #[test]
     fn backend_comes_from_the_scheme() {
-        assert_eq!(DbTarget::parse("sqlite://data/x.db"), Ok(DbTarget::Sqlite("data/x.db".into())));
-        assert_eq!(DbTarget::parse("postgres://h/db").unwrap().backend(), Backend::Postgres);
+        assert_eq!(
+            DbTarget::parse("sqlite://data/x.db"),
+            Ok(DbTarget::Sqlite("data/x.db".into()))
+        );
+        assert_eq!(
+            DbTarget::parse("postgres://h/db").unwrap().backend(),
+            Backend::Postgres
+        );
         assert!(DbTarget::parse("data/x.db").is_err());
         assert!(DbTarget::parse("sqlite://").is_err());
     }
@@ -147,6 +166,9 @@ mod tests {
             v
         };
         let root = env!("CARGO_MANIFEST_DIR");
-        assert_eq!(names(&format!("{root}/migrations/postgresql")), names(&format!("{root}/migrations/sqlite")));
+        assert_eq!(
+            names(&format!("{root}/migrations/postgresql")),
+            names(&format!("{root}/migrations/sqlite"))
+        );
     }
 }

@@ -61,7 +61,11 @@ pub struct PendingMessage {
 }
 
 /// Messages waiting to be applied whose next attempt is due, oldest first.
-pub fn due(conn: &mut AnyConnection, now: NaiveDateTime, limit: i64) -> QueryResult<Vec<PendingMessage>> {
+pub fn due(
+    conn: &mut AnyConnection,
+    now: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<PendingMessage>> {
     db_run!(conn: {
         gm::table
             .filter(gm::state.eq(STATE_RECEIVED))
@@ -99,7 +103,11 @@ pub fn record_failure(
     error: &str,
     give_up: bool,
 ) -> QueryResult<()> {
-    let state = if give_up { STATE_FAILED } else { STATE_RECEIVED };
+    let state = if give_up {
+        STATE_FAILED
+    } else {
+        STATE_RECEIVED
+    };
     db_run!(conn: {
         diesel::update(gm::table.filter(gm::id.eq(id)).filter(gm::state.eq(STATE_RECEIVED)))
             .set((
@@ -148,7 +156,12 @@ pub fn identities(conn: &mut AnyConnection) -> QueryResult<Vec<(String, String, 
 }
 
 /// Sets a message's state inside an apply transaction (e.g. `quarantined` with its reason).
-pub fn set_state(conn: &mut AnyConnection, id: i64, state: &str, note: Option<&str>) -> QueryResult<()> {
+pub fn set_state(
+    conn: &mut AnyConnection,
+    id: i64,
+    state: &str,
+    note: Option<&str>,
+) -> QueryResult<()> {
     db_run!(conn: {
         diesel::update(gm::table.filter(gm::id.eq(id)))
             .set((gm::state.eq(state), gm::last_error.eq(note)))

@@ -2,13 +2,15 @@
 //! behind small repositories. Statements that differ between backends, and every statement that
 //! needs a concrete backend, run through `db_run!`, which matches the connection's variant.
 
-mod conn;
 pub mod authorizations;
+mod conn;
 pub mod messages;
 pub mod orders;
 pub mod schema;
 
-pub use conn::{AnyConnection, Backend, DbTarget, Pool, PooledConn, connect_pool, migrate, run_migrations};
+pub use conn::{
+    AnyConnection, Backend, DbTarget, Pool, PooledConn, connect_pool, migrate, run_migrations,
+};
 
 /// Runs `$body` with `$conn` bound to the concrete connection (`&mut PgConnection` or
 /// `&mut SqliteConnection`), so the same diesel DSL compiles once per backend.

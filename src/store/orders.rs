@@ -99,7 +99,11 @@ pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<OrderRow>>
     db_run!(conn: { od::table.find(id).select(OrderRow::as_select()).first(conn).optional() })
 }
 
-pub fn list(conn: &mut AnyConnection, status: Option<&str>, limit: i64) -> QueryResult<Vec<OrderRow>> {
+pub fn list(
+    conn: &mut AnyConnection,
+    status: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<OrderRow>> {
     db_run!(conn: {
         let mut query = od::table.select(OrderRow::as_select()).order(od::created_at.desc()).limit(limit).into_boxed();
         if let Some(status) = status {

@@ -76,4 +76,10 @@ diesel::table! {
 
 diesel::joinable!(order_history -> orders (commodity_order_id));
 diesel::joinable!(deadlines -> orders (commodity_order_id));
-diesel::allow_tables_to_appear_in_same_query!(gateway_messages, authorizations, orders, order_history, deadlines);
+diesel::allow_tables_to_appear_in_same_query!(
+    gateway_messages,
+    authorizations,
+    orders,
+    order_history,
+    deadlines
+);

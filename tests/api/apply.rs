@@ -6,13 +6,23 @@ use crate::common::{self, Db};
 use crate::helpers::TestApp;
 
 fn vector(id: &str) -> serde_json::Value {
-    common::vectors("notifications.jsonl").into_iter().find(|v| v["id"] == id).unwrap()
+    common::vectors("notifications.jsonl")
+        .into_iter()
+        .find(|v| v["id"] == id)
+        .unwrap()
 }
 
 async fn order_notification_creates_the_order(app: TestApp) {
-    assert_eq!(app.post_notify(vector("N027")["body"].as_str().unwrap()).await.1, "success");
+    assert_eq!(
+        app.post_notify(vector("N027")["body"].as_str().unwrap())
+            .await
+            .1,
+        "success"
+    );
     assert_eq!(app.run_pending_jobs().await, 1);
-    let (status, order) = app.admin_get("/admin/api/orders/2024061000000000000001").await;
+    let (status, order) = app
+        .admin_get("/admin/api/orders/2024061000000000000001")
+        .await;
     assert_eq!(status, 200, "{order}");
     assert_eq!(order["status"], "awaiting_payment");
     assert_eq!(order["cancel_reason"], serde_json::Value::Null);
@@ -30,7 +40,8 @@ async fn order_notification_creates_the_order(app: TestApp) {
 
     // A free order starts in implementation with its 30-day deadline.
     let key = common::platform_private_key();
-    app.post_notify(common::order_notification(&key, "FREE1", "n-free", "0.00")).await;
+    app.post_notify(common::order_notification(&key, "FREE1", "n-free", "0.00"))
+        .await;
     app.run_pending_jobs().await;
     let (_, free) = app.admin_get("/admin/api/orders/FREE1").await;
     assert_eq!(free["status"], "implementing");
@@ -42,31 +53,53 @@ async fn order_notification_creates_the_order(app: TestApp) {
     assert!(listed[0].get("history").is_none());
 
     // The same order id for another merchant is quarantined, not applied.
-    let conflicting = common::order_notification(&key, "FREE1", "n-conflict", "0.00").replace("2088102177846880", "2088000000000009");
+    let conflicting = common::order_notification(&key, "FREE1", "n-conflict", "0.00")
+        .replace("2088102177846880", "2088000000000009");
     // (the replace above breaks the signature, so sign a real conflicting message instead)
     assert_eq!(app.post_notify(conflicting).await.1, "fail");
     let params: Vec<(String, String)> = [
-        ("notify_id", "n-conflict"), ("notify_type", "servicemarket_order_notify"), ("commodity_order_id", "FREE1"),
-        ("order_time", "2024-06-10 13:01:00"), ("merchant_pid", "2088000000000009"), ("total_price", "0.00"),
+        ("notify_id", "n-conflict"),
+        ("notify_type", "servicemarket_order_notify"),
+        ("commodity_order_id", "FREE1"),
+        ("order_time", "2024-06-10 13:01:00"),
+        ("merchant_pid", "2088000000000009"),
+        ("total_price", "0.00"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    assert_eq!(app.post_notify(isv_lifecycle::alipay::notify::sign_message(&params, &key)).await.1, "success");
+    assert_eq!(
+        app.post_notify(isv_lifecycle::alipay::notify::sign_message(&params, &key))
+            .await
+            .1,
+        "success"
+    );
     app.run_pending_jobs().await;
     let states = app.message_states();
-    assert!(states.iter().any(|(_, n, s)| n == "n-conflict" && s == "quarantined"), "{states:?}");
+    assert!(
+        states
+            .iter()
+            .any(|(_, n, s)| n == "n-conflict" && s == "quarantined"),
+        "{states:?}"
+    );
     app.stop().await;
 }
-both_backends!(order_notification_creates_the_order, order_notification_creates_the_order);
+both_backends!(
+    order_notification_creates_the_order,
+    order_notification_creates_the_order
+);
 
 async fn newest_authorization_wins(app: TestApp) {
     // N035 has auth_time ...004, N033 the older ...002 and arrives late: nothing changes.
-    app.post_notify(vector("N035")["body"].as_str().unwrap()).await;
+    app.post_notify(vector("N035")["body"].as_str().unwrap())
+        .await;
     app.run_pending_jobs().await;
-    app.post_notify(vector("N033")["body"].as_str().unwrap()).await;
+    app.post_notify(vector("N033")["body"].as_str().unwrap())
+        .await;
     app.run_pending_jobs().await;
-    let (status, auth) = app.admin_get("/admin/api/authorizations/2021004199990002").await;
+    let (status, auth) = app
+        .admin_get("/admin/api/authorizations/2021004199990002")
+        .await;
     assert_eq!(status, 200, "{auth}");
     assert_eq!(auth["status"], "active");
     assert_eq!(auth["user_id"], "2088102177846880");
@@ -81,21 +114,51 @@ async fn a_failing_message_does_not_block_the_next(app: TestApp) {
     let key = common::platform_private_key();
     // Verified, but its order_time cannot be read: set aside as failed for support.
     let params: Vec<(String, String)> = [
-        ("notify_id", "n-bad"), ("notify_type", "servicemarket_order_notify"), ("commodity_order_id", "BAD1"),
+        ("notify_id", "n-bad"),
+        ("notify_type", "servicemarket_order_notify"),
+        ("commodity_order_id", "BAD1"),
         ("order_time", "yesterday"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    assert_eq!(app.post_notify(isv_lifecycle::alipay::notify::sign_message(&params, &key)).await.1, "success");
-    assert_eq!(app.post_notify(common::order_notification(&key, "GOOD1", "n-good", "9.90")).await.1, "success");
+    assert_eq!(
+        app.post_notify(isv_lifecycle::alipay::notify::sign_message(&params, &key))
+            .await
+            .1,
+        "success"
+    );
+    assert_eq!(
+        app.post_notify(common::order_notification(&key, "GOOD1", "n-good", "9.90"))
+            .await
+            .1,
+        "success"
+    );
     app.run_pending_jobs().await;
     let states = app.message_states();
-    assert_eq!(states.iter().find(|(_, n, _)| n == "n-bad").unwrap().2, "failed");
-    assert_eq!(states.iter().find(|(_, n, _)| n == "n-good").unwrap().2, "applied");
+    assert_eq!(
+        states.iter().find(|(_, n, _)| n == "n-bad").unwrap().2,
+        "failed"
+    );
+    assert_eq!(
+        states.iter().find(|(_, n, _)| n == "n-good").unwrap().2,
+        "applied"
+    );
     let (_, list) = app.admin_get("/admin/api/messages").await;
-    let bad = list.as_array().unwrap().iter().find(|m| m["notify_id"] == "n-bad").unwrap().clone();
-    assert!(bad["last_error"].as_str().unwrap().contains("order_time"), "{bad}");
+    let bad = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["notify_id"] == "n-bad")
+        .unwrap()
+        .clone();
+    assert!(
+        bad["last_error"].as_str().unwrap().contains("order_time"),
+        "{bad}"
+    );
     app.stop().await;
 }
-both_backends!(a_failing_message_does_not_block_the_next, a_failing_message_does_not_block_the_next);
+both_backends!(
+    a_failing_message_does_not_block_the_next,
+    a_failing_message_does_not_block_the_next
+);

@@ -19,7 +19,9 @@ pub struct TestApp {
 }
 
 pub fn start_time() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2024-06-10T05:30:00Z").unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2024-06-10T05:30:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 pub fn settings(database_url: &str, data_dir: &Path) -> Settings {
@@ -31,8 +33,12 @@ pub fn settings(database_url: &str, data_dir: &Path) -> Settings {
     s.database.url = database_url.into();
     s.database.pool_size = 4;
     s.alipay.app_id = common::APP_ID.into();
-    s.alipay.app_private_key_file = common::vector_key_path("isv_app_private_pkcs8.pem").display().to_string();
-    s.alipay.alipay_public_key_file = common::vector_key_path("alipay_platform_public_spki.pem").display().to_string();
+    s.alipay.app_private_key_file = common::vector_key_path("isv_app_private_pkcs8.pem")
+        .display()
+        .to_string();
+    s.alipay.alipay_public_key_file = common::vector_key_path("alipay_platform_public_spki.pem")
+        .display()
+        .to_string();
     s.security.encryption_key = SecretString::from(common::ENCRYPTION_KEY);
     s.admin.token = SecretString::from(common::ADMIN_TOKEN);
     s.api.token = SecretString::from(common::API_TOKEN);
@@ -55,14 +61,24 @@ impl TestApp {
         let server = started.app.server_handle();
         let services = started.services.clone();
         tokio::spawn(started.app.run_until_stopped());
-        TestApp { address, services, clock, http: reqwest::Client::new(), db, server }
+        TestApp {
+            address,
+            services,
+            clock,
+            http: reqwest::Client::new(),
+            db,
+            server,
+        }
     }
 
     pub async fn post_notify(&self, body: impl Into<String>) -> (u16, String) {
         let response = self
             .http
             .post(format!("{}/alipay/gateway", self.address))
-            .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
+            .header(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            )
             .body(body.into())
             .send()
             .await
@@ -72,14 +88,31 @@ impl TestApp {
     }
 
     pub async fn admin_get(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(format!("{}{path}", self.address)).bearer_auth(common::ADMIN_TOKEN).send().await.unwrap();
+        let response = self
+            .http
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(common::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn admin_get_text(&self, path: &str) -> String {
-        self.http.get(format!("{}{path}", self.address)).bearer_auth(common::ADMIN_TOKEN).send().await.unwrap().text().await.unwrap()
+        self.http
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(common::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Applies everything due now, as the worker would.
@@ -87,7 +120,10 @@ impl TestApp {
         let mut total = 0;
         loop {
             let s = self.services.clone();
-            let pass = tokio::task::spawn_blocking(move || s.apply_due()).await.unwrap().unwrap();
+            let pass = tokio::task::spawn_blocking(move || s.apply_due())
+                .await
+                .unwrap()
+                .unwrap();
             total += pass.seen;
             if pass.seen == 0 {
                 return total;

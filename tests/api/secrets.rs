@@ -10,12 +10,20 @@ fn hex(s: &str) -> String {
 
 async fn tokens_never_in_clear(app: TestApp) {
     for v in common::vectors("notifications.jsonl") {
-        assert_eq!(app.post_notify(v["body"].as_str().unwrap()).await.1, "success");
+        assert_eq!(
+            app.post_notify(v["body"].as_str().unwrap()).await.1,
+            "success"
+        );
     }
     app.run_pending_jobs().await;
 
     let mut exposed = String::new();
-    for path in ["/admin/api/messages?limit=1000", "/admin/api/authorizations/2021004199990002", "/admin/api/orders?limit=1000", "/metrics"] {
+    for path in [
+        "/admin/api/messages?limit=1000",
+        "/admin/api/authorizations/2021004199990002",
+        "/admin/api/orders?limit=1000",
+        "/metrics",
+    ] {
         exposed.push_str(&app.admin_get_text(path).await);
     }
     if let Some(path) = &app.db.sqlite_path {
@@ -24,7 +32,10 @@ async fn tokens_never_in_clear(app: TestApp) {
             let bytes = std::fs::read(&file).unwrap_or_default();
             exposed.push_str(&String::from_utf8_lossy(&bytes));
         }
-        assert!(std::fs::metadata(path.with_extension("db-wal")).is_ok(), "the WAL should exist and was checked");
+        assert!(
+            std::fs::metadata(path.with_extension("db-wal")).is_ok(),
+            "the WAL should exist and was checked"
+        );
     } else {
         use diesel::prelude::*;
         #[derive(QueryableByName)]
@@ -46,7 +57,10 @@ async fn tokens_never_in_clear(app: TestApp) {
     assert!(exposed.len() > 1000, "nothing was read");
     for secret in common::VECTOR_SECRETS {
         assert!(!exposed.contains(secret), "token {secret} found in clear");
-        assert!(!exposed.contains(&hex(secret)), "token {secret} found hex-encoded");
+        assert!(
+            !exposed.contains(&hex(secret)),
+            "token {secret} found hex-encoded"
+        );
     }
     app.stop().await;
 }

@@ -24,16 +24,25 @@ pub fn vector_key_path(name: &str) -> PathBuf {
 }
 
 pub fn platform_private_key() -> PrivateKey {
-    PrivateKey::parse(&std::fs::read_to_string(vector_key_path("alipay_platform_private_pkcs8.pem")).unwrap()).unwrap()
+    PrivateKey::parse(
+        &std::fs::read_to_string(vector_key_path("alipay_platform_private_pkcs8.pem")).unwrap(),
+    )
+    .unwrap()
 }
 
 pub fn platform_public_key() -> PublicKey {
-    PublicKey::parse(&std::fs::read_to_string(vector_key_path("alipay_platform_public_spki.pem")).unwrap()).unwrap()
+    PublicKey::parse(
+        &std::fs::read_to_string(vector_key_path("alipay_platform_public_spki.pem")).unwrap(),
+    )
+    .unwrap()
 }
 
 pub fn vectors(file: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(shared_dir().join("vectors").join(file)).unwrap();
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// Which databases the suite runs on. PostgreSQL is required unless ISV_TEST_SKIP_POSTGRES=1.
@@ -52,7 +61,8 @@ pub struct TestDb {
 }
 
 pub fn postgres_base_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 pub fn skip_postgres() -> bool {
@@ -64,7 +74,12 @@ pub fn test_db(db: Db) -> TestDb {
     match db {
         Db::Sqlite => {
             let path = dir.path().join("test.db");
-            TestDb { url: format!("sqlite://{}", path.display()), sqlite_path: Some(path), _dir: dir, pg_schema: None }
+            TestDb {
+                url: format!("sqlite://{}", path.display()),
+                sqlite_path: Some(path),
+                _dir: dir,
+                pg_schema: None,
+            }
         }
         Db::Postgres => {
             use diesel::Connection as _;
@@ -73,10 +88,16 @@ pub fn test_db(db: Db) -> TestDb {
             let schema = format!("t_{}", random_hex(8));
             let mut conn = diesel::PgConnection::establish(&base)
                 .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for the suite (ISV_TEST_SKIP_POSTGRES=1 skips it): {e}"));
-            conn.batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
+            conn.batch_execute(&format!("CREATE SCHEMA {schema}"))
+                .unwrap();
             let sep = if base.contains('?') { '&' } else { '?' };
             let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
-            TestDb { url, sqlite_path: None, _dir: dir, pg_schema: Some(schema) }
+            TestDb {
+                url,
+                sqlite_path: None,
+                _dir: dir,
+                pg_schema: Some(schema),
+            }
         }
     }
 }
@@ -94,11 +115,18 @@ impl Drop for TestDb {
 }
 
 pub fn random_hex(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 /// A signed order notification as Alipay's platform sends it (V1 content).
-pub fn order_notification(key: &PrivateKey, commodity_order_id: &str, notify_id: &str, price: &str) -> String {
+pub fn order_notification(
+    key: &PrivateKey,
+    commodity_order_id: &str,
+    notify_id: &str,
+    price: &str,
+) -> String {
     let params: Vec<(String, String)> = [
         ("notify_id", notify_id),
         ("notify_type", "servicemarket_order_notify"),
