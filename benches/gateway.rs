@@ -1,1 +1,304 @@
-fn main() {}
+//! Gateway load benchmark, run by hand (not in CI):
+//!
+//! ```sh
+//! cargo bench --bench gateway
+//! BENCH_BACKENDS=postgres BENCH_MESSAGES=60000 BENCH_CONCURRENCY=64 cargo bench --bench gateway
+//! ```
+//!
+//! For each backend it starts the release `isv-lifecycle serve` on a fresh database (a temp SQLite
+//! file, or a new schema on the local PostgreSQL), then from this process, on the same machine:
+//! 1. warm-up: 2,000 messages;
+//! 2. maximum rate: closed loop, `BENCH_CONCURRENCY` requests in flight, distinct signed order
+//!    notifications, each answered `success` only after its commit;
+//! 3. half rate: open loop at half the measured maximum for `BENCH_HALF_SECONDS`; latency is taken
+//!    from each request's scheduled send time, so queueing delay is not hidden.
+//!
+//! It then counts the stored rows to check that every acknowledged message was committed.
+//! Messages are signed once with the vectors' platform key and cached under `target/`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use futures_util::StreamExt as _;
+use isv_lifecycle::store::{self, DbTarget};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn messages(count: usize) -> Vec<String> {
+    let cache = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("target/bench-gateway-{count}.txt"));
+    if let Ok(text) = std::fs::read_to_string(&cache) {
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() == count {
+            return lines;
+        }
+    }
+    eprintln!("signing {count} messages (cached in {})", cache.display());
+    let threads = 2;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let key = common::platform_private_key();
+                (t..count)
+                    .step_by(threads)
+                    .map(|i| {
+                        (
+                            i,
+                            common::order_notification(
+                                &key,
+                                &format!("B{i:07}"),
+                                &format!("bench-{i:07}"),
+                                "19.90",
+                            ),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<(usize, String)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    all.sort_by_key(|(i, _)| *i);
+    let bodies: Vec<String> = all.into_iter().map(|(_, b)| b).collect();
+    let _ = std::fs::write(&cache, bodies.join("\n"));
+    bodies
+}
+
+struct Stats {
+    ok: usize,
+    failed: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Stats {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+    fn percentile(&mut self, p: f64) -> Duration {
+        self.latencies.sort_unstable();
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i]
+    }
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: String) -> bool {
+    match client
+        .post(url)
+        .header(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => r.text().await.map(|t| t == "success").unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+async fn closed_loop(
+    client: &reqwest::Client,
+    url: &str,
+    bodies: &[String],
+    concurrency: usize,
+) -> Stats {
+    let start = Instant::now();
+    let results: Vec<(bool, Duration)> = futures_util::stream::iter(bodies.iter().cloned())
+        .map(|body| async move {
+            let t = Instant::now();
+            (post(client, url, body).await, t.elapsed())
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let elapsed = start.elapsed();
+    Stats {
+        ok: results.iter().filter(|r| r.0).count(),
+        failed: results.iter().filter(|r| !r.0).count(),
+        elapsed,
+        latencies: results.into_iter().map(|r| r.1).collect(),
+    }
+}
+
+async fn open_loop(client: &reqwest::Client, url: &str, bodies: Vec<String>, rate: f64) -> Stats {
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(bodies.len());
+    for (i, body) in bodies.into_iter().enumerate() {
+        let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(scheduled.into()).await;
+        let client = client.clone();
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let ok = post(&client, &url, body).await;
+            (ok, scheduled.elapsed())
+        }));
+    }
+    let mut results = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let elapsed = start.elapsed();
+    Stats {
+        ok: results.iter().filter(|r| r.0).count(),
+        failed: results.iter().filter(|r| !r.0).count(),
+        elapsed,
+        latencies: results.into_iter().map(|r| r.1).collect(),
+    }
+}
+
+fn stored(target: &DbTarget) -> usize {
+    let pool = store::connect_pool(target, 1).unwrap();
+    let mut conn = pool.get().unwrap();
+    store::messages::identities(&mut conn).unwrap().len()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn run_backend(
+    db: common::Db,
+    bodies: &[String],
+    concurrency: usize,
+    half_seconds: f64,
+) -> String {
+    let test_db = common::test_db(db);
+    let target = DbTarget::parse(&test_db.url).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_isv-lifecycle"))
+        .args([
+            "serve",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"),
+        ])
+        .env("ISV__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("ISV__DATABASE__URL", &test_db.url)
+        .env("ISV__DATABASE__POOL_SIZE", "16")
+        .env("ISV__APP__DATA_DIR", test_db._dir.path())
+        .env("ISV__ALIPAY__APP_ID", common::APP_ID)
+        .env(
+            "ISV__ALIPAY__APP_PRIVATE_KEY_FILE",
+            common::vector_key_path("isv_app_private_pkcs8.pem"),
+        )
+        .env(
+            "ISV__ALIPAY__ALIPAY_PUBLIC_KEY_FILE",
+            common::vector_key_path("alipay_platform_public_spki.pem"),
+        )
+        .env("ISV__SECURITY__ENCRYPTION_KEY", common::ENCRYPTION_KEY)
+        .env("ISV__ADMIN__TOKEN", common::ADMIN_TOKEN)
+        .env("ISV__API__TOKEN", common::API_TOKEN)
+        .env("ISV__LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/alipay/gateway");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency * 2)
+        .build()
+        .unwrap();
+    let up = Instant::now();
+    while client
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            up.elapsed() < Duration::from_secs(60),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let warm = 2000.min(bodies.len() / 10);
+    let rest = &bodies[warm..];
+    closed_loop(&client, &url, &bodies[..warm], concurrency).await;
+    let max_share = rest.len() * 6 / 10;
+    let mut max = closed_loop(&client, &url, &rest[..max_share], concurrency).await;
+    let half_rate = max.rate() / 2.0;
+    let half_count = ((half_rate * half_seconds) as usize).min(rest.len() - max_share);
+    let mut half = open_loop(
+        &client,
+        &url,
+        rest[max_share..max_share + half_count].to_vec(),
+        half_rate,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let posted_ok = warm + max.ok + half.ok;
+    let rows = stored(&target);
+    assert!(
+        rows >= posted_ok - (max.failed + half.failed).min(posted_ok),
+        "acknowledged messages missing"
+    );
+    let (max_p50, max_p99) = (ms(max.percentile(0.5)), ms(max.percentile(0.99)));
+    let (half_p50, half_p99) = (ms(half.percentile(0.5)), ms(half.percentile(0.99)));
+    format!(
+        "| {db:?} | {} | {:.0} msgs/s | {max_p50} | {max_p99} | {} | {:.0} msgs/s | {half_p50} | {half_p99} | {} | {rows} |",
+        max.ok,
+        max.rate(),
+        max.failed,
+        half.rate(),
+        half.failed,
+    )
+}
+
+fn main() {
+    let count: usize = env_or("BENCH_MESSAGES", 60_000);
+    let concurrency: usize = env_or("BENCH_CONCURRENCY", 64);
+    let half_seconds: f64 = env_or("BENCH_HALF_SECONDS", 5.0);
+    let backends: String = env_or("BENCH_BACKENDS", "sqlite,postgres".to_string());
+    let bodies = messages(count);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for name in backends.split(',') {
+        let db = match name.trim() {
+            "sqlite" => common::Db::Sqlite,
+            "postgres" => common::Db::Postgres,
+            other => panic!("unknown backend {other}"),
+        };
+        rows.push(runtime.block_on(run_backend(db, &bodies, concurrency, half_seconds)));
+    }
+    println!(
+        "\nGateway: verified + committed order notifications, {} cores, concurrency {concurrency}",
+        num_cpus()
+    );
+    println!(
+        "| backend | max: ok | max rate | max p50 | max p99 | max failed | half: rate | half p50 | half p99 | half failed | rows stored |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}

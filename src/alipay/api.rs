@@ -49,7 +49,9 @@ pub mod lenient {
     }
 
     pub fn opt_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
-        Ok(opt_string(d)?.filter(|s| !s.is_empty()).map(SecretString::from))
+        Ok(opt_string(d)?
+            .filter(|s| !s.is_empty())
+            .map(SecretString::from))
     }
 
     /// Integers as numbers or decimal strings. Empty or unparsable text reads as absent rather
@@ -236,13 +238,19 @@ pub struct OrderQueryRequest {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub commodity_order_id: String,
     /// 1-based page number, sent as a string as the SDKs do.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "page_as_text")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "page_as_text"
+    )]
     pub start_page: Option<u32>,
 }
 
 impl OrderQueryRequest {
     pub fn new(commodity_order_id: impl Into<String>) -> Self {
-        Self { commodity_order_id: commodity_order_id.into(), start_page: None }
+        Self {
+            commodity_order_id: commodity_order_id.into(),
+            start_page: None,
+        }
     }
 
     pub fn page(mut self, start_page: u32) -> Self {
@@ -378,11 +386,19 @@ pub struct TokenAppRequest {
 
 impl TokenAppRequest {
     pub fn authorization_code(app_auth_code: SecretString) -> Self {
-        Self { grant_type: GrantType::AuthorizationCode, code: Some(app_auth_code), refresh_token: None }
+        Self {
+            grant_type: GrantType::AuthorizationCode,
+            code: Some(app_auth_code),
+            refresh_token: None,
+        }
     }
 
     pub fn refresh(app_refresh_token: SecretString) -> Self {
-        Self { grant_type: GrantType::RefreshToken, code: None, refresh_token: Some(app_refresh_token) }
+        Self {
+            grant_type: GrantType::RefreshToken,
+            code: None,
+            refresh_token: Some(app_refresh_token),
+        }
     }
 }
 
@@ -422,11 +438,21 @@ impl TokenAppResponse {
     /// Every authorisation granted: `tokens[]` for a batch, else the top-level fields (§5.3).
     /// Entries without a token are left out.
     pub fn all_tokens(&self) -> Vec<AppToken> {
-        let list: Vec<AppToken> = self.tokens.iter().filter(|t| t.app_auth_token.is_some()).cloned().collect();
+        let list: Vec<AppToken> = self
+            .tokens
+            .iter()
+            .filter(|t| t.app_auth_token.is_some())
+            .cloned()
+            .collect();
         if !list.is_empty() {
             return list;
         }
-        self.token.app_auth_token.is_some().then(|| self.token.clone()).into_iter().collect()
+        self.token
+            .app_auth_token
+            .is_some()
+            .then(|| self.token.clone())
+            .into_iter()
+            .collect()
     }
 }
 
@@ -542,7 +568,10 @@ impl AuditApplyRequest {
             ("speed_up", bool_text(&self.speed_up)),
             ("memo", self.memo.clone()),
             ("region_type", self.region_type.clone()),
-            ("service_region_info", self.service_region_info.as_ref().map(|v| v.to_string())),
+            (
+                "service_region_info",
+                self.service_region_info.as_ref().map(|v| v.to_string()),
+            ),
             ("service_phone", self.service_phone.clone()),
             ("service_email", self.service_email.clone()),
             ("app_name", self.app_name.clone()),
@@ -555,12 +584,21 @@ impl AuditApplyRequest {
             ("license_no", self.license_no.clone()),
             ("license_valid_date", self.license_valid_date.clone()),
             ("test_accout", self.test_accout.clone()),
-            ("test_password", self.test_password.as_ref().map(|s| s.expose_secret().to_string())),
+            (
+                "test_password",
+                self.test_password
+                    .as_ref()
+                    .map(|s| s.expose_secret().to_string()),
+            ),
             ("bundle_id", self.bundle_id.clone()),
         ];
         fields
             .into_iter()
-            .filter_map(|(name, value)| value.filter(|v| !v.is_empty()).map(|v| (name.to_string(), v)))
+            .filter_map(|(name, value)| {
+                value
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (name.to_string(), v))
+            })
             .collect()
     }
 }
@@ -636,9 +674,15 @@ mod tests {
     #[test]
     fn requests_skip_absent_and_empty_fields() {
         let q = OrderQueryRequest::new("O1");
-        assert_eq!(serde_json::to_string(&q).unwrap(), r#"{"commodity_order_id":"O1"}"#);
+        assert_eq!(
+            serde_json::to_string(&q).unwrap(),
+            r#"{"commodity_order_id":"O1"}"#
+        );
         let q = OrderQueryRequest::new("O1").page(2);
-        assert_eq!(serde_json::to_string(&q).unwrap(), r#"{"commodity_order_id":"O1","start_page":"2"}"#);
+        assert_eq!(
+            serde_json::to_string(&q).unwrap(),
+            r#"{"commodity_order_id":"O1","start_page":"2"}"#
+        );
 
         let up = VersionUploadRequest {
             app_version: "0.0.2".into(),
@@ -652,17 +696,30 @@ mod tests {
             r#"{"app_version":"0.0.2","template_id":"2021","ext":"{\"extEnable\":true}"}"#
         );
 
-        let online = VersionOnlineRequest { app_version: "1.0.0".into(), downgrade: Some(false), ..Default::default() };
-        assert_eq!(serde_json::to_string(&online).unwrap(), r#"{"app_version":"1.0.0","downgrade":false}"#);
+        let online = VersionOnlineRequest {
+            app_version: "1.0.0".into(),
+            downgrade: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&online).unwrap(),
+            r#"{"app_version":"1.0.0","downgrade":false}"#
+        );
     }
 
     #[test]
     fn token_request_exposes_secrets_only_when_serialised() {
         let req = TokenAppRequest::authorization_code(SecretString::from("CODE123"));
-        assert_eq!(serde_json::to_string(&req).unwrap(), r#"{"grant_type":"authorization_code","code":"CODE123"}"#);
+        assert_eq!(
+            serde_json::to_string(&req).unwrap(),
+            r#"{"grant_type":"authorization_code","code":"CODE123"}"#
+        );
         assert!(!format!("{req:?}").contains("CODE123"));
         let req = TokenAppRequest::refresh(SecretString::from("RT"));
-        assert_eq!(serde_json::to_string(&req).unwrap(), r#"{"grant_type":"refresh_token","refresh_token":"RT"}"#);
+        assert_eq!(
+            serde_json::to_string(&req).unwrap(),
+            r#"{"grant_type":"refresh_token","refresh_token":"RT"}"#
+        );
     }
 
     #[test]
@@ -682,18 +739,34 @@ mod tests {
         assert_eq!(r.auto_upgrade, Some(true));
         assert_eq!(r.status, Some(OrderStatus::Other("MERCHANT_PAID".into())));
         assert_eq!(r.order_status, Some(OrderStatus::MerchantOrded));
-        assert_eq!(r.order_level_status().map(OrderStatus::as_str), Some("MERCHANT_PAID"));
-        assert_eq!(r.order_items[0].order_status, Some(ItemOrderStatus::ToConfirm));
+        assert_eq!(
+            r.order_level_status().map(OrderStatus::as_str),
+            Some("MERCHANT_PAID")
+        );
+        assert_eq!(
+            r.order_items[0].order_status,
+            Some(ItemOrderStatus::ToConfirm)
+        );
         assert_eq!(r.order_items[0].merchant_pid.as_deref(), Some("2088"));
         assert_eq!(
-            r.order_items[0].service_expire_at().map(|t| t.to_rfc3339()).as_deref(),
+            r.order_items[0]
+                .service_expire_at()
+                .map(|t| t.to_rfc3339())
+                .as_deref(),
             Some("2025-06-09T16:00:00+00:00")
         );
-        assert_eq!(r.order_items[1].order_status, Some(ItemOrderStatus::Other("SOMETHING_NEW".into())));
-        assert_eq!(r.order_items[1].order_status.as_ref().unwrap().as_str(), "SOMETHING_NEW");
+        assert_eq!(
+            r.order_items[1].order_status,
+            Some(ItemOrderStatus::Other("SOMETHING_NEW".into()))
+        );
+        assert_eq!(
+            r.order_items[1].order_status.as_ref().unwrap().as_str(),
+            "SOMETHING_NEW"
+        );
         assert_eq!(r.order_items[1].shop_id, None);
 
-        let empty: OrderQueryResponse = serde_json::from_value(json!({"code": "10000", "order_items": null})).unwrap();
+        let empty: OrderQueryResponse =
+            serde_json::from_value(json!({"code": "10000", "order_items": null})).unwrap();
         assert_eq!(empty, OrderQueryResponse::default());
     }
 
@@ -703,7 +776,10 @@ mod tests {
             let v: ItemOrderStatus = serde_json::from_value(json!(text)).unwrap();
             assert_eq!(serde_json::to_value(&v).unwrap(), json!(text));
         }
-        assert_eq!(ItemOrderStatus::from("MERCHANT_CANCELLED"), ItemOrderStatus::MerchantCancelled);
+        assert_eq!(
+            ItemOrderStatus::from("MERCHANT_CANCELLED"),
+            ItemOrderStatus::MerchantCancelled
+        );
         assert_eq!(ItemOrderStatus::from(String::from("X")).to_string(), "X");
     }
 
@@ -719,14 +795,21 @@ mod tests {
         assert_eq!(r.token.user_id.as_deref(), Some("2088"));
         let all = r.all_tokens();
         assert_eq!(all.len(), 1);
-        assert_eq!(all[0].app_auth_token.as_ref().map(|t| t.expose_secret()), Some("TOP"));
+        assert_eq!(
+            all[0].app_auth_token.as_ref().map(|t| t.expose_secret()),
+            Some("TOP")
+        );
         assert!(!format!("{r:?}").contains("TOP"));
 
         let batch: TokenAppResponse = serde_json::from_value(json!({
             "tokens": [{"app_auth_token": "T1", "auth_app_id": "A1"}, {"app_auth_token": "T2", "auth_app_id": "A2"}]
         }))
         .unwrap();
-        let ids: Vec<_> = batch.all_tokens().into_iter().filter_map(|t| t.auth_app_id).collect();
+        let ids: Vec<_> = batch
+            .all_tokens()
+            .into_iter()
+            .filter_map(|t| t.auth_app_id)
+            .collect();
         assert_eq!(ids, ["A1", "A2"]);
         assert!(TokenAppResponse::default().all_tokens().is_empty());
     }
@@ -759,7 +842,16 @@ mod tests {
         };
         let fields = req.text_fields();
         let names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["app_version", "version_desc", "auto_online", "service_region_info", "test_password"]);
+        assert_eq!(
+            names,
+            [
+                "app_version",
+                "version_desc",
+                "auto_online",
+                "service_region_info",
+                "test_password"
+            ]
+        );
         assert_eq!(fields[2].1, "true");
         assert_eq!(fields[3].1, r#"[{"province_code":"330000"}]"#);
         assert!(!format!("{req:?}").contains("\"pw\""));

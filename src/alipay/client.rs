@@ -76,7 +76,12 @@ pub enum AlipayError {
     Response(#[from] ResponseError),
     /// Alipay answered with a `code` other than 10000. `msg`/`sub_msg` are masked of secrets.
     #[error("alipay error {code} {msg}{}", fmt_sub(sub_code, sub_msg))]
-    Api { code: String, msg: String, sub_code: Option<String>, sub_msg: Option<String> },
+    Api {
+        code: String,
+        msg: String,
+        sub_code: Option<String>,
+        sub_msg: Option<String>,
+    },
     /// A verified response we could not read, or a request we refused to send.
     #[error("decode error: {0}")]
     Decode(String),
@@ -85,7 +90,11 @@ pub enum AlipayError {
 fn fmt_sub(sub_code: &Option<String>, sub_msg: &Option<String>) -> String {
     match (sub_code, sub_msg) {
         (None, None) => String::new(),
-        (code, msg) => format!(" ({}: {})", code.as_deref().unwrap_or("-"), msg.as_deref().unwrap_or("-")),
+        (code, msg) => format!(
+            " ({}: {})",
+            code.as_deref().unwrap_or("-"),
+            msg.as_deref().unwrap_or("-")
+        ),
     }
 }
 
@@ -122,7 +131,9 @@ impl AlipayError {
         match self {
             AlipayError::Api { code, sub_code, .. } => {
                 code == CODE_AUTH
-                    || sub_code.as_deref().is_some_and(|s| s.starts_with("aop.invalid-app-auth-token"))
+                    || sub_code
+                        .as_deref()
+                        .is_some_and(|s| s.starts_with("aop.invalid-app-auth-token"))
             }
             _ => false,
         }
@@ -215,7 +226,10 @@ impl fmt::Debug for ApiResponse {
 
 /// serde_json's messages quote the offending value, which could be a token: keep the shape only.
 fn decode_error(method: &str, err: &serde_json::Error) -> AlipayError {
-    AlipayError::Decode(format!("{method} response: {}", redact_quoted(&err.to_string())))
+    AlipayError::Decode(format!(
+        "{method} response: {}",
+        redact_quoted(&err.to_string())
+    ))
 }
 
 fn redact_quoted(text: &str) -> String {
@@ -317,7 +331,10 @@ impl AlipayClient {
         let url = reqwest::Url::parse(&settings.gateway_url)
             .map_err(|e| AlipayError::Transport(format!("invalid gateway_url: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(AlipayError::Transport(format!("gateway_url scheme {:?} is not http(s)", url.scheme())));
+            return Err(AlipayError::Transport(format!(
+                "gateway_url scheme {:?} is not http(s)",
+                url.scheme()
+            )));
         }
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
@@ -326,7 +343,13 @@ impl AlipayClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| AlipayError::Transport(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { http, settings, app_key, alipay_key, clock })
+        Ok(Self {
+            http,
+            settings,
+            app_key,
+            alipay_key,
+            clock,
+        })
     }
 
     pub fn settings(&self) -> &ClientSettings {
@@ -356,8 +379,9 @@ impl AlipayClient {
         app_auth_token: Option<&SecretString>,
         req: &R,
     ) -> Result<R::Response, AlipayError> {
-        let biz = serde_json::to_string(req)
-            .map_err(|e| AlipayError::Decode(format!("{}: cannot serialise biz_content: {e}", R::METHOD)))?;
+        let biz = serde_json::to_string(req).map_err(|e| {
+            AlipayError::Decode(format!("{}: cannot serialise biz_content: {e}", R::METHOD))
+        })?;
         let parts = RequestParts {
             method: R::METHOD,
             biz_content: Some(biz),
@@ -367,16 +391,32 @@ impl AlipayClient {
         self.execute(parts).await?.parse()
     }
 
-    async fn run(&self, parts: RequestParts<'_>, files: Option<&[FilePart]>) -> Result<ApiResponse, AlipayError> {
+    async fn run(
+        &self,
+        parts: RequestParts<'_>,
+        files: Option<&[FilePart]>,
+    ) -> Result<ApiResponse, AlipayError> {
         let method = parts.method;
         let max_attempts = self.settings.max_attempts.max(1);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let result = self.attempt(parts.clone(), files).await;
+            // Method, attempt and result code only: Alipay's messages may carry merchant data.
             match &result {
                 Ok(_) => tracing::debug!(method, attempt, code = CODE_SUCCESS, "alipay call"),
-                Err(e) => tracing::debug!(method, attempt, code = e.code().unwrap_or("-"), error = %e, "alipay call failed"),
+                Err(e @ AlipayError::Api { code, sub_code, .. }) => tracing::debug!(
+                    method,
+                    attempt,
+                    code = code.as_str(),
+                    sub_code = sub_code.as_deref().unwrap_or("-"),
+                    retryable = e.is_retryable(),
+                    "alipay call failed"
+                ),
+                // These carry no Alipay data (transport messages are stripped of the URL).
+                Err(e) => {
+                    tracing::debug!(method, attempt, error = %e, retryable = e.is_retryable(), "alipay call failed")
+                }
             }
             match result {
                 Err(e) if e.is_retryable() && attempt < max_attempts => {
@@ -394,12 +434,30 @@ impl AlipayClient {
         Duration::from_micros(rand::thread_rng().gen_range(0..=micros))
     }
 
-    async fn attempt(&self, parts: RequestParts<'_>, files: Option<&[FilePart]>) -> Result<ApiResponse, AlipayError> {
+    async fn attempt(
+        &self,
+        parts: RequestParts<'_>,
+        files: Option<&[FilePart]>,
+    ) -> Result<ApiResponse, AlipayError> {
         let method = parts.method;
         // Rebuilt on every attempt so the signed `timestamp` is fresh.
-        let signed = request::build(&self.settings.app_id, &self.app_key, parts, self.clock.now());
-        let separator = if self.settings.gateway_url.contains('?') { '&' } else { '?' };
-        let url = format!("{}{}{}", self.settings.gateway_url, separator, form::encode(signed.query.iter().map(|(k, v)| (k, v))));
+        let signed = request::build(
+            &self.settings.app_id,
+            &self.app_key,
+            parts,
+            self.clock.now(),
+        );
+        let separator = if self.settings.gateway_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        let url = format!(
+            "{}{}{}",
+            self.settings.gateway_url,
+            separator,
+            form::encode(signed.query.iter().map(|(k, v)| (k, v)))
+        );
         let builder = self.http.post(url);
         let builder = match files {
             None => builder
@@ -410,7 +468,9 @@ impl AlipayClient {
         let response = builder.send().await.map_err(AlipayError::transport)?;
         let status = response.status();
         if !status.is_success() {
-            return Err(AlipayError::Http { status: status.as_u16() });
+            return Err(AlipayError::Http {
+                status: status.as_u16(),
+            });
         }
         let body = read_body(response).await?;
         let checked = response::check(&body, method, &self.alipay_key)?;
@@ -420,9 +480,14 @@ impl AlipayClient {
 
 /// The token as a request parameter. An empty token would be dropped by the request builder
 /// (no empty parameters are sent) and the call would silently go out as the ISV app: refuse.
-fn token_param<'a>(method: &str, token: Option<&'a SecretString>) -> Result<Option<&'a str>, AlipayError> {
+fn token_param<'a>(
+    method: &str,
+    token: Option<&'a SecretString>,
+) -> Result<Option<&'a str>, AlipayError> {
     match token.map(|t| t.expose_secret()) {
-        Some("") => Err(AlipayError::Decode(format!("{method}: refusing to send an empty app_auth_token"))),
+        Some("") => Err(AlipayError::Decode(format!(
+            "{method}: refusing to send an empty app_auth_token"
+        ))),
         other => Ok(other),
     }
 }
@@ -432,7 +497,10 @@ fn backoff_window(base: Duration, cap: Duration, retry: u32) -> Duration {
     base.checked_mul(factor).unwrap_or(cap).min(cap)
 }
 
-fn multipart_form(text: Vec<(String, String)>, files: &[FilePart]) -> Result<reqwest::multipart::Form, AlipayError> {
+fn multipart_form(
+    text: Vec<(String, String)>,
+    files: &[FilePart],
+) -> Result<reqwest::multipart::Form, AlipayError> {
     let mut form = reqwest::multipart::Form::new();
     for (name, value) in text {
         form = form.text(name, value);
@@ -441,7 +509,12 @@ fn multipart_form(text: Vec<(String, String)>, files: &[FilePart]) -> Result<req
         let part = reqwest::multipart::Part::bytes(file.bytes.clone())
             .file_name(file.filename.clone())
             .mime_str(&file.mime)
-            .map_err(|_| AlipayError::Decode(format!("file part {:?}: invalid MIME type {:?}", file.name, file.mime)))?;
+            .map_err(|_| {
+                AlipayError::Decode(format!(
+                    "file part {:?}: invalid MIME type {:?}",
+                    file.name, file.mime
+                ))
+            })?;
         form = form.part(file.name.clone(), part);
     }
     Ok(form)
@@ -451,7 +524,9 @@ async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, AlipayErr
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(AlipayError::transport)? {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(AlipayError::Decode(format!("response body over {MAX_RESPONSE_BYTES} bytes")));
+            return Err(AlipayError::Decode(format!(
+                "response body over {MAX_RESPONSE_BYTES} bytes"
+            )));
         }
         body.extend_from_slice(&chunk);
     }
@@ -474,11 +549,28 @@ struct CommonResult {
 /// Reads the common result of a checked response: success only for a signed `<method>_response`
 /// with code 10000 (`check` refuses an unsigned success).
 fn interpret(method: &str, checked: CheckedResponse<'_>) -> Result<ApiResponse, AlipayError> {
-    let common: CommonResult = serde_json::from_slice(checked.content).map_err(|e| decode_error(method, &e))?;
-    let code = common.code.ok_or_else(|| AlipayError::Decode(format!("{method} response has no code")))?;
+    let common: CommonResult =
+        serde_json::from_slice(checked.content).map_err(|e| decode_error(method, &e))?;
+    let code = common
+        .code
+        .ok_or_else(|| AlipayError::Decode(format!("{method} response has no code")))?;
     let msg = common.msg.map(|m| mask_secrets(&m)).unwrap_or_default();
-    if code == CODE_SUCCESS && !checked.is_error_response && checked.signed {
-        return Ok(ApiResponse { method: method.to_string(), msg, content: checked.content.to_vec() });
+    if code == CODE_SUCCESS {
+        if !checked.signed {
+            // `check` lets through unsigned bodies it does not read as a success (e.g. a numeric
+            // `10000`): a success is never data unless signed.
+            return Err(AlipayError::Response(ResponseError::Unsigned));
+        }
+        if checked.is_error_response {
+            return Err(AlipayError::Decode(format!(
+                "{method}: error_response with code 10000"
+            )));
+        }
+        return Ok(ApiResponse {
+            method: method.to_string(),
+            msg,
+            content: checked.content.to_vec(),
+        });
     }
     let sub_msg = common.sub_msg.map(|m| mask_secrets(&m));
     if !checked.signed {
@@ -487,9 +579,18 @@ fn interpret(method: &str, checked: CheckedResponse<'_>) -> Result<ApiResponse, 
     }
     if common.sub_code.as_deref() == Some("isv.invalid-signature") {
         // Alipay echoes the sign content it built: the best debugging aid there is (masked).
-        tracing::warn!(method, sub_msg = sub_msg.as_deref().unwrap_or(""), "Alipay rejected our request signature");
+        tracing::warn!(
+            method,
+            sub_msg = sub_msg.as_deref().unwrap_or(""),
+            "Alipay rejected our request signature"
+        );
     }
-    Err(AlipayError::Api { code, msg, sub_code: common.sub_code, sub_msg })
+    Err(AlipayError::Api {
+        code,
+        msg,
+        sub_code: common.sub_code,
+        sub_msg,
+    })
 }
 
 /// Masks secret values in free text such as an echoed sign content: form style
@@ -508,7 +609,9 @@ pub fn mask_secrets(text: &str) -> String {
                 if start < i && is_secret_key(&text[start..i]) {
                     let end = bytes[i + 1..]
                         .iter()
-                        .position(|b| matches!(b, b'&' | b'"' | b'\'' | b' ' | b'\t' | b'\r' | b'\n'))
+                        .position(|b| {
+                            matches!(b, b'&' | b'"' | b'\'' | b' ' | b'\t' | b'\r' | b'\n')
+                        })
                         .map_or(bytes.len(), |p| i + 1 + p);
                     if end > i + 1 {
                         out.push_str(&text[copied..=i]);
@@ -556,7 +659,10 @@ fn ident_start(bytes: &[u8], end: usize) -> usize {
 
 /// At a `"`: `"name" : "value"` gives the byte ranges of name and value (between the quotes).
 /// Every boundary is an ASCII byte, so the ranges slice valid UTF-8.
-fn json_string_member(bytes: &[u8], quote: usize) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+fn json_string_member(
+    bytes: &[u8],
+    quote: usize,
+) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
     let name_start = quote + 1;
     let name_len = bytes[name_start..].iter().position(|b| !is_ident(*b))?;
     let name_end = name_start + name_len;
@@ -656,7 +762,11 @@ impl AlipayApi for AlipayClient {
                     api::METHOD_MERCHANT_ORDER_SYNC
                 )));
             }
-            self.call(Some(app_auth_token), &api::MerchantOrderSyncRequest(biz_content)).await
+            self.call(
+                Some(app_auth_token),
+                &api::MerchantOrderSyncRequest(biz_content),
+            )
+            .await
         })
     }
 }
@@ -683,8 +793,13 @@ mod tests {
         assert!(!api_error("40004", Some("X")).is_retryable());
         assert!(!AlipayError::Response(ResponseError::BadSignature).is_retryable());
 
-        assert!(api_error("20001", Some("aop.no-product-reg-by-partner")).is_invalid_app_auth_token());
-        assert!(api_error("40002", Some("aop.invalid-app-auth-token-no-api")).is_invalid_app_auth_token());
+        assert!(
+            api_error("20001", Some("aop.no-product-reg-by-partner")).is_invalid_app_auth_token()
+        );
+        assert!(
+            api_error("40002", Some("aop.invalid-app-auth-token-no-api"))
+                .is_invalid_app_auth_token()
+        );
         assert!(!api_error("40004", Some("isv.invalid-app-auth")).is_invalid_app_auth_token());
         assert_eq!(api_error("40004", Some("S")).code(), Some("40004"));
         assert_eq!(api_error("40004", Some("S")).sub_code(), Some("S"));
@@ -700,16 +815,28 @@ mod tests {
         assert_eq!(backoff_window(base, cap, 3), Duration::from_millis(800));
         assert_eq!(backoff_window(base, cap, 4), cap);
         assert_eq!(backoff_window(base, cap, 40), cap);
-        assert_eq!(backoff_window(Duration::from_secs(u64::MAX / 2), cap, 31), cap);
+        assert_eq!(
+            backoff_window(Duration::from_secs(u64::MAX / 2), cap, 31),
+            cap
+        );
     }
 
     #[test]
     fn masks_tokens_in_echoed_sign_content() {
         let echo = "验签字符串为：app_auth_token=202406BBabc&amp;app_id=1&amp;biz_content={\"grant_type\":\"refresh_token\",\"refresh_token\":\"R1\",\"code\":\"C1\"}&amp;charset=utf-8";
         let masked = mask_secrets(echo);
-        assert!(!masked.contains("202406BBabc") && !masked.contains("R1") && !masked.contains("C1"), "{masked}");
-        assert!(masked.contains("app_auth_token=***&amp;app_id=1"), "{masked}");
-        assert!(masked.contains(r#""grant_type":"refresh_token""#), "{masked}");
+        assert!(
+            !masked.contains("202406BBabc") && !masked.contains("R1") && !masked.contains("C1"),
+            "{masked}"
+        );
+        assert!(
+            masked.contains("app_auth_token=***&amp;app_id=1"),
+            "{masked}"
+        );
+        assert!(
+            masked.contains(r#""grant_type":"refresh_token""#),
+            "{masked}"
+        );
         assert!(masked.contains(r#""refresh_token":"***""#), "{masked}");
         assert!(masked.starts_with("验签字符串为："), "{masked}");
         // Nothing secret: unchanged.
@@ -722,7 +849,9 @@ mod tests {
     #[test]
     fn decode_errors_do_not_quote_values() {
         let err = serde_json::from_str::<Vec<u8>>(r#""secret-token""#).unwrap_err();
-        let AlipayError::Decode(text) = decode_error("m", &err) else { unreachable!() };
+        let AlipayError::Decode(text) = decode_error("m", &err) else {
+            unreachable!()
+        };
         assert!(!text.contains("secret-token"), "{text}");
     }
 

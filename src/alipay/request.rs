@@ -25,7 +25,7 @@ const QUERY_PARAMS: &[&str] = &[
     "alipay_root_cert_sn",
 ];
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RequestParts<'a> {
     pub method: &'a str,
     /// JSON text of the business parameters, when the API takes them as `biz_content`.
@@ -38,7 +38,7 @@ pub struct RequestParts<'a> {
 
 /// A request ready to send: `query` goes in the URL, `form` in the body (form-encoded, or as the
 /// text parts of a multipart body).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SignedRequest {
     pub method: String,
     pub query: Vec<(String, String)>,
@@ -67,6 +67,15 @@ pub fn build(
     if let Some(biz) = parts.biz_content {
         params.push(("biz_content".into(), biz));
     }
+    // Text fields come from our typed requests, never from a stranger: one named like a common
+    // parameter is a bug that would send the name twice.
+    debug_assert!(
+        parts
+            .text_fields
+            .iter()
+            .all(|(k, _)| !params.iter().any(|(c, _)| c == k)),
+        "a text field repeats a common parameter"
+    );
     params.extend(parts.text_fields);
     // Readings of empty values differ between SDKs (Java skips, Node signs them): send none.
     params.retain(|(_, v)| !v.is_empty());
@@ -79,5 +88,50 @@ pub fn build(
         method: parts.method.to_string(),
         query,
         form,
+    }
+}
+
+/// Parameter names whose values never appear in Debug output.
+fn is_secret(name: &str) -> bool {
+    super::message::is_secret_name(name) || name == "sign"
+}
+
+fn redacted(params: &[(String, String)]) -> Vec<(&str, &str)> {
+    params
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str(),
+                if is_secret(k) {
+                    "[redacted]"
+                } else {
+                    v.as_str()
+                },
+            )
+        })
+        .collect()
+}
+
+impl std::fmt::Debug for RequestParts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestParts")
+            .field("method", &self.method)
+            .field(
+                "biz_content_len",
+                &self.biz_content.as_ref().map(String::len),
+            )
+            .field("text_fields", &redacted(&self.text_fields))
+            .field("app_auth_token", &self.app_auth_token.map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SignedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedRequest")
+            .field("method", &self.method)
+            .field("query", &redacted(&self.query))
+            .field("form", &redacted(&self.form))
+            .finish()
     }
 }

@@ -58,6 +58,10 @@ fn backoff(attempts: i32) -> Duration {
 
 impl Services {
     /// Applies what is due. Blocking: run it with `service::blocking`.
+    ///
+    /// One pass is one transaction (one commit for the whole batch), and each message inside it
+    /// is its own savepoint: a message that fails rolls back alone and is recorded for a retry,
+    /// while the others commit.
     pub fn apply_due(&self) -> Result<ApplyPass, String> {
         let now = self.clock.now();
         let mut conn = self
@@ -66,12 +70,41 @@ impl Services {
             .map_err(|e| format!("no database connection: {e}"))?;
         let due = messages::due(&mut conn, to_db_time(now), self.apply.batch)
             .map_err(|e| e.to_string())?;
+        if due.is_empty() {
+            return Ok(ApplyPass::default());
+        }
+        let _writer = self.pool.write_guard();
+        let outcomes = conn
+            .transaction::<_, diesel::result::Error, _>(|conn| {
+                let mut outcomes = Vec::with_capacity(due.len());
+                for pending in &due {
+                    let outcome = self.apply_one(conn, pending, now);
+                    if let Err(error) = &outcome {
+                        let attempts = pending.attempts + 1;
+                        let give_up = matches!(error, ApplyError::Permanent(_))
+                            || attempts >= self.apply.max_attempts;
+                        let next = to_db_time(now + backoff(pending.attempts));
+                        messages::record_failure(
+                            conn,
+                            pending.id,
+                            attempts,
+                            next,
+                            &error.to_string(),
+                            give_up,
+                        )?;
+                    }
+                    outcomes.push(outcome);
+                }
+                Ok(outcomes)
+            })
+            .map_err(|e| e.to_string())?;
+        // Counted and logged only once committed.
         let mut pass = ApplyPass {
             seen: due.len(),
             ..ApplyPass::default()
         };
-        for pending in due {
-            match self.apply_one(&mut conn, &pending, now) {
+        for (pending, outcome) in due.iter().zip(outcomes) {
+            match outcome {
                 Ok(Applied::Done) => {
                     pass.applied += 1;
                     self.metrics.applied.fetch_add(1, Relaxed);
@@ -89,20 +122,8 @@ impl Services {
                 Err(error) => {
                     pass.failed += 1;
                     self.metrics.apply_failures.fetch_add(1, Relaxed);
-                    let attempts = pending.attempts + 1;
-                    let give_up = matches!(error, ApplyError::Permanent(_))
-                        || attempts >= self.apply.max_attempts;
-                    tracing::warn!(notify_id = %pending.notify_id, kind = %pending.kind, attempts, give_up, %error, "message not applied");
-                    let next = to_db_time(now + backoff(pending.attempts));
-                    messages::record_failure(
-                        &mut conn,
-                        pending.id,
-                        attempts,
-                        next,
-                        &error.to_string(),
-                        give_up,
-                    )
-                    .map_err(|e| e.to_string())?;
+                    tracing::warn!(notify_id = %pending.notify_id, kind = %pending.kind, attempts = pending.attempts + 1,
+                        %error, "message not applied; retried later unless set aside as failed");
                 }
             }
         }

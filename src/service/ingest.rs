@@ -153,6 +153,7 @@ fn writer_loop(pool: Pool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, batch_size: usiz
             .get()
             .map_err(|e| format!("no database connection: {e}"))
             .and_then(|mut conn| {
+                let _writer = pool.write_guard();
                 messages::insert_batch(&mut conn, &rows).map_err(|e| format!("insert failed: {e}"))
             });
         match result {

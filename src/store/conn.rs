@@ -3,6 +3,7 @@ use diesel::prelude::*;
 use diesel::r2d2::{self, ManageConnection};
 use diesel::{PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgresql");
@@ -93,8 +94,34 @@ impl ManageConnection for Manager {
     }
 }
 
-pub type Pool = r2d2::Pool<Manager>;
 pub type PooledConn = r2d2::PooledConnection<Manager>;
+
+/// The connection pool, plus (for SQLite) the process's write lock. SQLite has one writer at a
+/// time; writers that meet in SQLite's busy handler back off with sleeps of up to 100 ms, so
+/// writers in this process queue on a mutex instead and never collide inside SQLite.
+#[derive(Clone)]
+pub struct Pool {
+    inner: r2d2::Pool<Manager>,
+    sqlite_writer: Option<Arc<Mutex<()>>>,
+    backend: Backend,
+}
+
+impl Pool {
+    pub fn get(&self) -> Result<PooledConn, r2d2::PoolError> {
+        self.inner.get()
+    }
+
+    /// Held around every write transaction; a no-op on PostgreSQL.
+    pub fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+        self.sqlite_writer
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
 
 pub fn connect_pool(target: &DbTarget, size: u32) -> Result<Pool, String> {
     if let DbTarget::Sqlite(path) = target {
@@ -106,7 +133,7 @@ pub fn connect_pool(target: &DbTarget, size: u32) -> Result<Pool, String> {
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
     }
-    r2d2::Pool::builder()
+    let inner = r2d2::Pool::builder()
         .max_size(size)
         .connection_timeout(Duration::from_secs(5))
         // Connections open on demand: a fresh SQLite file must switch to WAL under one connection
@@ -118,7 +145,14 @@ pub fn connect_pool(target: &DbTarget, size: u32) -> Result<Pool, String> {
         .build(Manager {
             target: target.clone(),
         })
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    let backend = target.backend();
+    let sqlite_writer = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+    Ok(Pool {
+        inner,
+        sqlite_writer,
+        backend,
+    })
 }
 
 /// Applies pending migrations; returns how many ran.

@@ -1,0 +1,153 @@
+//! The binary's start-up checks: a bad setting stops the start with one line naming the setting,
+//! where its value came from, and what is wrong.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_isv-lifecycle"));
+    cmd.args(args)
+        .current_dir(dir.path())
+        .env("ISV__APP__DATA_DIR", dir.path().join("data"))
+        .env(
+            "ISV__DATABASE__URL",
+            format!("sqlite://{}", dir.path().join("t.db").display()),
+        )
+        .env("ISV__SERVER__LISTEN", "127.0.0.1:0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    drop(dir);
+    out
+}
+
+fn config() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml").to_string()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn missing_key_file_names_the_setting_and_its_source() {
+    let platform = common::vector_key_path("alipay_platform_public_spki.pem")
+        .display()
+        .to_string();
+    let out = run(
+        &["migrate", "--config", &config()],
+        &[
+            ("ISV__ALIPAY__APP_PRIVATE_KEY_FILE", "/nonexistent/key.pem"),
+            ("ISV__ALIPAY__ALIPAY_PUBLIC_KEY_FILE", &platform),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(
+            "setting alipay.app_private_key_file (from environment variable ISV__ALIPAY__APP_PRIVATE_KEY_FILE): file /nonexistent/key.pem does not exist"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn our_own_public_key_in_place_of_alipays_is_refused() {
+    let ours = common::vector_key_path("isv_app_private_pkcs8.pem")
+        .display()
+        .to_string();
+    let ours_public = common::vector_key_path("isv_app_public_spki.b64")
+        .display()
+        .to_string();
+    let out = run(
+        &["migrate", "--config", &config()],
+        &[
+            ("ISV__ALIPAY__APP_PRIVATE_KEY_FILE", &ours),
+            ("ISV__ALIPAY__ALIPAY_PUBLIC_KEY_FILE", &ours_public),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("setting alipay.alipay_public_key_file"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("is our own app public key"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_key_that_does_not_parse_is_refused() {
+    let garbage = common::vector_key_path("../README.md")
+        .display()
+        .to_string();
+    let platform = common::vector_key_path("alipay_platform_public_spki.pem")
+        .display()
+        .to_string();
+    let out = run(
+        &["migrate", "--config", &config()],
+        &[
+            ("ISV__ALIPAY__APP_PRIVATE_KEY_FILE", &garbage),
+            ("ISV__ALIPAY__ALIPAY_PUBLIC_KEY_FILE", &platform),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("not an RSA private key"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn production_refuses_to_start_without_real_keys() {
+    let production = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/production.example.toml"
+    );
+    let out = run(&["migrate", "--config", production], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("setting alipay.app_private_key_file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_values_are_named() {
+    for (var, value, setting) in [
+        ("ISV__SERVER__LISTEN", "nowhere", "server.listen"),
+        ("ISV__DATABASE__URL", "mysql://x", "database.url"),
+        (
+            "ISV__SECURITY__ENCRYPTION_KEY",
+            "c2hvcnQ=",
+            "security.encryption_key",
+        ),
+        ("ISV__ALIPAY__APP_ID", "not-digits", "alipay.app_id"),
+    ] {
+        let out = run(&["migrate", "--config", &config()], &[(var, value)]);
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "setting {setting} (from environment variable {var})"
+            )),
+            "{var}: {err}"
+        );
+    }
+}
+
+#[test]
+fn sandbox_mode_generates_keys_and_migrates() {
+    let out = run(&["migrate", "--config", &config()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 1"));
+}
