@@ -160,6 +160,17 @@ async fn open_loop(client: &reqwest::Client, url: &str, bodies: Vec<String>, rat
     }
 }
 
+fn pending(target: &DbTarget) -> usize {
+    let pool = store::connect_pool(target, 1).unwrap();
+    let mut conn = pool.get().unwrap();
+    store::messages::count_by_state(&mut conn)
+        .unwrap()
+        .into_iter()
+        .filter(|(s, _)| s == "received")
+        .map(|(_, n)| n as usize)
+        .sum()
+}
+
 fn stored(target: &DbTarget) -> usize {
     let pool = store::connect_pool(target, 1).unwrap();
     let mut conn = pool.get().unwrap();
@@ -234,6 +245,14 @@ async fn run_backend(
     closed_loop(&client, &url, &bodies[..warm], concurrency).await;
     let max_share = rest.len() * 6 / 10;
     let mut max = closed_loop(&client, &url, &rest[..max_share], concurrency).await;
+    // Let the apply worker catch up with the backlog of the closed loop, so that the half-rate
+    // phase measures the steady state (ingest and apply of the new messages), not a backlog.
+    let drain_start = Instant::now();
+    let backlog = pending(&target);
+    while pending(&target) > 0 && drain_start.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drain = drain_start.elapsed();
     let half_rate = max.rate() / 2.0;
     let half_count = ((half_rate * half_seconds) as usize).min(rest.len() - max_share);
     let mut half = open_loop(
@@ -255,10 +274,11 @@ async fn run_backend(
     let (max_p50, max_p99) = (ms(max.percentile(0.5)), ms(max.percentile(0.99)));
     let (half_p50, half_p99) = (ms(half.percentile(0.5)), ms(half.percentile(0.99)));
     format!(
-        "| {db:?} | {} | {:.0} msgs/s | {max_p50} | {max_p99} | {} | {:.0} msgs/s | {half_p50} | {half_p99} | {} | {rows} |",
+        "| {db:?} | {} | {:.0} msgs/s | {max_p50} | {max_p99} | {} | {backlog} in {:.1} s | {:.0} msgs/s | {half_p50} | {half_p99} | {} | {rows} |",
         max.ok,
         max.rate(),
         max.failed,
+        drain.as_secs_f64(),
         half.rate(),
         half.failed,
     )
@@ -289,9 +309,9 @@ fn main() {
         num_cpus()
     );
     println!(
-        "| backend | max: ok | max rate | max p50 | max p99 | max failed | half: rate | half p50 | half p99 | half failed | rows stored |"
+        "| backend | max: ok | max rate | max p50 | max p99 | max failed | apply backlog drained | half: rate | half p50 | half p99 | half failed | rows stored |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }
