@@ -65,6 +65,8 @@ pub struct AlipaySettings {
     pub alipay_public_key_file: String,
     pub timeout_seconds: u64,
     pub max_attempts: u32,
+    /// First retry delay of an OpenAPI call; doubles per attempt, with jitter, capped at 5 s.
+    pub retry_backoff_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

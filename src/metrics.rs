@@ -29,6 +29,8 @@ pub struct Metrics {
     pub apply_failures: AtomicU64,
     /// Sum of (applied_at - received_at) in milliseconds over applied messages.
     pub apply_lag_ms_sum: AtomicU64,
+    pub merchant_syncs_accepted: AtomicU64,
+    pub merchant_syncs_delivered: AtomicU64,
 }
 
 impl Metrics {
@@ -116,6 +118,16 @@ impl Metrics {
             "isv_inbox_apply_lag_milliseconds_total",
             "Sum of receive-to-apply delays.",
             &[("", self.apply_lag_ms_sum.load(Relaxed))],
+        );
+        counter(
+            "isv_merchant_syncs_accepted_total",
+            "Merchant-order syncs queued for delivery.",
+            &[("", self.merchant_syncs_accepted.load(Relaxed))],
+        );
+        counter(
+            "isv_merchant_syncs_delivered_total",
+            "Merchant-order syncs delivered to Alipay.",
+            &[("", self.merchant_syncs_delivered.load(Relaxed))],
         );
         out
     }

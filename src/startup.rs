@@ -1,5 +1,6 @@
 //! Wiring: from prepared settings to running services. `main` and the tests share it.
 
+use crate::alipay::client::{AlipayClient, ClientSettings};
 use crate::clock::SharedClock;
 use crate::config::Prepared;
 use crate::http::{AppState, Application};
@@ -25,6 +26,21 @@ pub fn open_database(prepared: &Prepared) -> anyhow::Result<store::Pool> {
     Ok(pool)
 }
 
+pub fn alipay_client(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<AlipayClient> {
+    let a = &prepared.settings.alipay;
+    let mut settings = ClientSettings::new(a.gateway_url.clone(), a.app_id.clone());
+    settings.timeout = Duration::from_secs(a.timeout_seconds);
+    settings.max_attempts = a.max_attempts;
+    settings.backoff_base = Duration::from_millis(a.retry_backoff_ms);
+    AlipayClient::new(
+        settings,
+        prepared.app_key.clone(),
+        prepared.alipay_key.clone(),
+        clock,
+    )
+    .context("alipay.gateway_url")
+}
+
 pub fn services(
     prepared: &Prepared,
     pool: store::Pool,
@@ -37,7 +53,10 @@ pub fn services(
     } else {
         inbox.writers
     };
+    let alipay = Arc::new(alipay_client(prepared, clock.clone())?);
     Ok(Services {
+        alipay,
+        delivery_wakeup: Arc::new(Notify::new()),
         inbox: InboxWriter::start(pool.clone(), writers, inbox.batch_size),
         pool,
         clock,
@@ -68,6 +87,7 @@ pub fn build(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<Started>
     let state = AppState {
         services: services.clone(),
         admin_token: prepared.admin_token.clone(),
+        api_token: prepared.api_token.clone(),
         max_body_bytes: prepared.settings.server.max_body_bytes,
         reject_log: crate::http::gateway_log_limiter(),
     };

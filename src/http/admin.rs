@@ -22,13 +22,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// Checks `Authorization: Bearer <admin.token>` in constant time.
 fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
+    bearer(req, &state.admin_token, "admin")
+}
+
+/// Checks `Authorization: Bearer <token>` in constant time.
+pub(super) fn bearer(
+    req: &HttpRequest,
+    token: &secrecy::SecretString,
+    which: &str,
+) -> Result<(), HttpResponse> {
     let presented = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let expected = state.admin_token.expose_secret();
+    let expected = token.expose_secret();
     if aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_bytes(), expected.as_bytes())
         .is_ok()
     {
@@ -37,7 +46,7 @@ fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
         Err(json_error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "a valid admin bearer token is required",
+            format!("a valid {which} bearer token is required"),
         ))
     }
 }

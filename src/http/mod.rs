@@ -10,6 +10,7 @@ pub fn gateway_log_limiter() -> gateway::LogLimiter {
     gateway::LogLimiter::new(20)
 }
 mod health;
+mod merchant_orders;
 
 use crate::service::Services;
 use actix_web::{App, HttpServer, dev::Server, web};
@@ -20,6 +21,7 @@ use std::net::TcpListener;
 pub struct AppState {
     pub services: Services,
     pub admin_token: SecretString,
+    pub api_token: SecretString,
     pub max_body_bytes: usize,
     pub reject_log: gateway::LogLimiter,
 }
@@ -40,6 +42,7 @@ impl Application {
                 .configure(gateway::routes)
                 .configure(admin::routes)
                 .configure(health::routes)
+                .configure(merchant_orders::routes)
         })
         .listen(listener)?
         // Alipay's sender gives up after ~16 s; a slow client is cut off well before that.

@@ -1,3 +1,4 @@
 //! Background work. Each job only calls a service; the rules live below.
 
 pub mod apply_inbox;
+pub mod deliver_merchant_orders;

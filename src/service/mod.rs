@@ -3,9 +3,12 @@
 
 pub mod apply;
 pub mod ingest;
+pub mod merchant_delivery;
+pub mod merchant_sync;
 pub mod views;
 
 use crate::alipay::PublicKey;
+use crate::alipay::client::AlipayApi;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::seal::Sealer;
@@ -27,6 +30,10 @@ pub struct Services {
     /// Woken after a new message commits, so it is applied at once rather than at the next poll.
     pub apply_wakeup: Arc<Notify>,
     pub apply: apply::ApplySettings,
+    /// Alipay's OpenAPI, called only from jobs.
+    pub alipay: Arc<dyn AlipayApi>,
+    /// Woken when a merchant-order sync is queued.
+    pub delivery_wakeup: Arc<Notify>,
 }
 
 /// Runs blocking database work off the async executor.

@@ -67,6 +67,8 @@ pub struct AuthorizationView {
     pub status: String,
     pub auth_time: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Set when support must look at it (e.g. Alipay refused its token).
+    pub attention: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -161,6 +163,7 @@ impl Services {
                 status: a.status,
                 auth_time: utc(a.auth_time),
                 updated_at: utc(a.updated_at),
+                attention: a.attention,
             }),
         )
     }

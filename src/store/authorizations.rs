@@ -64,6 +64,7 @@ pub struct AuthorizationRow {
     pub auth_time_ms: i64,
     pub source_notify_id: String,
     pub updated_at: NaiveDateTime,
+    pub attention: Option<String>,
 }
 
 pub fn find(conn: &mut AnyConnection, auth_app_id: &str) -> QueryResult<Option<AuthorizationRow>> {

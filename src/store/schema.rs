@@ -30,6 +30,7 @@ diesel::table! {
         source_notify_id -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        attention -> Nullable<Text>,
     }
 }
 
@@ -74,9 +75,47 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    merchant_orders (tiny_app_id, out_biz_no) {
+        tiny_app_id -> Text,
+        out_biz_no -> Text,
+        status -> Text,
+        order_modified_time -> Timestamp,
+        record -> Text,
+        delivery -> Text,
+        delivery_lease_until -> Nullable<Timestamp>,
+        alipay_order_id -> Nullable<Text>,
+        record_id -> Nullable<Text>,
+        sub_code -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    merchant_order_syncs (id) {
+        id -> BigInt,
+        tiny_app_id -> Text,
+        out_biz_no -> Text,
+        order_modified_time -> Timestamp,
+        status -> Text,
+        biz_content -> Text,
+        state -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        received_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+        sub_code -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(order_history -> orders (commodity_order_id));
 diesel::joinable!(deadlines -> orders (commodity_order_id));
 diesel::allow_tables_to_appear_in_same_query!(
+    merchant_orders,
+    merchant_order_syncs,
     gateway_messages,
     authorizations,
     orders,

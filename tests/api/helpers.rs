@@ -1,3 +1,4 @@
+use crate::common::fake_alipay::FakeAlipay;
 use crate::common::{self, Db, TestDb};
 use chrono::{DateTime, Utc};
 use isv_lifecycle::clock::ManualClock;
@@ -16,6 +17,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub db: TestDb,
     pub server: actix_web::dev::ServerHandle,
+    /// The local Alipay OpenAPI the service calls.
+    pub alipay: FakeAlipay,
 }
 
 pub fn start_time() -> DateTime<Utc> {
@@ -53,7 +56,10 @@ impl TestApp {
             isv_lifecycle::telemetry::init("text", "debug");
         }
         let db = common::test_db(db);
-        let settings = settings(&db.url, db._dir.path());
+        let alipay = FakeAlipay::start().await;
+        let mut settings = settings(&db.url, db._dir.path());
+        settings.alipay.gateway_url = alipay.url.clone();
+        settings.alipay.retry_backoff_ms = 1;
         let prepared = Prepared::from_settings(settings, Path::new("config/default.toml")).unwrap();
         let clock = ManualClock::new(start_time());
         let started = isv_lifecycle::startup::build(&prepared, Arc::new(clock.clone())).unwrap();
@@ -68,6 +74,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             db,
             server,
+            alipay,
         }
     }
 
@@ -138,6 +145,53 @@ impl TestApp {
 
     pub async fn stop(self) {
         self.server.stop(true).await;
+        self.alipay.stop().await;
+    }
+
+    pub async fn api_post(&self, path: &str, body: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(common::API_TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn api_get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(common::API_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Delivers every due merchant-order sync, as the delivery job would.
+    pub async fn deliver(&self) -> usize {
+        let mut total = 0;
+        loop {
+            let pass = self.services.deliver_merchant_orders(100).await.unwrap();
+            total += pass.orders;
+            if pass.orders == 0 || pass.delivered + pass.failed + pass.retried == 0 {
+                return total;
+            }
+        }
     }
 }
 

@@ -7,4 +7,5 @@ mod helpers;
 mod admin;
 mod apply;
 mod gateway;
+mod merchant_orders;
 mod secrets;

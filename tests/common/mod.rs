@@ -1,6 +1,8 @@
 //! Shared by the test binaries: vectors, keys, databases for both backends, signed messages.
 #![allow(dead_code)]
 
+pub mod fake_alipay;
+
 use isv_lifecycle::alipay::{PrivateKey, PublicKey, notify};
 use serde_json::Value;
 use std::path::PathBuf;

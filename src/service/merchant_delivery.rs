@@ -1,0 +1,341 @@
+//! Delivering merchant-order syncs to Alipay with the merchant's own `app_auth_token`: per order,
+//! strictly in `order_modified_time` order, pending syncs coalesced to the newest (Alipay keeps the
+//! latest anyway), retried with backoff and jitter. A refused token stops the order's delivery and
+//! flags the authorization for support instead of looping.
+
+use super::{Services, blocking};
+use crate::service::apply::token_context;
+use crate::store::merchant_orders as store;
+use crate::store::{authorizations, to_db_time};
+use chrono::Duration;
+use secrecy::SecretString;
+use std::sync::atomic::Ordering::Relaxed;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryPass {
+    pub orders: usize,
+    pub delivered: usize,
+    pub retried: usize,
+    pub failed: usize,
+}
+
+/// How long a worker holds an order while its call to Alipay is under way.
+const LEASE: i64 = 120;
+const MAX_ATTEMPTS: i32 = 12;
+
+fn backoff(attempts: i32) -> Duration {
+    let secs = (1i64 << attempts.clamp(0, 11)).min(1800);
+    Duration::seconds(secs + (rand::random::<u64>() % (secs as u64 / 2 + 1)) as i64)
+}
+
+enum Outcome {
+    Delivered,
+    Retry,
+    Failed,
+    Nothing,
+}
+
+impl Services {
+    /// Delivers what is due. Async: the Alipay calls are awaited, the database work is blocking.
+    pub async fn deliver_merchant_orders(&self, limit: i64) -> Result<DeliveryPass, String> {
+        let now = to_db_time(self.clock.now());
+        let s = self.clone();
+        let due = blocking(move || {
+            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
+            store::orders_due(&mut conn, now, limit).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let mut pass = DeliveryPass {
+            orders: due.len(),
+            ..DeliveryPass::default()
+        };
+        for (tiny_app_id, out_biz_no) in due {
+            match self.deliver_order(&tiny_app_id, &out_biz_no).await {
+                Ok(Outcome::Delivered) => pass.delivered += 1,
+                Ok(Outcome::Retry) => pass.retried += 1,
+                Ok(Outcome::Failed) => pass.failed += 1,
+                Ok(Outcome::Nothing) => {}
+                Err(error) => {
+                    tracing::warn!(%tiny_app_id, %out_biz_no, %error, "merchant order delivery pass failed")
+                }
+            }
+        }
+        Ok(pass)
+    }
+
+    async fn deliver_order(&self, tiny_app_id: &str, out_biz_no: &str) -> Result<Outcome, String> {
+        let now = self.clock.now();
+        let (tiny, out) = (tiny_app_id.to_string(), out_biz_no.to_string());
+        let s = self.clone();
+        // Claim the order, coalesce its queued syncs to the newest, and read the token.
+        let prepared = blocking(
+            move || -> Result<Option<(store::SyncRow, Option<SecretString>)>, String> {
+                let mut conn = s.pool.get().map_err(|e| e.to_string())?;
+                let _writer = s.pool.write_guard();
+                let db_now = to_db_time(now);
+                if !store::claim(
+                    &mut conn,
+                    &tiny,
+                    &out,
+                    db_now,
+                    to_db_time(now + Duration::seconds(LEASE)),
+                )
+                .map_err(|e| e.to_string())?
+                {
+                    return Ok(None);
+                }
+                let mut queued =
+                    store::queued(&mut conn, &tiny, &out).map_err(|e| e.to_string())?;
+                let Some(newest) = queued.pop() else {
+                    store::release(&mut conn, &tiny, &out).map_err(|e| e.to_string())?;
+                    return Ok(None);
+                };
+                for older in queued {
+                    store::set_sync_state(
+                        &mut conn,
+                        older.id,
+                        store::SYNC_SUPERSEDED,
+                        db_now,
+                        None,
+                        None,
+                    )
+                    .map_err(|e| e.to_string())?;
+                }
+                let token = match authorizations::sealed_token(&mut conn, &tiny)
+                    .map_err(|e| e.to_string())?
+                {
+                    Some(sealed) => {
+                        let plain = s
+                            .sealer
+                            .open(&token_context("app_auth_token", &tiny), &sealed)
+                            .map_err(|e| e.to_string())?;
+                        Some(SecretString::from(
+                            String::from_utf8(plain)
+                                .map_err(|_| "stored token is not UTF-8".to_string())?,
+                        ))
+                    }
+                    None => None,
+                };
+                Ok(Some((newest, token)))
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())??;
+        let Some((sync, token)) = prepared else {
+            return Ok(Outcome::Nothing);
+        };
+
+        let result = match &token {
+            Some(token) => match serde_json::from_str::<serde_json::Value>(&sync.biz_content) {
+                Ok(biz) => Some(self.alipay.merchant_order_sync(token, &biz).await),
+                Err(e) => {
+                    return self
+                        .finish_delivery(
+                            tiny_app_id,
+                            out_biz_no,
+                            &sync,
+                            Outcome::Failed,
+                            None,
+                            None,
+                            None,
+                            Some(format!("stored sync does not read: {e}")),
+                        )
+                        .await;
+                }
+            },
+            None => None,
+        };
+        match result {
+            None => {
+                self.finish_delivery(
+                    tiny_app_id,
+                    out_biz_no,
+                    &sync,
+                    Outcome::Failed,
+                    None,
+                    None,
+                    Some("not_authorized"),
+                    Some("no token for this mini program".into()),
+                )
+                .await
+            }
+            Some(Ok(response)) => {
+                self.metrics.merchant_syncs_delivered.fetch_add(1, Relaxed);
+                self.finish_delivery(
+                    tiny_app_id,
+                    out_biz_no,
+                    &sync,
+                    Outcome::Delivered,
+                    response.order_id,
+                    response.record_id,
+                    None,
+                    None,
+                )
+                .await
+            }
+            Some(Err(error)) => {
+                let sub_code = error.sub_code().map(str::to_string);
+                if error.is_invalid_app_auth_token() {
+                    // Retrying cannot help until the merchant authorizes again: stop and alert.
+                    tracing::error!(%tiny_app_id, %out_biz_no, sub_code = ?sub_code, "ALERT: Alipay refused the merchant's app_auth_token; authorization flagged, delivery stopped");
+                    let (s, tiny, reason) =
+                        (self.clone(), tiny_app_id.to_string(), error.to_string());
+                    blocking(move || {
+                        let mut conn = s.pool.get().map_err(|e| e.to_string())?;
+                        let _writer = s.pool.write_guard();
+                        store::flag_authorization(&mut conn, &tiny, &reason, to_db_time(now))
+                            .map_err(|e| e.to_string())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())??;
+                    return self
+                        .finish_delivery(
+                            tiny_app_id,
+                            out_biz_no,
+                            &sync,
+                            Outcome::Failed,
+                            None,
+                            None,
+                            sub_code.as_deref(),
+                            Some(error.to_string()),
+                        )
+                        .await;
+                }
+                if error.is_retryable() && sync.attempts + 1 < MAX_ATTEMPTS {
+                    return self
+                        .finish_delivery(
+                            tiny_app_id,
+                            out_biz_no,
+                            &sync,
+                            Outcome::Retry,
+                            None,
+                            None,
+                            sub_code.as_deref(),
+                            Some(error.to_string()),
+                        )
+                        .await;
+                }
+                self.finish_delivery(
+                    tiny_app_id,
+                    out_biz_no,
+                    &sync,
+                    Outcome::Failed,
+                    None,
+                    None,
+                    sub_code.as_deref(),
+                    Some(error.to_string()),
+                )
+                .await
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_delivery(
+        &self,
+        tiny_app_id: &str,
+        out_biz_no: &str,
+        sync: &store::SyncRow,
+        outcome: Outcome,
+        alipay_order_id: Option<String>,
+        record_id: Option<String>,
+        sub_code: Option<&str>,
+        error: Option<String>,
+    ) -> Result<Outcome, String> {
+        let now = self.clock.now();
+        let (s, tiny, out, sub_code) = (
+            self.clone(),
+            tiny_app_id.to_string(),
+            out_biz_no.to_string(),
+            sub_code.map(str::to_string),
+        );
+        let (id, attempts, modified) = (sync.id, sync.attempts, sync.order_modified_time);
+        let outcome_kind = match outcome {
+            Outcome::Delivered => 0,
+            Outcome::Retry => 1,
+            _ => 2,
+        };
+        if outcome_kind == 2 {
+            tracing::warn!(%tiny_app_id, %out_biz_no, sub_code = ?sub_code, error = ?error, "merchant order sync not delivered");
+        }
+        blocking(move || -> Result<(), String> {
+            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
+            let _writer = s.pool.write_guard();
+            let db_now = to_db_time(now);
+            let e = |e: diesel::result::Error| e.to_string();
+            match outcome_kind {
+                0 => {
+                    store::set_sync_state(&mut conn, id, store::SYNC_DELIVERED, db_now, None, None)
+                        .map_err(e)?;
+                    store::set_delivery(
+                        &mut conn,
+                        &tiny,
+                        &out,
+                        modified,
+                        store::DELIVERY_DELIVERED,
+                        alipay_order_id.as_deref(),
+                        record_id.as_deref(),
+                        None,
+                        None,
+                        db_now,
+                    )
+                    .map_err(e)?;
+                }
+                1 => {
+                    let message = error.clone().unwrap_or_default();
+                    store::retry_sync(
+                        &mut conn,
+                        id,
+                        attempts + 1,
+                        to_db_time(now + backoff(attempts)),
+                        sub_code.as_deref(),
+                        &message,
+                    )
+                    .map_err(e)?;
+                    store::set_delivery(
+                        &mut conn,
+                        &tiny,
+                        &out,
+                        modified,
+                        store::DELIVERY_QUEUED,
+                        None,
+                        None,
+                        sub_code.as_deref(),
+                        error.as_deref(),
+                        db_now,
+                    )
+                    .map_err(e)?;
+                }
+                _ => {
+                    store::set_sync_state(
+                        &mut conn,
+                        id,
+                        store::SYNC_FAILED,
+                        db_now,
+                        sub_code.as_deref(),
+                        error.as_deref(),
+                    )
+                    .map_err(e)?;
+                    store::set_delivery(
+                        &mut conn,
+                        &tiny,
+                        &out,
+                        modified,
+                        store::DELIVERY_FAILED,
+                        None,
+                        None,
+                        sub_code.as_deref(),
+                        error.as_deref(),
+                        db_now,
+                    )
+                    .map_err(e)?;
+                }
+            }
+            store::release(&mut conn, &tiny, &out).map_err(e)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        Ok(outcome)
+    }
+}

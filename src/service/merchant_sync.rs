@@ -1,0 +1,166 @@
+//! Accepting a merchant's booking-order sync: checked against the to_shop rules (one sync on its
+//! own, then against what we hold for the order), stored, and queued for delivery, in one
+//! transaction.
+
+use super::Services;
+use crate::domain::merchant_order::{self as rules, OrderRecord, SyncDecision, Violation};
+use crate::store::merchant_orders::{self as store, NewMerchantOrder, NewSync};
+use crate::store::{authorizations, to_db_time};
+use diesel::Connection as _;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// Stored and queued for delivery.
+    Queued {
+        status: String,
+        order_modified_time: String,
+    },
+    /// Same `order_modified_time` as the stored one: nothing to do.
+    Duplicate,
+    /// Older than the stored one: kept for the record, never delivered.
+    Stale,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{} rule violation(s)", .0.len())]
+    Invalid(Vec<Violation>),
+    #[error("mini program {0} has no active authorization")]
+    NotAuthorized(String),
+    #[error("the order changed concurrently; retry")]
+    Conflict,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(#[from] diesel::result::Error),
+}
+
+pub const MODIFIED_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.3f";
+
+impl Services {
+    /// `raw` is the biz_content exactly as received: it is what gets delivered.
+    pub fn accept_merchant_sync(
+        &self,
+        biz: &serde_json::Value,
+        raw: &str,
+    ) -> Result<SyncOutcome, SyncError> {
+        let checked = rules::check_sync(biz).map_err(SyncError::Invalid)?;
+        let now = to_db_time(self.clock.now());
+        let mut conn = self
+            .pool
+            .get()
+            .map_err(|e| SyncError::Unavailable(e.to_string()))?;
+        // A concurrent sync of the same order makes the guarded save fail; decide again.
+        for _ in 0..5 {
+            let _writer = self.pool.write_guard();
+            let decided = conn.transaction::<_, SyncError, _>(|conn| {
+                match authorizations::find(conn, &checked.tiny_app_id)? {
+                    Some(a) if a.status == "active" => {}
+                    _ => return Err(SyncError::NotAuthorized(checked.tiny_app_id.clone())),
+                }
+                let previous: Option<OrderRecord> =
+                    match store::find(conn, &checked.tiny_app_id, &checked.out_biz_no)? {
+                        Some(row) => Some(serde_json::from_str(&row.record).map_err(|e| {
+                            SyncError::Unavailable(format!(
+                                "stored record of order {} does not read: {e}",
+                                row.out_biz_no
+                            ))
+                        })?),
+                        None => None,
+                    };
+                let sync = |state| NewSync {
+                    tiny_app_id: &checked.tiny_app_id,
+                    out_biz_no: &checked.out_biz_no,
+                    order_modified_time: checked.order_modified_time,
+                    status: checked.status.as_str(),
+                    biz_content: raw,
+                    state,
+                    attempts: 0,
+                    next_attempt_at: now,
+                    received_at: now,
+                };
+                match rules::decide(previous.as_ref(), &checked).map_err(SyncError::Invalid)? {
+                    SyncDecision::Duplicate => Ok(Some(SyncOutcome::Duplicate)),
+                    SyncDecision::Stale => {
+                        store::insert_sync(conn, &sync(store::SYNC_STALE))?;
+                        Ok(Some(SyncOutcome::Stale))
+                    }
+                    SyncDecision::First | SyncDecision::Accept => {
+                        let record = rules::record_after(previous.as_ref(), &checked);
+                        let record_json =
+                            serde_json::to_string(&record).expect("an order record serialises");
+                        let saved = store::save_latest(
+                            conn,
+                            &NewMerchantOrder {
+                                tiny_app_id: &checked.tiny_app_id,
+                                out_biz_no: &checked.out_biz_no,
+                                status: checked.status.as_str(),
+                                order_modified_time: checked.order_modified_time,
+                                record: &record_json,
+                                delivery: store::DELIVERY_QUEUED,
+                                created_at: now,
+                                updated_at: now,
+                            },
+                            previous.as_ref().map(|p| p.order_modified_time),
+                        )?;
+                        if !saved {
+                            return Ok(None);
+                        }
+                        store::insert_sync(conn, &sync(store::SYNC_QUEUED))?;
+                        Ok(Some(SyncOutcome::Queued {
+                            status: checked.status.as_str().to_string(),
+                            order_modified_time: checked
+                                .order_modified_time
+                                .format(MODIFIED_FORMAT)
+                                .to_string(),
+                        }))
+                    }
+                }
+            })?;
+            if let Some(outcome) = decided {
+                if matches!(outcome, SyncOutcome::Queued { .. }) {
+                    self.delivery_wakeup.notify_one();
+                }
+                return Ok(outcome);
+            }
+        }
+        Err(SyncError::Conflict)
+    }
+
+    pub fn merchant_order(
+        &self,
+        tiny_app_id: &str,
+        out_biz_no: &str,
+    ) -> Result<Option<MerchantOrderView>, SyncError> {
+        let mut conn = self
+            .pool
+            .get()
+            .map_err(|e| SyncError::Unavailable(e.to_string()))?;
+        Ok(
+            store::find(&mut conn, tiny_app_id, out_biz_no)?.map(|row| MerchantOrderView {
+                tiny_app_id: row.tiny_app_id,
+                out_biz_no: row.out_biz_no,
+                status: row.status,
+                order_modified_time: row.order_modified_time.format(MODIFIED_FORMAT).to_string(),
+                delivery: row.delivery,
+                alipay_order_id: row.alipay_order_id,
+                record_id: row.record_id,
+                sub_code: row.sub_code,
+                last_error: row.last_error,
+            }),
+        )
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MerchantOrderView {
+    pub tiny_app_id: String,
+    pub out_biz_no: String,
+    pub status: String,
+    pub order_modified_time: String,
+    pub delivery: String,
+    pub alipay_order_id: Option<String>,
+    pub record_id: Option<String>,
+    pub sub_code: Option<String>,
+    pub last_error: Option<String>,
+}

@@ -1,0 +1,275 @@
+//! Merchants' booking orders and their syncs: the per-order outbox delivered to Alipay.
+
+use super::AnyConnection;
+use super::schema::{authorizations as au, merchant_order_syncs as ms, merchant_orders as mo};
+use crate::db_run;
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+pub const SYNC_QUEUED: &str = "queued";
+pub const SYNC_DELIVERED: &str = "delivered";
+/// A queued sync overtaken by a newer one of the same order before it was sent.
+pub const SYNC_SUPERSEDED: &str = "superseded";
+/// Older than what we held when it arrived: stored for the record, never delivered.
+pub const SYNC_STALE: &str = "stale";
+pub const SYNC_FAILED: &str = "failed";
+
+pub const DELIVERY_QUEUED: &str = "queued";
+pub const DELIVERY_DELIVERED: &str = "delivered";
+pub const DELIVERY_FAILED: &str = "failed";
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = mo)]
+pub struct MerchantOrderRow {
+    pub tiny_app_id: String,
+    pub out_biz_no: String,
+    pub status: String,
+    pub order_modified_time: NaiveDateTime,
+    pub record: String,
+    pub delivery: String,
+    pub alipay_order_id: Option<String>,
+    pub record_id: Option<String>,
+    pub sub_code: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = mo)]
+pub struct NewMerchantOrder<'a> {
+    pub tiny_app_id: &'a str,
+    pub out_biz_no: &'a str,
+    pub status: &'a str,
+    pub order_modified_time: NaiveDateTime,
+    pub record: &'a str,
+    pub delivery: &'a str,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = ms)]
+pub struct NewSync<'a> {
+    pub tiny_app_id: &'a str,
+    pub out_biz_no: &'a str,
+    pub order_modified_time: NaiveDateTime,
+    pub status: &'a str,
+    pub biz_content: &'a str,
+    pub state: &'a str,
+    pub attempts: i32,
+    pub next_attempt_at: NaiveDateTime,
+    pub received_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = ms)]
+pub struct SyncRow {
+    pub id: i64,
+    pub order_modified_time: NaiveDateTime,
+    pub status: String,
+    pub biz_content: String,
+    pub state: String,
+    pub attempts: i32,
+}
+
+pub fn find(
+    conn: &mut AnyConnection,
+    tiny_app_id: &str,
+    out_biz_no: &str,
+) -> QueryResult<Option<MerchantOrderRow>> {
+    db_run!(conn: {
+        mo::table.find((tiny_app_id, out_biz_no)).select(MerchantOrderRow::as_select()).first(conn).optional()
+    })
+}
+
+/// Stores the order's new latest sync. Guarded on the time we read, so a concurrent writer that
+/// got there first makes this return false (and the caller decides again).
+pub fn save_latest(
+    conn: &mut AnyConnection,
+    new: &NewMerchantOrder<'_>,
+    previous_time: Option<NaiveDateTime>,
+) -> QueryResult<bool> {
+    db_run!(conn: {
+        let changed = match previous_time {
+            None => diesel::insert_into(mo::table).values(new).on_conflict((mo::tiny_app_id, mo::out_biz_no)).do_nothing().execute(conn)?,
+            Some(previous) => diesel::update(
+                mo::table.find((new.tiny_app_id, new.out_biz_no)).filter(mo::order_modified_time.eq(previous)),
+            )
+            .set((
+                mo::status.eq(new.status),
+                mo::order_modified_time.eq(new.order_modified_time),
+                mo::record.eq(new.record),
+                mo::delivery.eq(new.delivery),
+                mo::updated_at.eq(new.updated_at),
+            ))
+            .execute(conn)?,
+        };
+        Ok(changed == 1)
+    })
+}
+
+/// Records a sync; false when one with the same order_modified_time is already stored.
+pub fn insert_sync(conn: &mut AnyConnection, sync: &NewSync<'_>) -> QueryResult<bool> {
+    db_run!(conn: {
+        diesel::insert_into(ms::table)
+            .values(sync)
+            .on_conflict((ms::tiny_app_id, ms::out_biz_no, ms::order_modified_time))
+            .do_nothing()
+            .execute(conn)
+            .map(|n| n == 1)
+    })
+}
+
+/// Orders with a queued sync due for delivery.
+pub fn orders_due(
+    conn: &mut AnyConnection,
+    now: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<(String, String)>> {
+    db_run!(conn: {
+        ms::table
+            .filter(ms::state.eq(SYNC_QUEUED))
+            .filter(ms::next_attempt_at.le(now))
+            .select((ms::tiny_app_id, ms::out_biz_no))
+            .distinct()
+            .limit(limit)
+            .load(conn)
+    })
+}
+
+/// Takes an order for delivery until `until`; false when another worker holds it.
+pub fn claim(
+    conn: &mut AnyConnection,
+    tiny_app_id: &str,
+    out_biz_no: &str,
+    now: NaiveDateTime,
+    until: NaiveDateTime,
+) -> QueryResult<bool> {
+    db_run!(conn: {
+        diesel::update(
+            mo::table
+                .find((tiny_app_id, out_biz_no))
+                .filter(mo::delivery_lease_until.is_null().or(mo::delivery_lease_until.lt(now))),
+        )
+        .set(mo::delivery_lease_until.eq(Some(until)))
+        .execute(conn)
+        .map(|n| n == 1)
+    })
+}
+
+pub fn release(conn: &mut AnyConnection, tiny_app_id: &str, out_biz_no: &str) -> QueryResult<()> {
+    db_run!(conn: {
+        diesel::update(mo::table.find((tiny_app_id, out_biz_no)))
+            .set(mo::delivery_lease_until.eq(None::<NaiveDateTime>))
+            .execute(conn)
+            .map(|_| ())
+    })
+}
+
+/// The order's queued syncs, oldest first.
+pub fn queued(
+    conn: &mut AnyConnection,
+    tiny_app_id: &str,
+    out_biz_no: &str,
+) -> QueryResult<Vec<SyncRow>> {
+    db_run!(conn: {
+        ms::table
+            .filter(ms::tiny_app_id.eq(tiny_app_id))
+            .filter(ms::out_biz_no.eq(out_biz_no))
+            .filter(ms::state.eq(SYNC_QUEUED))
+            .order(ms::order_modified_time.asc())
+            .select(SyncRow::as_select())
+            .load(conn)
+    })
+}
+
+pub fn set_sync_state(
+    conn: &mut AnyConnection,
+    id: i64,
+    state: &str,
+    now: NaiveDateTime,
+    sub_code: Option<&str>,
+    error: Option<&str>,
+) -> QueryResult<()> {
+    db_run!(conn: {
+        let delivered_at = (state == SYNC_DELIVERED).then_some(now);
+        diesel::update(ms::table.find(id))
+            .set((ms::state.eq(state), ms::delivered_at.eq(delivered_at), ms::sub_code.eq(sub_code), ms::last_error.eq(error)))
+            .execute(conn)
+            .map(|_| ())
+    })
+}
+
+pub fn retry_sync(
+    conn: &mut AnyConnection,
+    id: i64,
+    attempts: i32,
+    next: NaiveDateTime,
+    sub_code: Option<&str>,
+    error: &str,
+) -> QueryResult<()> {
+    db_run!(conn: {
+        diesel::update(ms::table.find(id))
+            .set((ms::attempts.eq(attempts), ms::next_attempt_at.eq(next), ms::sub_code.eq(sub_code), ms::last_error.eq(Some(error))))
+            .execute(conn)
+            .map(|_| ())
+    })
+}
+
+/// The order's delivery as support and the merchant API see it, when `modified` is still its
+/// latest sync (a newer queued one keeps the order `queued`).
+#[allow(clippy::too_many_arguments)]
+pub fn set_delivery(
+    conn: &mut AnyConnection,
+    tiny_app_id: &str,
+    out_biz_no: &str,
+    modified: NaiveDateTime,
+    delivery: &str,
+    alipay_order_id: Option<&str>,
+    record_id: Option<&str>,
+    sub_code: Option<&str>,
+    error: Option<&str>,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    db_run!(conn: {
+        diesel::update(mo::table.find((tiny_app_id, out_biz_no)).filter(mo::order_modified_time.eq(modified)))
+            .set((mo::delivery.eq(delivery), mo::sub_code.eq(sub_code), mo::last_error.eq(error), mo::updated_at.eq(now)))
+            .execute(conn)?;
+        if alipay_order_id.is_some() || record_id.is_some() {
+            diesel::update(mo::table.find((tiny_app_id, out_biz_no)))
+                .set((mo::alipay_order_id.eq(alipay_order_id), mo::record_id.eq(record_id)))
+                .execute(conn)?;
+        }
+        Ok(())
+    })
+}
+
+/// Every sync of an order, oldest first (for tests and support).
+pub fn syncs(
+    conn: &mut AnyConnection,
+    tiny_app_id: &str,
+    out_biz_no: &str,
+) -> QueryResult<Vec<SyncRow>> {
+    db_run!(conn: {
+        ms::table
+            .filter(ms::tiny_app_id.eq(tiny_app_id))
+            .filter(ms::out_biz_no.eq(out_biz_no))
+            .order(ms::order_modified_time.asc())
+            .select(SyncRow::as_select())
+            .load(conn)
+    })
+}
+
+/// Marks an authorization as needing support's attention (its token was refused).
+pub fn flag_authorization(
+    conn: &mut AnyConnection,
+    auth_app_id: &str,
+    reason: &str,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    db_run!(conn: {
+        diesel::update(au::table.find(auth_app_id))
+            .set((au::attention.eq(Some(reason)), au::updated_at.eq(now)))
+            .execute(conn)
+            .map(|_| ())
+    })
+}

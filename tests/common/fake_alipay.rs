@@ -1,0 +1,168 @@
+//! A local Alipay OpenAPI endpoint for tests: verifies our request signatures with our public key
+//! (answering `40002 isv.invalid-signature` like Alipay when they are wrong), records every call,
+//! and answers with bodies signed by the platform test key. Scripted replies inject faults.
+#![allow(dead_code)]
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use isv_lifecycle::alipay::{PrivateKey, PublicKey, form, response, sign};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub app_auth_token: Option<String>,
+    pub biz_content: Option<String>,
+    pub signature_ok: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Business fields merged into a `10000` answer.
+    Success(serde_json::Value),
+    Error {
+        code: &'static str,
+        sub_code: &'static str,
+    },
+    Http(u16),
+}
+
+#[derive(Clone, Default)]
+struct Shared {
+    calls: Arc<Mutex<Vec<Call>>>,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+}
+
+pub struct FakeAlipay {
+    pub url: String,
+    shared: Shared,
+    handle: actix_web::dev::ServerHandle,
+}
+
+struct Keys {
+    isv_public: PublicKey,
+    platform: PrivateKey,
+}
+
+impl FakeAlipay {
+    pub async fn start() -> FakeAlipay {
+        let shared = Shared::default();
+        let keys = web::Data::new(Keys {
+            isv_public: PublicKey::parse(
+                &std::fs::read_to_string(super::vector_key_path("isv_app_public_spki.pem"))
+                    .unwrap(),
+            )
+            .unwrap(),
+            platform: super::platform_private_key(),
+        });
+        let data = web::Data::new(shared.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(keys.clone())
+                .route("/gateway.do", web::post().to(gateway))
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        FakeAlipay {
+            url: format!("http://127.0.0.1:{port}/gateway.do"),
+            shared,
+            handle,
+        }
+    }
+
+    /// Replies used, in order, before the default success.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.shared.script.lock().unwrap().extend(replies);
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.shared.calls.lock().unwrap().clone()
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+async fn gateway(
+    req: HttpRequest,
+    body: web::Bytes,
+    shared: web::Data<Shared>,
+    keys: web::Data<Keys>,
+) -> HttpResponse {
+    let mut params: BTreeMap<String, String> = BTreeMap::new();
+    for source in [req.query_string().as_bytes(), &body[..]] {
+        if let Ok(pairs) = form::decode(source) {
+            for (k, v) in pairs.iter() {
+                params.insert(
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                );
+            }
+        }
+    }
+    let method = params.get("method").cloned().unwrap_or_default();
+    let signature_ok = params
+        .get("sign")
+        .and_then(|s| sign::decode_signature(s.as_bytes(), 256))
+        .is_some_and(|sig| {
+            keys.isv_public.verify(
+                &sign::request_content(params.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                &sig,
+            )
+        });
+    shared.calls.lock().unwrap().push(Call {
+        method: method.clone(),
+        app_auth_token: params.get("app_auth_token").cloned(),
+        biz_content: params.get("biz_content").cloned(),
+        signature_ok,
+    });
+    let signed = |content: serde_json::Value| {
+        HttpResponse::Ok()
+            .content_type("application/json;charset=utf-8")
+            .body(response::sign_response(
+                &method,
+                &content.to_string(),
+                &keys.platform,
+            ))
+    };
+    if !signature_ok {
+        return signed(
+            serde_json::json!({"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-signature", "sub_msg": "验签出错"}),
+        );
+    }
+    let reply = shared.script.lock().unwrap().pop_front();
+    match reply {
+        Some(Reply::Http(status)) => {
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                .body("error")
+        }
+        Some(Reply::Error { code, sub_code }) => signed(
+            serde_json::json!({"code": code, "msg": "Business Failed", "sub_code": sub_code, "sub_msg": "scripted"}),
+        ),
+        Some(Reply::Success(fields)) => {
+            let mut content = serde_json::json!({"code": "10000", "msg": "Success"});
+            if let (Some(c), Some(f)) = (content.as_object_mut(), fields.as_object()) {
+                c.extend(f.clone());
+            }
+            signed(content)
+        }
+        None => {
+            let biz: serde_json::Value = params
+                .get("biz_content")
+                .and_then(|b| serde_json::from_str(b).ok())
+                .unwrap_or_default();
+            let out = biz["out_biz_no"].as_str().unwrap_or("");
+            signed(
+                serde_json::json!({"code": "10000", "msg": "Success", "record_id": format!("R{out}"), "order_id": format!("A{out}")}),
+            )
+        }
+    }
+}
