@@ -21,7 +21,6 @@ mod common;
 
 use futures_util::StreamExt as _;
 use isv_lifecycle::store::{self, DbTarget};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -189,36 +188,9 @@ async fn run_backend(
 ) -> String {
     let test_db = common::test_db(db);
     let target = DbTarget::parse(&test_db.url).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_isv-lifecycle"))
-        .args([
-            "serve",
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"),
-        ])
-        .env("ISV__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("ISV__DATABASE__URL", &test_db.url)
+    let port = common::free_port();
+    let mut child = common::serve_command(&test_db.url, test_db._dir.path(), port, "warn")
         .env("ISV__DATABASE__POOL_SIZE", "16")
-        .env("ISV__APP__DATA_DIR", test_db._dir.path())
-        .env("ISV__ALIPAY__APP_ID", common::APP_ID)
-        .env(
-            "ISV__ALIPAY__APP_PRIVATE_KEY_FILE",
-            common::vector_key_path("isv_app_private_pkcs8.pem"),
-        )
-        .env(
-            "ISV__ALIPAY__ALIPAY_PUBLIC_KEY_FILE",
-            common::vector_key_path("alipay_platform_public_spki.pem"),
-        )
-        .env("ISV__SECURITY__ENCRYPTION_KEY", common::ENCRYPTION_KEY)
-        .env("ISV__ADMIN__TOKEN", common::ADMIN_TOKEN)
-        .env("ISV__API__TOKEN", common::API_TOKEN)
-        .env("ISV__LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/alipay/gateway");
@@ -226,19 +198,7 @@ async fn run_backend(
         .pool_max_idle_per_host(concurrency * 2)
         .build()
         .unwrap();
-    let up = Instant::now();
-    while client
-        .get(format!("http://127.0.0.1:{port}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(
-            up.elapsed() < Duration::from_secs(60),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_healthy(&client, &format!("http://127.0.0.1:{port}")).await;
 
     let warm = 2000.min(bodies.len() / 10);
     let rest = &bodies[warm..];

@@ -95,13 +95,22 @@ pub fn build(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<Started>
     Ok(Started { app, services })
 }
 
-/// Runs the server and the apply worker until the server stops.
-pub async fn run(started: Started, apply_poll: Duration) -> anyhow::Result<()> {
-    let worker = tokio::spawn(crate::jobs::apply_inbox::run(
-        started.services.clone(),
-        apply_poll,
-    ));
+/// Runs the server and the background jobs (inbox apply, merchant-order delivery) until the
+/// server stops.
+pub async fn run(started: Started, poll: Duration) -> anyhow::Result<()> {
+    let jobs = [
+        tokio::spawn(crate::jobs::apply_inbox::run(
+            started.services.clone(),
+            poll,
+        )),
+        tokio::spawn(crate::jobs::deliver_merchant_orders::run(
+            started.services.clone(),
+            poll,
+        )),
+    ];
     let result = started.app.run_until_stopped().await;
-    worker.abort();
+    for job in jobs {
+        job.abort();
+    }
     result.context("HTTP server failed")
 }

@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const MESSAGES: usize = 2400;
 const KILL_AFTER: usize = 900;
@@ -22,60 +22,19 @@ struct Server {
     base: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start(db_url: &str, dir: &std::path::Path, log: &std::path::Path, port: u16) -> Server {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_isv-lifecycle"))
-        .arg("serve")
-        .arg("--config")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"))
-        .env("ISV__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("ISV__DATABASE__URL", db_url)
-        .env("ISV__APP__DATA_DIR", dir)
-        .env("ISV__ALIPAY__APP_ID", common::APP_ID)
-        .env(
-            "ISV__ALIPAY__APP_PRIVATE_KEY_FILE",
-            common::vector_key_path("isv_app_private_pkcs1.pem"),
-        )
-        .env(
-            "ISV__ALIPAY__ALIPAY_PUBLIC_KEY_FILE",
-            common::vector_key_path("alipay_platform_public_spki.b64"),
-        )
-        .env("ISV__SECURITY__ENCRYPTION_KEY", common::ENCRYPTION_KEY)
-        .env("ISV__ADMIN__TOKEN", common::ADMIN_TOKEN)
-        .env("ISV__API__TOKEN", common::API_TOKEN)
-        .env("ISV__LOG__LEVEL", "debug")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
+    let child = common::serve_command(db_url, dir, port, "debug")
         .stderr(Stdio::from(log_file))
-        .kill_on_drop(true)
         .spawn()
         .expect("the isv-lifecycle binary starts");
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            return Server { child, base };
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not come up; see {}",
-            log.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_healthy(&reqwest::Client::new(), &base).await;
+    Server { child, base }
 }
 
 async fn post(client: &reqwest::Client, base: &str, body: String) -> bool {
@@ -128,7 +87,7 @@ async fn crash_and_resend(db: Db) {
     let target = DbTarget::parse(&test_db.url).unwrap();
     let dir = test_db._dir.path().to_path_buf();
     let log = dir.join("server.log");
-    let port = free_port();
+    let port = common::free_port();
     let key = common::platform_private_key();
 
     let mut bodies: Vec<(String, String)> = (0..MESSAGES)

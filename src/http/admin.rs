@@ -85,12 +85,10 @@ async fn messages(
         Ok(l) => l,
         Err(r) => return r,
     };
-    let services = state.services.clone();
-    match blocking(move || services.messages(limit)).await {
-        Ok(Ok(list)) => HttpResponse::Ok().json(list),
-        Ok(Err(e)) => from_view_error(e),
-        Err(e) => from_join_error(e),
-    }
+    respond(&state, ("messages", ""), move |s| {
+        s.messages(limit).map(Some)
+    })
+    .await
 }
 
 async fn orders(
@@ -115,12 +113,10 @@ async fn orders(
             );
         }
     }
-    let services = state.services.clone();
-    match blocking(move || services.orders(status.as_deref(), limit)).await {
-        Ok(Ok(list)) => HttpResponse::Ok().json(list),
-        Ok(Err(e)) => from_view_error(e),
-        Err(e) => from_join_error(e),
-    }
+    respond(&state, ("orders", ""), move |s| {
+        s.orders(status.as_deref(), limit).map(Some)
+    })
+    .await
 }
 
 async fn order(
@@ -132,14 +128,8 @@ async fn order(
         return r;
     }
     let id = path.into_inner();
-    let services = state.services.clone();
     let lookup = id.clone();
-    match blocking(move || services.order(&lookup)).await {
-        Ok(Ok(Some(view))) => HttpResponse::Ok().json(view),
-        Ok(Ok(None)) => not_found("order", &id),
-        Ok(Err(e)) => from_view_error(e),
-        Err(e) => from_join_error(e),
-    }
+    respond(&state, ("order", &id), move |s| s.order(&lookup)).await
 }
 
 async fn authorization(
@@ -151,11 +141,26 @@ async fn authorization(
         return r;
     }
     let id = path.into_inner();
-    let services = state.services.clone();
     let lookup = id.clone();
-    match blocking(move || services.authorization(&lookup)).await {
+    respond(&state, ("authorization", &id), move |s| {
+        s.authorization(&lookup)
+    })
+    .await
+}
+
+/// Runs a read model off the executor and maps it to a response; `None` is a 404 naming
+/// `what` = (kind, id).
+async fn respond<T: serde::Serialize + Send + 'static>(
+    state: &AppState,
+    what: (&str, &str),
+    read: impl FnOnce(&crate::service::Services) -> Result<Option<T>, crate::service::views::ViewError>
+    + Send
+    + 'static,
+) -> HttpResponse {
+    let services = state.services.clone();
+    match blocking(move || read(&services)).await {
         Ok(Ok(Some(view))) => HttpResponse::Ok().json(view),
-        Ok(Ok(None)) => not_found("authorization", &id),
+        Ok(Ok(None)) => not_found(what.0, what.1),
         Ok(Err(e)) => from_view_error(e),
         Err(e) => from_join_error(e),
     }

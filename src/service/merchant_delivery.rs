@@ -28,9 +28,11 @@ fn backoff(attempts: i32) -> Duration {
     Duration::seconds(secs + (rand::random::<u64>() % (secs as u64 / 2 + 1)) as i64)
 }
 
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Delivered,
     Retry,
+    #[default]
     Failed,
     Nothing,
 }
@@ -85,8 +87,8 @@ impl Services {
                 {
                     return Ok(None);
                 }
-                let mut queued =
-                    store::queued(&mut conn, &tiny, &out).map_err(|e| e.to_string())?;
+                let mut queued = store::syncs(&mut conn, &tiny, &out, Some(store::SYNC_QUEUED))
+                    .map_err(|e| e.to_string())?;
                 let Some(newest) = queued.pop() else {
                     store::release(&mut conn, &tiny, &out).map_err(|e| e.to_string())?;
                     return Ok(None);
@@ -126,186 +128,89 @@ impl Services {
             return Ok(Outcome::Nothing);
         };
 
-        let result = match &token {
+        let finish = match token {
+            None => Finish::failed(
+                Some("not_authorized"),
+                "no token for this mini program".into(),
+            ),
             Some(token) => match serde_json::from_str::<serde_json::Value>(&sync.biz_content) {
-                Ok(biz) => Some(self.alipay.merchant_order_sync(token, &biz).await),
-                Err(e) => {
-                    return self
-                        .finish_delivery(
-                            tiny_app_id,
-                            out_biz_no,
-                            &sync,
-                            Outcome::Failed,
-                            None,
-                            None,
-                            None,
-                            Some(format!("stored sync does not read: {e}")),
-                        )
-                        .await;
-                }
+                Err(e) => Finish::failed(None, format!("stored sync does not read: {e}")),
+                Ok(biz) => match self.alipay.merchant_order_sync(&token, &biz).await {
+                    Ok(response) => {
+                        self.metrics.merchant_syncs_delivered.fetch_add(1, Relaxed);
+                        Finish {
+                            outcome: Outcome::Delivered,
+                            alipay_order_id: response.order_id,
+                            record_id: response.record_id,
+                            ..Finish::default()
+                        }
+                    }
+                    Err(error) if error.is_invalid_app_auth_token() => {
+                        // Retrying cannot help until the merchant authorizes again: stop and alert.
+                        tracing::error!(%tiny_app_id, %out_biz_no, sub_code = ?error.sub_code(),
+                            "ALERT: Alipay refused the merchant's app_auth_token; authorization flagged, delivery stopped");
+                        Finish {
+                            flag_authorization: true,
+                            ..Finish::failed(error.sub_code(), error.to_string())
+                        }
+                    }
+                    Err(error) if error.is_retryable() && sync.attempts + 1 < MAX_ATTEMPTS => {
+                        Finish {
+                            outcome: Outcome::Retry,
+                            ..Finish::failed(error.sub_code(), error.to_string())
+                        }
+                    }
+                    Err(error) => Finish::failed(error.sub_code(), error.to_string()),
+                },
             },
-            None => None,
         };
-        match result {
-            None => {
-                self.finish_delivery(
-                    tiny_app_id,
-                    out_biz_no,
-                    &sync,
-                    Outcome::Failed,
-                    None,
-                    None,
-                    Some("not_authorized"),
-                    Some("no token for this mini program".into()),
-                )
-                .await
-            }
-            Some(Ok(response)) => {
-                self.metrics.merchant_syncs_delivered.fetch_add(1, Relaxed);
-                self.finish_delivery(
-                    tiny_app_id,
-                    out_biz_no,
-                    &sync,
-                    Outcome::Delivered,
-                    response.order_id,
-                    response.record_id,
-                    None,
-                    None,
-                )
-                .await
-            }
-            Some(Err(error)) => {
-                let sub_code = error.sub_code().map(str::to_string);
-                if error.is_invalid_app_auth_token() {
-                    // Retrying cannot help until the merchant authorizes again: stop and alert.
-                    tracing::error!(%tiny_app_id, %out_biz_no, sub_code = ?sub_code, "ALERT: Alipay refused the merchant's app_auth_token; authorization flagged, delivery stopped");
-                    let (s, tiny, reason) =
-                        (self.clone(), tiny_app_id.to_string(), error.to_string());
-                    blocking(move || {
-                        let mut conn = s.pool.get().map_err(|e| e.to_string())?;
-                        let _writer = s.pool.write_guard();
-                        store::flag_authorization(&mut conn, &tiny, &reason, to_db_time(now))
-                            .map_err(|e| e.to_string())
-                    })
-                    .await
-                    .map_err(|e| e.to_string())??;
-                    return self
-                        .finish_delivery(
-                            tiny_app_id,
-                            out_biz_no,
-                            &sync,
-                            Outcome::Failed,
-                            None,
-                            None,
-                            sub_code.as_deref(),
-                            Some(error.to_string()),
-                        )
-                        .await;
-                }
-                if error.is_retryable() && sync.attempts + 1 < MAX_ATTEMPTS {
-                    return self
-                        .finish_delivery(
-                            tiny_app_id,
-                            out_biz_no,
-                            &sync,
-                            Outcome::Retry,
-                            None,
-                            None,
-                            sub_code.as_deref(),
-                            Some(error.to_string()),
-                        )
-                        .await;
-                }
-                self.finish_delivery(
-                    tiny_app_id,
-                    out_biz_no,
-                    &sync,
-                    Outcome::Failed,
-                    None,
-                    None,
-                    sub_code.as_deref(),
-                    Some(error.to_string()),
-                )
-                .await
-            }
-        }
+        self.finish_delivery(tiny_app_id, out_biz_no, &sync, finish)
+            .await
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Records how a delivery attempt ended and releases the order.
     async fn finish_delivery(
         &self,
         tiny_app_id: &str,
         out_biz_no: &str,
         sync: &store::SyncRow,
-        outcome: Outcome,
-        alipay_order_id: Option<String>,
-        record_id: Option<String>,
-        sub_code: Option<&str>,
-        error: Option<String>,
+        finish: Finish,
     ) -> Result<Outcome, String> {
         let now = self.clock.now();
-        let (s, tiny, out, sub_code) = (
+        if finish.outcome == Outcome::Failed {
+            tracing::warn!(%tiny_app_id, %out_biz_no, sub_code = ?finish.sub_code, error = ?finish.error, "merchant order sync not delivered");
+        }
+        let (s, tiny, out) = (
             self.clone(),
             tiny_app_id.to_string(),
             out_biz_no.to_string(),
-            sub_code.map(str::to_string),
         );
         let (id, attempts, modified) = (sync.id, sync.attempts, sync.order_modified_time);
-        let outcome_kind = match outcome {
-            Outcome::Delivered => 0,
-            Outcome::Retry => 1,
-            _ => 2,
-        };
-        if outcome_kind == 2 {
-            tracing::warn!(%tiny_app_id, %out_biz_no, sub_code = ?sub_code, error = ?error, "merchant order sync not delivered");
-        }
+        let outcome = finish.outcome;
         blocking(move || -> Result<(), String> {
             let mut conn = s.pool.get().map_err(|e| e.to_string())?;
             let _writer = s.pool.write_guard();
             let db_now = to_db_time(now);
             let e = |e: diesel::result::Error| e.to_string();
-            match outcome_kind {
-                0 => {
+            let (sub_code, error) = (finish.sub_code.as_deref(), finish.error.as_deref());
+            let delivery = match finish.outcome {
+                Outcome::Delivered => {
                     store::set_sync_state(&mut conn, id, store::SYNC_DELIVERED, db_now, None, None)
                         .map_err(e)?;
-                    store::set_delivery(
-                        &mut conn,
-                        &tiny,
-                        &out,
-                        modified,
-                        store::DELIVERY_DELIVERED,
-                        alipay_order_id.as_deref(),
-                        record_id.as_deref(),
-                        None,
-                        None,
-                        db_now,
-                    )
-                    .map_err(e)?;
+                    store::DELIVERY_DELIVERED
                 }
-                1 => {
-                    let message = error.clone().unwrap_or_default();
+                Outcome::Retry => {
+                    let next = to_db_time(now + backoff(attempts));
                     store::retry_sync(
                         &mut conn,
                         id,
                         attempts + 1,
-                        to_db_time(now + backoff(attempts)),
-                        sub_code.as_deref(),
-                        &message,
+                        next,
+                        sub_code,
+                        error.unwrap_or_default(),
                     )
                     .map_err(e)?;
-                    store::set_delivery(
-                        &mut conn,
-                        &tiny,
-                        &out,
-                        modified,
-                        store::DELIVERY_QUEUED,
-                        None,
-                        None,
-                        sub_code.as_deref(),
-                        error.as_deref(),
-                        db_now,
-                    )
-                    .map_err(e)?;
+                    store::DELIVERY_QUEUED
                 }
                 _ => {
                     store::set_sync_state(
@@ -313,29 +218,57 @@ impl Services {
                         id,
                         store::SYNC_FAILED,
                         db_now,
-                        sub_code.as_deref(),
-                        error.as_deref(),
+                        sub_code,
+                        error,
                     )
                     .map_err(e)?;
-                    store::set_delivery(
-                        &mut conn,
-                        &tiny,
-                        &out,
-                        modified,
-                        store::DELIVERY_FAILED,
-                        None,
-                        None,
-                        sub_code.as_deref(),
-                        error.as_deref(),
-                        db_now,
-                    )
-                    .map_err(e)?;
+                    store::DELIVERY_FAILED
                 }
+            };
+            let ids = (
+                finish.alipay_order_id.as_deref(),
+                finish.record_id.as_deref(),
+            );
+            store::set_delivery(
+                &mut conn, &tiny, &out, modified, delivery, ids.0, ids.1, sub_code, error, db_now,
+            )
+            .map_err(e)?;
+            if finish.flag_authorization {
+                store::flag_authorization(
+                    &mut conn,
+                    &tiny,
+                    error.unwrap_or("token refused"),
+                    db_now,
+                )
+                .map_err(e)?;
             }
             store::release(&mut conn, &tiny, &out).map_err(e)
         })
         .await
         .map_err(|e| e.to_string())??;
         Ok(outcome)
+    }
+}
+
+/// How one delivery attempt ended, and what to record.
+#[derive(Debug, Default)]
+struct Finish {
+    outcome: Outcome,
+    alipay_order_id: Option<String>,
+    record_id: Option<String>,
+    sub_code: Option<String>,
+    error: Option<String>,
+    /// Alipay refused the merchant's token: support must look at the authorization.
+    flag_authorization: bool,
+}
+
+impl Finish {
+    fn failed(sub_code: Option<&str>, error: String) -> Self {
+        Finish {
+            outcome: Outcome::Failed,
+            sub_code: sub_code.map(str::to_string),
+            error: Some(error),
+            ..Finish::default()
+        }
     }
 }

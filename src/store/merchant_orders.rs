@@ -165,20 +165,24 @@ pub fn release(conn: &mut AnyConnection, tiny_app_id: &str, out_biz_no: &str) ->
     })
 }
 
-/// The order's queued syncs, oldest first.
-pub fn queued(
+/// The order's syncs, oldest first; only those in `state` when given.
+pub fn syncs(
     conn: &mut AnyConnection,
     tiny_app_id: &str,
     out_biz_no: &str,
+    state: Option<&str>,
 ) -> QueryResult<Vec<SyncRow>> {
     db_run!(conn: {
-        ms::table
+        let mut query = ms::table
             .filter(ms::tiny_app_id.eq(tiny_app_id))
             .filter(ms::out_biz_no.eq(out_biz_no))
-            .filter(ms::state.eq(SYNC_QUEUED))
             .order(ms::order_modified_time.asc())
             .select(SyncRow::as_select())
-            .load(conn)
+            .into_boxed();
+        if let Some(state) = state {
+            query = query.filter(ms::state.eq(state));
+        }
+        query.load(conn)
     })
 }
 
@@ -240,22 +244,6 @@ pub fn set_delivery(
                 .execute(conn)?;
         }
         Ok(())
-    })
-}
-
-/// Every sync of an order, oldest first (for tests and support).
-pub fn syncs(
-    conn: &mut AnyConnection,
-    tiny_app_id: &str,
-    out_biz_no: &str,
-) -> QueryResult<Vec<SyncRow>> {
-    db_run!(conn: {
-        ms::table
-            .filter(ms::tiny_app_id.eq(tiny_app_id))
-            .filter(ms::out_biz_no.eq(out_biz_no))
-            .order(ms::order_modified_time.asc())
-            .select(SyncRow::as_select())
-            .load(conn)
     })
 }
 

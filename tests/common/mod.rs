@@ -149,3 +149,60 @@ pub fn order_notification(
     .collect();
     notify::sign_message(&params, key)
 }
+
+/// The real binary, `serve`, configured through `ISV__*` variables as an operator would: the
+/// vectors' keys (our key as PKCS#1 PEM, Alipay's as the console's bare base64), a database, a
+/// port. The caller adds what differs and spawns it.
+pub fn serve_command(
+    db_url: &str,
+    data_dir: &std::path::Path,
+    port: u16,
+    log_level: &str,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_isv-lifecycle"));
+    cmd.args([
+        "serve",
+        "--config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"),
+    ])
+    .env("ISV__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+    .env("ISV__DATABASE__URL", db_url)
+    .env("ISV__APP__DATA_DIR", data_dir)
+    .env("ISV__ALIPAY__APP_ID", APP_ID)
+    .env(
+        "ISV__ALIPAY__APP_PRIVATE_KEY_FILE",
+        vector_key_path("isv_app_private_pkcs1.pem"),
+    )
+    .env(
+        "ISV__ALIPAY__ALIPAY_PUBLIC_KEY_FILE",
+        vector_key_path("alipay_platform_public_spki.b64"),
+    )
+    .env("ISV__SECURITY__ENCRYPTION_KEY", ENCRYPTION_KEY)
+    .env("ISV__ADMIN__TOKEN", ADMIN_TOKEN)
+    .env("ISV__API__TOKEN", API_TOKEN)
+    .env("ISV__LOG__LEVEL", log_level)
+    .env_remove("RUST_LOG")
+    .stdout(std::process::Stdio::null())
+    .kill_on_drop(true);
+    cmd
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (bounded) until the server at `base` answers `/healthz`.
+pub async fn wait_healthy(client: &reqwest::Client, base: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server at {base} did not come up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
