@@ -6,7 +6,7 @@ use crate::config::Prepared;
 use crate::http::{AppState, Application};
 use crate::metrics::Metrics;
 use crate::seal::Sealer;
-use crate::service::{Services, apply::ApplySettings, ingest::InboxWriter};
+use crate::service::{Services, apply::ApplySettings};
 use crate::store::{self, Backend};
 use anyhow::Context as _;
 use std::sync::Arc;
@@ -57,7 +57,12 @@ pub fn services(
     Ok(Services {
         alipay,
         delivery_wakeup: Arc::new(Notify::new()),
-        inbox: InboxWriter::start(pool.clone(), writers, inbox.batch_size),
+        inbox: crate::service::ingest::start_inbox(pool.clone(), writers, inbox.batch_size),
+        merchant_syncs: crate::service::merchant_sync::start_sync_writer(
+            pool.clone(),
+            writers,
+            inbox.batch_size,
+        ),
         pool,
         clock,
         sealer: Arc::new(Sealer::new(&prepared.encryption_key).context("security.encryption_key")?),

@@ -71,12 +71,11 @@ async fn sync(
             );
         }
     };
-    let services = state.services.clone();
-    match blocking(move || services.accept_merchant_sync(&biz, &raw)).await {
-        Ok(Ok(SyncOutcome::Queued {
+    match state.services.accept_merchant_sync(&biz, raw).await {
+        Ok(SyncOutcome::Queued {
             status,
             order_modified_time,
-        })) => {
+        }) => {
             state
                 .services
                 .metrics
@@ -84,9 +83,9 @@ async fn sync(
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             HttpResponse::Accepted().json(json!({ "result": "queued", "status": status, "order_modified_time": order_modified_time }))
         }
-        Ok(Ok(SyncOutcome::Duplicate)) => HttpResponse::Ok().json(json!({ "result": "duplicate" })),
-        Ok(Ok(SyncOutcome::Stale)) => HttpResponse::Ok().json(json!({ "result": "stale" })),
-        Ok(Err(SyncError::Invalid(violations))) => {
+        Ok(SyncOutcome::Duplicate) => HttpResponse::Ok().json(json!({ "result": "duplicate" })),
+        Ok(SyncOutcome::Stale) => HttpResponse::Ok().json(json!({ "result": "stale" })),
+        Err(SyncError::Invalid(violations)) => {
             let first = &violations[0];
             let all: Vec<_> = violations
                 .iter()
@@ -98,22 +97,21 @@ async fn sync(
                 "error": first.code.as_str(), "field": first.field, "message": first.message, "violations": all,
             }))
         }
-        Ok(Err(SyncError::NotAuthorized(app))) => HttpResponse::UnprocessableEntity().json(json!({
+        Err(SyncError::NotAuthorized(app)) => HttpResponse::UnprocessableEntity().json(json!({
             "error": "not_authorized", "field": "ext_info.tiny_app_id",
             "message": format!("mini program {app} has no active authorization"),
         })),
-        Ok(Err(SyncError::Conflict)) => json_error(
+        Err(SyncError::Conflict) => json_error(
             StatusCode::CONFLICT,
             "conflict",
             "the order changed concurrently; retry",
         ),
-        Ok(Err(SyncError::Unavailable(m))) => {
+        Err(SyncError::Unavailable(m)) => {
             json_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", m)
         }
-        Ok(Err(SyncError::Database(e))) => {
+        Err(SyncError::Database(e)) => {
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "database_error", e)
         }
-        Err(e) => from_join_error(e),
     }
 }
 

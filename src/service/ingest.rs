@@ -1,17 +1,16 @@
 //! Ingest: verify, store durably and idempotently, and only then let the gateway answer `success`.
 //!
-//! Commits are grouped: requests hand their row to a writer thread, which commits whatever has
-//! queued up (up to `batch_size`) in one transaction and then answers each request. One fsync
-//! serves many messages, and each answer still waits for its own commit.
+//! Commits are grouped (`store::group_commit`): one fsync serves many messages, and each answer
+//! still waits for its own commit.
 
 use super::Services;
 use crate::alipay::message::{self, Params};
 use crate::alipay::notify::{self, Rejection, SignVariant};
+use crate::store::group_commit::GroupCommit;
 use crate::store::messages::{self, NewMessage};
 use crate::store::{Pool, to_db_time};
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ingested {
@@ -68,9 +67,14 @@ impl Services {
             next_attempt_at: now,
             last_error: foreign.then(|| format!("app_id is not ours ({})", self.app_id)),
         };
-        let new = self.inbox.submit(row).await.inspect_err(|_| {
-            self.metrics.store_failures.fetch_add(1, Relaxed);
-        })?;
+        let new = self
+            .inbox
+            .submit(row)
+            .await
+            .map_err(IngestError::Storage)
+            .inspect_err(|_| {
+                self.metrics.store_failures.fetch_add(1, Relaxed);
+            })?;
         if new {
             self.metrics.stored.fetch_add(1, Relaxed);
             if foreign {
@@ -91,83 +95,16 @@ impl Services {
     }
 }
 
-struct Job {
-    row: NewMessage,
-    reply: oneshot::Sender<Result<bool, String>>,
-}
+/// The inbox's group-commit writer: `Ok(true)` when the row is new, `Ok(false)` when that
+/// message was already stored.
+pub type InboxWriter = GroupCommit<NewMessage, bool>;
 
-/// The group-commit writer. Cloning shares the same writer threads.
-#[derive(Clone)]
-pub struct InboxWriter {
-    tx: mpsc::Sender<Job>,
-}
-
-impl InboxWriter {
-    pub fn start(pool: Pool, writers: usize, batch_size: usize) -> Self {
-        let (tx, rx) = mpsc::channel::<Job>(writers.max(1) * batch_size.max(1) * 4);
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..writers.max(1) {
-            let pool = pool.clone();
-            let rx = rx.clone();
-            std::thread::Builder::new()
-                .name(format!("inbox-writer-{i}"))
-                .spawn(move || writer_loop(pool, rx, batch_size.max(1)))
-                .expect("spawning an inbox writer thread");
-        }
-        Self { tx }
-    }
-
-    /// Stores the row; resolves once it is committed. `Ok(false)` means it was already stored.
-    pub async fn submit(&self, row: NewMessage) -> Result<bool, IngestError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Job { row, reply })
-            .await
-            .map_err(|_| IngestError::Storage("inbox writer stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| IngestError::Storage("inbox writer stopped".into()))?
-            .map_err(IngestError::Storage)
-    }
-}
-
-fn writer_loop(pool: Pool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, batch_size: usize) {
-    loop {
-        let mut jobs = Vec::with_capacity(batch_size);
-        {
-            let Ok(mut rx) = rx.lock() else { return };
-            match rx.blocking_recv() {
-                Some(job) => jobs.push(job),
-                None => return,
-            }
-            while jobs.len() < batch_size {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-        }
-        let (rows, replies): (Vec<NewMessage>, Vec<_>) =
-            jobs.into_iter().map(|j| (j.row, j.reply)).unzip();
-        let result = pool
-            .get()
-            .map_err(|e| format!("no database connection: {e}"))
-            .and_then(|mut conn| {
-                let _writer = pool.write_guard();
-                messages::insert_batch(&mut conn, &rows).map_err(|e| format!("insert failed: {e}"))
-            });
-        match result {
-            Ok(flags) => {
-                for (reply, new) in replies.into_iter().zip(flags) {
-                    let _ = reply.send(Ok(new));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, batch = rows.len(), "gateway messages not stored; answering fail");
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
-    }
+pub fn start_inbox(pool: Pool, writers: usize, batch_size: usize) -> InboxWriter {
+    GroupCommit::start(
+        "inbox-writer",
+        pool,
+        writers,
+        batch_size,
+        Arc::new(|conn, rows: Vec<NewMessage>| messages::insert_batch(conn, &rows)),
+    )
 }

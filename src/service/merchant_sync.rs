@@ -1,12 +1,17 @@
 //! Accepting a merchant's booking-order sync: checked against the to_shop rules (one sync on its
 //! own, then against what we hold for the order), stored, and queued for delivery, in one
-//! transaction.
+//! transaction (a savepoint inside a group commit, see `store::group_commit`).
 
 use super::Services;
-use crate::domain::merchant_order::{self as rules, OrderRecord, SyncDecision, Violation};
+use crate::domain::merchant_order::{
+    self as rules, CheckedSync, OrderRecord, SyncDecision, Violation,
+};
+use crate::store::group_commit::GroupCommit;
 use crate::store::merchant_orders::{self as store, NewMerchantOrder, NewSync};
-use crate::store::{authorizations, to_db_time};
-use diesel::Connection as _;
+use crate::store::{AnyConnection, Pool, authorizations, to_db_time};
+use chrono::NaiveDateTime;
+use diesel::{Connection as _, QueryResult};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncOutcome {
@@ -37,94 +42,134 @@ pub enum SyncError {
 
 pub const MODIFIED_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.3f";
 
+/// One checked sync waiting for its batch.
+pub struct SyncJob {
+    checked: CheckedSync,
+    raw: String,
+    now: NaiveDateTime,
+}
+
+/// The merchant-order group-commit writer.
+pub type SyncWriter = GroupCommit<SyncJob, Result<SyncOutcome, SyncError>>;
+
+pub fn start_sync_writer(pool: Pool, writers: usize, batch_size: usize) -> SyncWriter {
+    GroupCommit::start(
+        "merchant-sync-writer",
+        pool,
+        writers,
+        batch_size,
+        Arc::new(accept_batch),
+    )
+}
+
+/// One transaction for the batch, one savepoint per sync: a refused sync rolls back alone.
+fn accept_batch(
+    conn: &mut AnyConnection,
+    jobs: Vec<SyncJob>,
+) -> QueryResult<Vec<Result<SyncOutcome, SyncError>>> {
+    conn.transaction(|conn| {
+        Ok(jobs
+            .iter()
+            .map(|job| {
+                // A concurrent writer (another replica) that saved the order first makes the
+                // guarded save fail: decide again against what it wrote.
+                for _ in 0..5 {
+                    match conn.transaction(|conn| accept_one(conn, job)) {
+                        Ok(Some(outcome)) => return Ok(outcome),
+                        Ok(None) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(SyncError::Conflict)
+            })
+            .collect())
+    })
+}
+
+/// Decides and stores one sync; `Ok(None)` when a concurrent writer got there first.
+fn accept_one(conn: &mut AnyConnection, job: &SyncJob) -> Result<Option<SyncOutcome>, SyncError> {
+    let SyncJob { checked, raw, now } = job;
+    match authorizations::find(conn, &checked.tiny_app_id)? {
+        Some(a) if a.status == "active" => {}
+        _ => return Err(SyncError::NotAuthorized(checked.tiny_app_id.clone())),
+    }
+    let previous: Option<OrderRecord> =
+        match store::find(conn, &checked.tiny_app_id, &checked.out_biz_no)? {
+            Some(row) => Some(serde_json::from_str(&row.record).map_err(|e| {
+                SyncError::Unavailable(format!(
+                    "stored record of order {} does not read: {e}",
+                    row.out_biz_no
+                ))
+            })?),
+            None => None,
+        };
+    let sync = |state| NewSync {
+        tiny_app_id: &checked.tiny_app_id,
+        out_biz_no: &checked.out_biz_no,
+        order_modified_time: checked.order_modified_time,
+        status: checked.status.as_str(),
+        biz_content: raw,
+        state,
+        attempts: 0,
+        next_attempt_at: *now,
+        received_at: *now,
+    };
+    match rules::decide(previous.as_ref(), checked).map_err(SyncError::Invalid)? {
+        SyncDecision::Duplicate => Ok(Some(SyncOutcome::Duplicate)),
+        SyncDecision::Stale => {
+            store::insert_sync(conn, &sync(store::SYNC_STALE))?;
+            Ok(Some(SyncOutcome::Stale))
+        }
+        SyncDecision::First | SyncDecision::Accept => {
+            let record = rules::record_after(previous.as_ref(), checked);
+            let record_json = serde_json::to_string(&record).expect("an order record serialises");
+            let saved = store::save_latest(
+                conn,
+                &NewMerchantOrder {
+                    tiny_app_id: &checked.tiny_app_id,
+                    out_biz_no: &checked.out_biz_no,
+                    status: checked.status.as_str(),
+                    order_modified_time: checked.order_modified_time,
+                    record: &record_json,
+                    delivery: store::DELIVERY_QUEUED,
+                    created_at: *now,
+                    updated_at: *now,
+                },
+                previous.as_ref().map(|p| p.order_modified_time),
+            )?;
+            if !saved {
+                return Ok(None);
+            }
+            store::insert_sync(conn, &sync(store::SYNC_QUEUED))?;
+            Ok(Some(SyncOutcome::Queued {
+                status: checked.status.as_str().to_string(),
+                order_modified_time: checked
+                    .order_modified_time
+                    .format(MODIFIED_FORMAT)
+                    .to_string(),
+            }))
+        }
+    }
+}
+
 impl Services {
     /// `raw` is the biz_content exactly as received: it is what gets delivered.
-    pub fn accept_merchant_sync(
+    pub async fn accept_merchant_sync(
         &self,
         biz: &serde_json::Value,
-        raw: &str,
+        raw: String,
     ) -> Result<SyncOutcome, SyncError> {
         let checked = rules::check_sync(biz).map_err(SyncError::Invalid)?;
         let now = to_db_time(self.clock.now());
-        let mut conn = self
-            .pool
-            .get()
-            .map_err(|e| SyncError::Unavailable(e.to_string()))?;
-        // A concurrent sync of the same order makes the guarded save fail; decide again.
-        for _ in 0..5 {
-            let _writer = self.pool.write_guard();
-            let decided = conn.transaction::<_, SyncError, _>(|conn| {
-                match authorizations::find(conn, &checked.tiny_app_id)? {
-                    Some(a) if a.status == "active" => {}
-                    _ => return Err(SyncError::NotAuthorized(checked.tiny_app_id.clone())),
-                }
-                let previous: Option<OrderRecord> =
-                    match store::find(conn, &checked.tiny_app_id, &checked.out_biz_no)? {
-                        Some(row) => Some(serde_json::from_str(&row.record).map_err(|e| {
-                            SyncError::Unavailable(format!(
-                                "stored record of order {} does not read: {e}",
-                                row.out_biz_no
-                            ))
-                        })?),
-                        None => None,
-                    };
-                let sync = |state| NewSync {
-                    tiny_app_id: &checked.tiny_app_id,
-                    out_biz_no: &checked.out_biz_no,
-                    order_modified_time: checked.order_modified_time,
-                    status: checked.status.as_str(),
-                    biz_content: raw,
-                    state,
-                    attempts: 0,
-                    next_attempt_at: now,
-                    received_at: now,
-                };
-                match rules::decide(previous.as_ref(), &checked).map_err(SyncError::Invalid)? {
-                    SyncDecision::Duplicate => Ok(Some(SyncOutcome::Duplicate)),
-                    SyncDecision::Stale => {
-                        store::insert_sync(conn, &sync(store::SYNC_STALE))?;
-                        Ok(Some(SyncOutcome::Stale))
-                    }
-                    SyncDecision::First | SyncDecision::Accept => {
-                        let record = rules::record_after(previous.as_ref(), &checked);
-                        let record_json =
-                            serde_json::to_string(&record).expect("an order record serialises");
-                        let saved = store::save_latest(
-                            conn,
-                            &NewMerchantOrder {
-                                tiny_app_id: &checked.tiny_app_id,
-                                out_biz_no: &checked.out_biz_no,
-                                status: checked.status.as_str(),
-                                order_modified_time: checked.order_modified_time,
-                                record: &record_json,
-                                delivery: store::DELIVERY_QUEUED,
-                                created_at: now,
-                                updated_at: now,
-                            },
-                            previous.as_ref().map(|p| p.order_modified_time),
-                        )?;
-                        if !saved {
-                            return Ok(None);
-                        }
-                        store::insert_sync(conn, &sync(store::SYNC_QUEUED))?;
-                        Ok(Some(SyncOutcome::Queued {
-                            status: checked.status.as_str().to_string(),
-                            order_modified_time: checked
-                                .order_modified_time
-                                .format(MODIFIED_FORMAT)
-                                .to_string(),
-                        }))
-                    }
-                }
-            })?;
-            if let Some(outcome) = decided {
-                if matches!(outcome, SyncOutcome::Queued { .. }) {
-                    self.delivery_wakeup.notify_one();
-                }
-                return Ok(outcome);
-            }
+        let outcome = self
+            .merchant_syncs
+            .submit(SyncJob { checked, raw, now })
+            .await
+            .map_err(SyncError::Unavailable)??;
+        if matches!(outcome, SyncOutcome::Queued { .. }) {
+            self.delivery_wakeup.notify_one();
         }
-        Err(SyncError::Conflict)
+        Ok(outcome)
     }
 
     pub fn merchant_order(

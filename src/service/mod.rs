@@ -27,6 +27,7 @@ pub struct Services {
     pub app_id: Arc<str>,
     pub metrics: Arc<Metrics>,
     pub inbox: ingest::InboxWriter,
+    pub merchant_syncs: merchant_sync::SyncWriter,
     /// Woken after a new message commits, so it is applied at once rather than at the next poll.
     pub apply_wakeup: Arc<Notify>,
     pub apply: apply::ApplySettings,

@@ -31,6 +31,9 @@ pub enum Reply {
 struct Shared {
     calls: Arc<Mutex<Vec<Call>>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
+    /// Benchmarks: answer every successful call with one signed body, signed once, so that the
+    /// stand-in's RSA signing does not eat the CPU of the service being measured.
+    constant_reply: Option<Arc<String>>,
 }
 
 pub struct FakeAlipay {
@@ -46,7 +49,22 @@ struct Keys {
 
 impl FakeAlipay {
     pub async fn start() -> FakeAlipay {
-        let shared = Shared::default();
+        Self::start_with(Shared::default()).await
+    }
+
+    /// Like `start`, but every unscripted call to `method` gets the same signed success body.
+    pub async fn start_constant(method: &str) -> FakeAlipay {
+        let content = serde_json::json!({"code": "10000", "msg": "Success", "record_id": "R0", "order_id": "A0"});
+        let body =
+            response::sign_response(method, &content.to_string(), &super::platform_private_key());
+        Self::start_with(Shared {
+            constant_reply: Some(Arc::new(body)),
+            ..Shared::default()
+        })
+        .await
+    }
+
+    async fn start_with(shared: Shared) -> FakeAlipay {
         let keys = web::Data::new(Keys {
             isv_public: PublicKey::parse(
                 &std::fs::read_to_string(super::vector_key_path("isv_app_public_spki.pem"))
@@ -153,6 +171,16 @@ async fn gateway(
                 c.extend(f.clone());
             }
             signed(content)
+        }
+        None if shared.constant_reply.is_some() => {
+            let body = shared
+                .constant_reply
+                .as_ref()
+                .map(|b| b.as_str().to_string())
+                .unwrap_or_default();
+            HttpResponse::Ok()
+                .content_type("application/json;charset=utf-8")
+                .body(body)
         }
         None => {
             let biz: serde_json::Value = params
