@@ -22,7 +22,7 @@ async fn background_jobs_run(db: Db) {
     let test_db = common::test_db(db);
     let alipay = FakeAlipay::start().await;
     let port = common::free_port();
-    let mut child = common::serve_command(&test_db.url, test_db._dir.path(), port, "info")
+    let mut child = common::serve_command(&test_db.url, test_db._dir.path(), port, "warn")
         .env("ISV__ALIPAY__GATEWAY_URL", &alipay.url)
         .env("ISV__INBOX__APPLY_POLL_MS", "50")
         .spawn()
