@@ -4,6 +4,7 @@
 
 pub mod authorizations;
 mod conn;
+pub mod deadlines;
 pub mod group_commit;
 pub mod merchant_orders;
 pub mod messages;

@@ -72,6 +72,8 @@ diesel::table! {
         kind -> Text,
         due_at -> Timestamp,
         state -> Text,
+        claimed_until -> Nullable<Timestamp>,
+        attempts -> Integer,
     }
 }
 

@@ -6,6 +6,7 @@ mod helpers;
 
 mod admin;
 mod apply;
+mod deadlines;
 mod gateway;
 mod merchant_orders;
 mod secrets;

@@ -1,0 +1,105 @@
+//! Scheduler tick cost with many open orders, run by hand (not in CI):
+//!
+//! ```sh
+//! cargo bench --bench deadline_tick                 # 1,000,000 open orders, both backends
+//! BENCH_ORDERS=200000 BENCH_BACKENDS=sqlite cargo bench --bench deadline_tick
+//! ```
+//!
+//! Fills a fresh database with `BENCH_ORDERS` open orders, each with a pending deadline due
+//! within the next 30 days, then times the scheduler's claim (`store::deadlines::claim_due`, the
+//! whole of a tick's database work when nothing is due) 500 times, and prints the query plan to
+//! show the partial index `deadlines_due` is what answers it.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use chrono::{Duration, NaiveDateTime};
+use diesel::connection::SimpleConnection as _;
+use isv_lifecycle::store::{self, AnyConnection, DbTarget, deadlines};
+use std::time::Instant;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn fill(conn: &mut AnyConnection, orders: usize) {
+    // Orders placed on 2024-06-10; deadlines due from 2024-06-11 on, one a few seconds apart.
+    let (series, ts) = match conn {
+        AnyConnection::Postgresql(_) => (
+            format!("SELECT i FROM generate_series(1, {orders}) AS i"),
+            "(TIMESTAMP '2024-06-11 00:00:00' + i * INTERVAL '2 seconds')".to_string(),
+        ),
+        AnyConnection::Sqlite(_) => (
+            format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {orders}) SELECT i FROM n"
+            ),
+            "strftime('%Y-%m-%d %H:%M:%S', '2024-06-11 00:00:00', '+' || (i * 2) || ' seconds')"
+                .to_string(),
+        ),
+    };
+    let sql = format!(
+        "INSERT INTO orders (commodity_order_id, status, merchant_pid, mini_app_id, total_price, ordered_at, status_since, created_at, updated_at) \
+         SELECT 'O' || i, 'awaiting_payment', '2088000000000001', '2021000000000002', '9.90', \
+                '2024-06-10 00:00:00', '2024-06-10 00:00:00', '2024-06-10 00:00:00', '2024-06-10 00:00:00' FROM ({series}) s; \
+         INSERT INTO deadlines (commodity_order_id, kind, due_at, state, attempts) \
+         SELECT 'O' || i, 'payment', {ts}, 'pending', 0 FROM ({series}) s; \
+         ANALYZE;"
+    );
+    conn.batch_execute(&sql).unwrap();
+}
+
+fn main() {
+    let orders: usize = env_or("BENCH_ORDERS", 1_000_000);
+    let backends: String = env_or("BENCH_BACKENDS", "sqlite,postgres".to_string());
+    let now: NaiveDateTime = chrono::NaiveDate::from_ymd_opt(2024, 6, 10)
+        .unwrap()
+        .and_hms_opt(12, 0, 0)
+        .unwrap();
+    let mut rows = Vec::new();
+    for name in backends.split(',') {
+        let db = match name.trim() {
+            "sqlite" => common::Db::Sqlite,
+            "postgres" => common::Db::Postgres,
+            other => panic!("unknown backend {other}"),
+        };
+        let test_db = common::test_db(db);
+        let pool = store::connect_pool(&DbTarget::parse(&test_db.url).unwrap(), 2).unwrap();
+        store::migrate(&pool).unwrap();
+        let mut conn = pool.get().unwrap();
+        let t = Instant::now();
+        fill(&mut conn, orders);
+        eprintln!(
+            "{db:?}: {orders} open orders and deadlines written in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        let plan = deadlines::explain_claim(&mut conn, now).unwrap();
+        drop(conn);
+        let mut times = Vec::new();
+        for _ in 0..500 {
+            let t = Instant::now();
+            let mut conn = pool.get().unwrap();
+            let claimed =
+                deadlines::claim_due(&mut conn, now, now + Duration::minutes(5), 100).unwrap();
+            times.push(t.elapsed());
+            assert!(claimed.is_empty(), "nothing is due at {now}");
+        }
+        times.sort_unstable();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let mean = times.iter().map(|d| ms(*d)).sum::<f64>() / times.len() as f64;
+        rows.push(format!(
+            "| {db:?} | {orders} | {mean:.3} ms | {:.3} ms | {:.3} ms | {} |",
+            ms(times[times.len() / 2]),
+            ms(times[times.len() * 99 / 100]),
+            plan.join(" / ")
+        ));
+    }
+    println!("\nScheduler tick with nothing due (claim_due, limit 100), 500 ticks");
+    println!("| backend | open orders | mean | p50 | p99 | plan of the claim's select |");
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+}

@@ -1,0 +1,2 @@
+ALTER TABLE deadlines DROP COLUMN attempts;
+ALTER TABLE deadlines DROP COLUMN claimed_until;
