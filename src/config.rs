@@ -34,6 +34,13 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub inbox: InboxSettings,
     pub log: LogSettings,
+    pub alerts: AlertSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AlertSettings {
+    /// Where alerts are POSTed as JSON (`kind`, `subject`, `message`); empty = log only.
+    pub webhook_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,6 +260,9 @@ impl Prepared {
                 "inbox.batch_size",
                 "batch_size, writers and apply_batch must be positive".into(),
             ));
+        }
+        if let Err(problem) = crate::service::alerts::Alerter::new(&settings.alerts.webhook_url) {
+            return Err(err("alerts.webhook_url", problem));
         }
         if !matches!(settings.log.format.as_str(), "text" | "json") {
             return Err(err(

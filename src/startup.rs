@@ -57,6 +57,9 @@ pub fn services(
     Ok(Services {
         alipay,
         delivery_wakeup: Arc::new(Notify::new()),
+        alerts: crate::service::alerts::Alerter::new(&prepared.settings.alerts.webhook_url)
+            .map_err(anyhow::Error::msg)
+            .context("alerts.webhook_url")?,
         inbox: crate::service::ingest::start_inbox(pool.clone(), writers, inbox.batch_size),
         merchant_syncs: crate::service::merchant_sync::start_sync_writer(
             pool.clone(),

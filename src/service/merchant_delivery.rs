@@ -4,6 +4,7 @@
 //! flags the authorization for support instead of looping.
 
 use super::{Services, blocking};
+use crate::service::alerts::Alert;
 use crate::service::apply::token_context;
 use crate::store::merchant_orders as store;
 use crate::store::{authorizations, to_db_time};
@@ -147,8 +148,17 @@ impl Services {
                     }
                     Err(error) if error.is_invalid_app_auth_token() => {
                         // Retrying cannot help until the merchant authorizes again: stop and alert.
-                        tracing::error!(%tiny_app_id, %out_biz_no, sub_code = ?error.sub_code(),
-                            "ALERT: Alipay refused the merchant's app_auth_token; authorization flagged, delivery stopped");
+                        self.alerts
+                            .raise(Alert {
+                                kind: "app_auth_token_refused".into(),
+                                subject: tiny_app_id.to_string(),
+                                message: format!(
+                                    "Alipay refused the merchant's app_auth_token ({}) delivering order {out_biz_no}; \
+                                     authorization flagged, delivery stopped",
+                                    error.sub_code().unwrap_or("20001")
+                                ),
+                            })
+                            .await;
                         Finish {
                             flag_authorization: true,
                             ..Finish::failed(error.sub_code(), error.to_string())

@@ -1,6 +1,7 @@
 //! Use cases: ingest a gateway message, apply it, and the read models support sees. Each writes
 //! through `store` in one transaction.
 
+pub mod alerts;
 pub mod apply;
 pub mod ingest;
 pub mod merchant_delivery;
@@ -35,6 +36,7 @@ pub struct Services {
     pub alipay: Arc<dyn AlipayApi>,
     /// Woken when a merchant-order sync is queued.
     pub delivery_wakeup: Arc<Notify>,
+    pub alerts: alerts::Alerter,
 }
 
 /// Runs blocking database work off the async executor.

@@ -60,6 +60,7 @@ impl TestApp {
         let mut settings = settings(&db.url, db._dir.path());
         settings.alipay.gateway_url = alipay.url.clone();
         settings.alipay.retry_backoff_ms = 1;
+        settings.alerts.webhook_url = alipay.alerts_url();
         let prepared = Prepared::from_settings(settings, Path::new("config/default.toml")).unwrap();
         let clock = ManualClock::new(start_time());
         let started = isv_lifecycle::startup::build(&prepared, Arc::new(clock.clone())).unwrap();

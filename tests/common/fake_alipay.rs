@@ -30,6 +30,11 @@ pub enum Reply {
 #[derive(Clone, Default)]
 struct Shared {
     calls: Arc<Mutex<Vec<Call>>>,
+    /// Bodies POSTed to `/alerts` (it doubles as the service's alert webhook in tests).
+    alerts: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// What `alipay.open.servicemarket.order.query` answers per commodity_order_id:
+    /// (order-level status, item order_status values). Unknown orders: MERCHANT_ORDED / TO_DO.
+    orders: Arc<Mutex<BTreeMap<String, (String, Vec<String>)>>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
     /// Benchmarks: answer every successful call with one signed body, signed once, so that the
     /// stand-in's RSA signing does not eat the CPU of the service being measured.
@@ -100,6 +105,26 @@ impl FakeAlipay {
         self.shared.script.lock().unwrap().extend(replies);
     }
 
+    /// Sets what `order.query` answers for an order.
+    pub fn set_order(&self, commodity_order_id: &str, status: &str, items: &[&str]) {
+        self.shared.orders.lock().unwrap().insert(
+            commodity_order_id.to_string(),
+            (
+                status.to_string(),
+                items.iter().map(|s| s.to_string()).collect(),
+            ),
+        );
+    }
+
+    /// The alert webhook URL served by this fake.
+    pub fn alerts_url(&self) -> String {
+        self.url.replace("/gateway.do", "/alerts")
+    }
+
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        self.shared.alerts.lock().unwrap().clone()
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.shared.calls.lock().unwrap().clone()
     }
@@ -107,6 +132,15 @@ impl FakeAlipay {
     pub async fn stop(&self) {
         self.handle.stop(false).await;
     }
+}
+
+async fn alert(body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    shared
+        .alerts
+        .lock()
+        .unwrap()
+        .push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+    HttpResponse::Ok().finish()
 }
 
 async fn gateway(
@@ -181,6 +215,28 @@ async fn gateway(
             HttpResponse::Ok()
                 .content_type("application/json;charset=utf-8")
                 .body(body)
+        }
+        None if method == "alipay.open.servicemarket.order.query" => {
+            let biz: serde_json::Value = params
+                .get("biz_content")
+                .and_then(|b| serde_json::from_str(b).ok())
+                .unwrap_or_default();
+            let id = biz["commodity_order_id"].as_str().unwrap_or("").to_string();
+            let (status, items) = shared
+                .orders
+                .lock()
+                .unwrap()
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| ("MERCHANT_ORDED".to_string(), vec!["TO_DO".to_string()]));
+            let items: Vec<serde_json::Value> = items
+                .iter()
+                .map(|s| serde_json::json!({"commodity_id": "APPMK0001", "mini_app_id": "2021004199990002", "order_status": s}))
+                .collect();
+            signed(
+                serde_json::json!({"code": "10000", "msg": "Success", "commodity_id": "APPMK0001", "status": status,
+                "current_page": 1, "total_size": items.len(), "order_items": items}),
+            )
         }
         None => {
             let biz: serde_json::Value = params
