@@ -1,5 +1,6 @@
 //! The rules, as plain functions of state, event and time. No I/O.
 
+pub mod lifecycle;
 pub mod merchant_order;
 pub mod order;
 
