@@ -90,6 +90,8 @@ pub struct TokenSettings {
 pub struct SchedulerSettings {
     pub tick_seconds: u64,
     pub deadline_grace_seconds: u64,
+    /// Warnings before the 30-day implementation deadline, in days after implementation began.
+    pub warning_days: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -57,6 +57,16 @@ pub fn services(
     Ok(Services {
         alipay,
         delivery_wakeup: Arc::new(Notify::new()),
+        lifecycle: Arc::new(crate::service::lifecycle::LifecycleSettings {
+            rules: crate::domain::lifecycle::LifecycleRules {
+                warning_days: prepared.settings.scheduler.warning_days.clone(),
+                deadline_grace: chrono::Duration::seconds(
+                    prepared.settings.scheduler.deadline_grace_seconds as i64,
+                ),
+                ..Default::default()
+            },
+            tick_seconds: prepared.settings.scheduler.tick_seconds,
+        }),
         alerts: crate::service::alerts::Alerter::new(&prepared.settings.alerts.webhook_url)
             .map_err(anyhow::Error::msg)
             .context("alerts.webhook_url")?,
@@ -106,6 +116,7 @@ pub fn build(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<Started>
 /// Runs the server and the background jobs (inbox apply, merchant-order delivery) until the
 /// server stops.
 pub async fn run(started: Started, poll: Duration) -> anyhow::Result<()> {
+    let tick = started.services.lifecycle.tick_seconds;
     let jobs = [
         tokio::spawn(crate::jobs::apply_inbox::run(
             started.services.clone(),
@@ -114,6 +125,10 @@ pub async fn run(started: Started, poll: Duration) -> anyhow::Result<()> {
         tokio::spawn(crate::jobs::deliver_merchant_orders::run(
             started.services.clone(),
             poll,
+        )),
+        tokio::spawn(crate::jobs::deadlines::run(
+            started.services.clone(),
+            Duration::from_secs(tick),
         )),
     ];
     let result = started.app.run_until_stopped().await;

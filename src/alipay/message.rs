@@ -53,8 +53,17 @@ pub fn non_empty<'a>(params: &'a Params, key: &str) -> Option<&'a str> {
 pub enum GatewayMessage {
     Order(OrderNotification),
     Authorization(AuthorizationNotification),
-    AuthorizationCancelled { auth_app_id: String },
-    Other { kind: String },
+    AuthorizationCancelled {
+        auth_app_id: String,
+    },
+    /// `alipay.open.mini.version.audit.passed`: our build of the merchant's mini program passed.
+    AuditPassed {
+        mini_app_id: String,
+        at: DateTime<Utc>,
+    },
+    Other {
+        kind: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +128,24 @@ pub fn parse(params: &Params) -> Result<GatewayMessage, MessageError> {
             .ok_or_else(|| problem(&kind, "biz_content has no auth_app_id"))?;
         return Ok(GatewayMessage::AuthorizationCancelled {
             auth_app_id: auth_app_id.to_string(),
+        });
+    }
+    if method == Some(METHOD_AUDIT_PASSED) {
+        let biz = biz_content(params, &kind)?;
+        let mini_app_id = biz
+            .get("mini_app_id")
+            .and_then(Value::as_str)
+            .or_else(|| non_empty(params, "msg_app_id"))
+            .ok_or_else(|| problem(&kind, "biz_content has no mini_app_id"))?;
+        // Message-service messages carry their send time as epoch milliseconds.
+        let at = non_empty(params, "utc_timestamp")
+            .and_then(|t| t.parse().ok())
+            .and_then(time::from_epoch_millis)
+            .or_else(|| non_empty(params, "notify_time").and_then(time::parse_beijing))
+            .ok_or_else(|| problem(&kind, "no utc_timestamp"))?;
+        return Ok(GatewayMessage::AuditPassed {
+            mini_app_id: mini_app_id.to_string(),
+            at,
         });
     }
     Ok(GatewayMessage::Other { kind })

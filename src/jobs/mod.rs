@@ -1,4 +1,5 @@
 //! Background work. Each job only calls a service; the rules live below.
 
 pub mod apply_inbox;
+pub mod deadlines;
 pub mod deliver_merchant_orders;

@@ -8,7 +8,8 @@ use crate::alipay::form;
 use crate::alipay::message::{
     self, AuthorizationNotification, GatewayMessage, OrderNotification, Params,
 };
-use crate::domain::order::{self, OrderPlaced};
+use crate::domain::lifecycle::OrderEvent;
+use crate::domain::order::OrderPlaced;
 use crate::store::messages::{self, PendingMessage};
 use crate::store::{AnyConnection, authorizations, orders, to_db_time};
 use chrono::{DateTime, Duration, Utc};
@@ -22,8 +23,22 @@ pub struct ApplySettings {
     pub max_attempts: i32,
 }
 
+fn lifecycle_error(e: crate::service::lifecycle::LifecycleError) -> ApplyError {
+    use crate::service::lifecycle::LifecycleError as L;
+    match e {
+        L::Database(d) => ApplyError::Database(d),
+        // A concurrent writer moved the order: the savepoint rolls back and the message is
+        // retried later.
+        L::Conflict | L::Unavailable(_) => ApplyError::Retry(e.to_string()),
+        other => ApplyError::Permanent(other.to_string()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum ApplyError {
+    /// Worth another attempt later.
+    #[error("{0}")]
+    Retry(String),
     /// Retrying cannot help (the message itself is unusable): set aside for support.
     #[error("{0}")]
     Permanent(String),
@@ -160,11 +175,16 @@ impl Services {
                 GatewayMessage::Authorization(a) => {
                     self.apply_authorization(conn, a, &pending.notify_id, now)?
                 }
-                // Later work (termination, the build pipeline) acts on these; for now they are
-                // recorded as applied.
-                GatewayMessage::AuthorizationCancelled { .. } | GatewayMessage::Other { .. } => {
+                GatewayMessage::AuthorizationCancelled { auth_app_id } => {
+                    self.authorization_cancelled(conn, auth_app_id, now)
+                        .map_err(lifecycle_error)?;
                     Applied::Done
                 }
+                GatewayMessage::AuditPassed { mini_app_id, at } => {
+                    self.apply_audit_passed(conn, mini_app_id, *at, now)?
+                }
+                // Recorded as applied: nothing in the lifecycle acts on these yet.
+                GatewayMessage::Other { .. } => Applied::Done,
             };
             if let Applied::Quarantined(reason) = &outcome {
                 messages::set_state(conn, pending.id, messages::STATE_QUARANTINED, Some(reason))?;
@@ -199,50 +219,44 @@ impl Services {
             }
             return Ok(Applied::Done);
         }
-        let (status, deadline, due) = order::first_state(&OrderPlaced {
+        let now_db = to_db_time(now);
+        let new = orders::NewOrder {
+            commodity_order_id: o.commodity_order_id.clone(),
+            // place_order sets the first state and its time from the rules.
+            status: String::new(),
+            cancel_reason: None,
+            merchant_pid: o.merchant_pid.clone(),
+            mini_app_id: o.mini_app_id.clone(),
+            item_code: o.item_code.clone(),
+            title: o.title.clone(),
+            total_price: o.total_price.clone(),
+            ordered_at: to_db_time(o.ordered_at),
+            status_since: to_db_time(o.ordered_at),
+            created_at: now_db,
+            updated_at: now_db,
+        };
+        let placed = OrderPlaced {
             ordered_at: o.ordered_at,
             total_price: o.total_price.clone(),
-        });
-        let now_db = to_db_time(now);
-        orders::insert_if_absent(
-            conn,
-            &orders::NewOrder {
-                commodity_order_id: o.commodity_order_id.clone(),
-                status: status.as_str().into(),
-                cancel_reason: None,
-                merchant_pid: o.merchant_pid.clone(),
-                mini_app_id: o.mini_app_id.clone(),
-                item_code: o.item_code.clone(),
-                title: o.title.clone(),
-                total_price: o.total_price.clone(),
-                ordered_at: to_db_time(o.ordered_at),
-                status_since: to_db_time(o.ordered_at),
-                created_at: now_db,
-                updated_at: now_db,
-            },
-        )?;
-        orders::add_history(
-            conn,
-            &orders::NewHistory {
-                commodity_order_id: o.commodity_order_id.clone(),
-                from_status: None,
-                to_status: status.as_str().into(),
-                actor: "alipay".into(),
-                cause: "order_notification".into(),
-                reason: None,
-                inferred: false,
-                at: now_db,
-            },
-        )?;
-        orders::add_deadline(
-            conn,
-            &orders::NewDeadline {
-                commodity_order_id: o.commodity_order_id.clone(),
-                kind: deadline.as_str().into(),
-                due_at: to_db_time(due),
-                state: "pending".into(),
-            },
-        )?;
+        };
+        self.place_order(conn, &new, &placed, now)
+            .map_err(lifecycle_error)?;
+        Ok(Applied::Done)
+    }
+
+    /// An audit pass for a mini program reaches every order of it still implementing; the rules
+    /// ask Alipay before the order moves.
+    fn apply_audit_passed(
+        &self,
+        conn: &mut AnyConnection,
+        mini_app_id: &str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, ApplyError> {
+        for id in orders::ids_for_mini_app(conn, mini_app_id)? {
+            self.order_event(conn, &id, OrderEvent::AuditPassed { at }, now)
+                .map_err(lifecycle_error)?;
+        }
         Ok(Applied::Done)
     }
 

@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod apply;
 pub mod ingest;
+pub mod lifecycle;
 pub mod merchant_delivery;
 pub mod merchant_sync;
 pub mod views;
@@ -37,6 +38,7 @@ pub struct Services {
     /// Woken when a merchant-order sync is queued.
     pub delivery_wakeup: Arc<Notify>,
     pub alerts: alerts::Alerter,
+    pub lifecycle: Arc<lifecycle::LifecycleSettings>,
 }
 
 /// Runs blocking database work off the async executor.

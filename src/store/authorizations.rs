@@ -79,3 +79,22 @@ pub fn sealed_token(conn: &mut AnyConnection, auth_app_id: &str) -> QueryResult<
         au::table.find(auth_app_id).select(au::app_auth_token).first(conn).optional().map(Option::flatten)
     })
 }
+
+/// `alipay.open.auth.appauth.cancelled`: the authorization ends and its tokens are erased.
+pub fn cancel(
+    conn: &mut AnyConnection,
+    auth_app_id: &str,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    db_run!(conn: {
+        diesel::update(au::table.find(auth_app_id))
+            .set((
+                au::status.eq("cancelled"),
+                au::app_auth_token.eq(None::<Vec<u8>>),
+                au::app_refresh_token.eq(None::<Vec<u8>>),
+                au::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .map(|n| n == 1)
+    })
+}

@@ -1,7 +1,9 @@
 //! Marketplace orders, their history (every transition, with actor and cause) and deadlines.
 
 use super::AnyConnection;
-use super::schema::{deadlines as dl, order_history as oh, orders as od};
+use super::schema::{
+    deadlines as dl, order_history as oh, orders as od, services as sv, support_tasks as st,
+};
 use crate::db_run;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -38,6 +40,9 @@ pub struct OrderRow {
     pub status_since: NaiveDateTime,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    pub paid: bool,
+    pub audit_passed_at: Option<NaiveDateTime>,
+    pub refund: Option<String>,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -137,5 +142,162 @@ pub fn add_deadline(conn: &mut AnyConnection, deadline: &NewDeadline) -> QueryRe
 pub fn deadlines(conn: &mut AnyConnection, id: &str) -> QueryResult<Vec<DeadlineRow>> {
     db_run!(conn: {
         dl::table.filter(dl::commodity_order_id.eq(id)).order(dl::due_at.asc()).select(DeadlineRow::as_select()).load(conn)
+    })
+}
+
+/// The lifecycle fields of an order after a transition.
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = od, treat_none_as_null = true)]
+pub struct OrderStateUpdate {
+    pub status: String,
+    pub cancel_reason: Option<String>,
+    pub status_since: NaiveDateTime,
+    pub paid: bool,
+    pub audit_passed_at: Option<NaiveDateTime>,
+    pub refund: Option<String>,
+    pub updated_at: NaiveDateTime,
+}
+
+/// Writes a transition's new state, guarded on the state it was computed from: a concurrent
+/// writer that moved the order first makes this return false, and the caller decides again.
+pub fn save_state(
+    conn: &mut AnyConnection,
+    id: &str,
+    expected: (&str, NaiveDateTime, NaiveDateTime),
+    update: &OrderStateUpdate,
+) -> QueryResult<bool> {
+    let (status, since, updated_at) = expected;
+    db_run!(conn: {
+        diesel::update(
+            od::table
+                .find(id)
+                .filter(od::status.eq(status))
+                .filter(od::status_since.eq(since))
+                .filter(od::updated_at.eq(updated_at)),
+        )
+        .set(update)
+        .execute(conn)
+        .map(|n| n == 1)
+    })
+}
+
+/// Inserts or replaces the order's deadline row of `kind`; a change of state or time clears any
+/// claim on it.
+pub fn upsert_deadline(
+    conn: &mut AnyConnection,
+    id: &str,
+    kind: &str,
+    due_at: NaiveDateTime,
+    state: &str,
+) -> QueryResult<()> {
+    db_run!(conn: {
+        diesel::insert_into(dl::table)
+            .values((dl::commodity_order_id.eq(id), dl::kind.eq(kind), dl::due_at.eq(due_at), dl::state.eq(state), dl::attempts.eq(0)))
+            .on_conflict((dl::commodity_order_id, dl::kind))
+            .do_update()
+            .set((dl::due_at.eq(due_at), dl::state.eq(state)))
+            .execute(conn)
+            .map(|_| ())
+    })
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = sv)]
+pub struct ServiceRow {
+    pub service_key: String,
+    pub status: String,
+    pub termination_cause: Option<String>,
+    pub terminated_by: Option<String>,
+    pub termination_reason: Option<String>,
+    pub since: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Insertable, AsChangeset)]
+#[diesel(table_name = sv, treat_none_as_null = true)]
+pub struct ServiceUpdate<'a> {
+    pub service_key: &'a str,
+    pub status: &'a str,
+    pub termination_cause: Option<&'a str>,
+    pub terminated_by: Option<&'a str>,
+    pub termination_reason: Option<&'a str>,
+    pub since: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+pub fn find_service(conn: &mut AnyConnection, key: &str) -> QueryResult<Option<ServiceRow>> {
+    db_run!(conn: { sv::table.find(key).select(ServiceRow::as_select()).first(conn).optional() })
+}
+
+pub fn save_service(conn: &mut AnyConnection, service: &ServiceUpdate<'_>) -> QueryResult<()> {
+    db_run!(conn: {
+        diesel::insert_into(sv::table)
+            .values(service)
+            .on_conflict(sv::service_key)
+            .do_update()
+            .set(service)
+            .execute(conn)
+            .map(|_| ())
+    })
+}
+
+/// Opens a support task unless one of the same kind is already open for the subject.
+pub fn open_task(
+    conn: &mut AnyConnection,
+    kind: &str,
+    subject: &str,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    db_run!(conn: {
+        let open: i64 = st::table
+            .filter(st::kind.eq(kind))
+            .filter(st::subject.eq(subject))
+            .filter(st::state.eq("open"))
+            .count()
+            .get_result(conn)?;
+        if open == 0 {
+            diesel::insert_into(st::table)
+                .values((st::kind.eq(kind), st::subject.eq(subject), st::state.eq("open"), st::opened_at.eq(now)))
+                .execute(conn)?;
+        }
+        Ok(())
+    })
+}
+
+pub fn close_tasks(
+    conn: &mut AnyConnection,
+    kind: &str,
+    subject: &str,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    db_run!(conn: {
+        diesel::update(st::table.filter(st::kind.eq(kind)).filter(st::subject.eq(subject)).filter(st::state.eq("open")))
+            .set((st::state.eq("closed"), st::closed_at.eq(Some(now))))
+            .execute(conn)
+    })
+}
+
+pub fn open_tasks(conn: &mut AnyConnection, subject: &str) -> QueryResult<Vec<String>> {
+    db_run!(conn: {
+        st::table.filter(st::subject.eq(subject)).filter(st::state.eq("open")).select(st::kind).load(conn)
+    })
+}
+
+/// Ids of orders of a mini program, for messages that name only the mini program.
+pub fn ids_for_mini_app(conn: &mut AnyConnection, mini_app_id: &str) -> QueryResult<Vec<String>> {
+    db_run!(conn: {
+        od::table.filter(od::mini_app_id.eq(mini_app_id)).order(od::created_at.asc()).select(od::commodity_order_id).load(conn)
+    })
+}
+
+/// Ids of orders not yet completed or cancelled, for reconciliation.
+pub fn open_ids(conn: &mut AnyConnection, after: &str, limit: i64) -> QueryResult<Vec<String>> {
+    db_run!(conn: {
+        od::table
+            .filter(od::status.ne_all(["completed", "cancelled"]))
+            .filter(od::commodity_order_id.gt(after))
+            .order(od::commodity_order_id.asc())
+            .limit(limit)
+            .select(od::commodity_order_id)
+            .load(conn)
     })
 }

@@ -48,6 +48,32 @@ diesel::table! {
         status_since -> Timestamp,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        paid -> Bool,
+        audit_passed_at -> Nullable<Timestamp>,
+        refund -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    services (service_key) {
+        service_key -> Text,
+        status -> Text,
+        termination_cause -> Nullable<Text>,
+        terminated_by -> Nullable<Text>,
+        termination_reason -> Nullable<Text>,
+        since -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    support_tasks (id) {
+        id -> BigInt,
+        kind -> Text,
+        subject -> Text,
+        state -> Text,
+        opened_at -> Timestamp,
+        closed_at -> Nullable<Timestamp>,
     }
 }
 
@@ -116,6 +142,8 @@ diesel::table! {
 diesel::joinable!(order_history -> orders (commodity_order_id));
 diesel::joinable!(deadlines -> orders (commodity_order_id));
 diesel::allow_tables_to_appear_in_same_query!(
+    services,
+    support_tasks,
     merchant_orders,
     merchant_order_syncs,
     gateway_messages,

@@ -45,8 +45,18 @@ async fn order_notification_creates_the_order(app: TestApp) {
     app.run_pending_jobs().await;
     let (_, free) = app.admin_get("/admin/api/orders/FREE1").await;
     assert_eq!(free["status"], "implementing");
-    assert_eq!(free["deadlines"][0]["kind"], "implementation");
-    assert_eq!(free["deadlines"][0]["due_at"], "2024-07-10T05:01:00Z");
+    let due = |kind: &str| {
+        free["deadlines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["kind"] == kind)
+            .map(|d| d["due_at"].clone())
+    };
+    assert_eq!(due("implementation"), Some("2024-07-10T05:01:00Z".into()));
+    // Warnings before the implementation deadline, at 20 and 27 days.
+    assert_eq!(due("warning_20"), Some("2024-06-30T05:01:00Z".into()));
+    assert_eq!(due("warning_27"), Some("2024-07-07T05:01:00Z".into()));
 
     let (_, listed) = app.admin_get("/admin/api/orders?status=implementing").await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
