@@ -14,6 +14,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/orders", web::get().to(orders))
             .route("/orders/{commodity_order_id}", web::get().to(order))
             .route(
+                "/orders/{commodity_order_id}/terminate",
+                web::post().to(terminate),
+            )
+            .route(
+                "/orders/{commodity_order_id}/reconcile",
+                web::post().to(reconcile),
+            )
+            .route(
                 "/authorizations/{auth_app_id}",
                 web::get().to(authorization),
             ),
@@ -163,5 +171,86 @@ async fn respond<T: serde::Serialize + Send + 'static>(
         Ok(Ok(None)) => not_found(what.0, what.1),
         Ok(Err(e)) => from_view_error(e),
         Err(e) => from_join_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct Termination {
+    reason: Option<String>,
+    /// Who decided; recorded in the history (default `support`).
+    actor: Option<String>,
+}
+
+fn lifecycle_error(id: &str, e: crate::service::lifecycle::LifecycleError) -> HttpResponse {
+    use crate::domain::lifecycle::RuleError;
+    use crate::service::lifecycle::LifecycleError as L;
+    match e {
+        L::NotFound(_) => not_found("order", id),
+        L::Rule(RuleError::MissingSupportField(field)) => {
+            HttpResponse::UnprocessableEntity().json(serde_json::json!({
+                "error": "missing_field", "field": field, "message": format!("{field} is required"),
+            }))
+        }
+        L::Rule(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_transition", e),
+        L::Conflict => json_error(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the order changed concurrently; retry",
+        ),
+        L::Unavailable(m) if m.starts_with("order.query") => {
+            json_error(StatusCode::BAD_GATEWAY, "alipay_unavailable", m)
+        }
+        L::Unavailable(m) => json_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", m),
+        other => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", other),
+    }
+}
+
+/// Terminates the order's service with cause `support`; answers the order JSON.
+async fn terminate(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Err(r) = authorize(&req, &state) {
+        return r;
+    }
+    let id = path.into_inner();
+    let Ok(termination) = serde_json::from_slice::<Termination>(&body) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body must be JSON {\"reason\": \"...\"}",
+        );
+    };
+    let event = crate::domain::lifecycle::OrderEvent::SupportTerminates {
+        actor: termination.actor.unwrap_or_else(|| "support".into()),
+        reason: termination.reason.unwrap_or_default(),
+    };
+    match state.services.order_event_now(&id, event).await {
+        Ok(_) => {
+            let lookup = id.clone();
+            respond(&state, ("order", &id), move |s| s.order(&lookup)).await
+        }
+        Err(e) => lifecycle_error(&id, e),
+    }
+}
+
+/// Asks Alipay (`order.query`) now and applies what it says; answers the order JSON.
+async fn reconcile(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    if let Err(r) = authorize(&req, &state) {
+        return r;
+    }
+    let id = path.into_inner();
+    match state.services.reconcile_order(&id).await {
+        Ok(_) => {
+            let lookup = id.clone();
+            respond(&state, ("order", &id), move |s| s.order(&lookup)).await
+        }
+        Err(e) => lifecycle_error(&id, e),
     }
 }

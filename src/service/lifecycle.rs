@@ -208,6 +208,12 @@ impl Services {
         let created = store::find(conn, &new.commodity_order_id)?
             .ok_or_else(|| LifecycleError::NotFound(new.commodity_order_id.clone()))?;
         self.persist(conn, &created, &transition, now)?;
+        // The merchant's service starts provisioning with its first order; a renewal or re-order
+        // for the same mini program extends the same service.
+        let key = service_key(&created);
+        if store::find_service(conn, &key)?.is_none() {
+            self.save_service(conn, &key, &ServiceState::provisioning(now), &[], now)?;
+        }
         Ok(true)
     }
 

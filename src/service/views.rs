@@ -40,6 +40,8 @@ pub struct HistoryView {
 pub struct ServiceView {
     pub status: String,
     pub termination_cause: Option<String>,
+    pub terminated_by: Option<String>,
+    pub termination_reason: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,8 +56,10 @@ pub struct OrderView {
     pub ordered_at: DateTime<Utc>,
     pub status_since: DateTime<Utc>,
     pub deadlines: Vec<DeadlineView>,
-    /// The merchant's service; provisioning and termination come with the lifecycle engine.
+    /// The merchant's service (its mini program), once one exists.
     pub service: Option<ServiceView>,
+    /// Support's open to-dos for this service (e.g. `merchant_must_cancel_authorization`).
+    pub open_tasks: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryView>>,
 }
@@ -97,6 +101,12 @@ fn order_view(
             state: d.state,
         })
         .collect();
+    let key = row
+        .mini_app_id
+        .clone()
+        .unwrap_or_else(|| format!("order:{}", row.commodity_order_id));
+    let service = orders::find_service(conn, &key)?;
+    let open_tasks = orders::open_tasks(conn, &key)?;
     let history = if with_history {
         Some(
             orders::history(conn, &row.commodity_order_id)?
@@ -126,7 +136,13 @@ fn order_view(
         ordered_at: utc(row.ordered_at),
         status_since: utc(row.status_since),
         deadlines,
-        service: None,
+        service: service.map(|s| ServiceView {
+            status: s.status,
+            termination_cause: s.termination_cause,
+            terminated_by: s.terminated_by,
+            termination_reason: s.termination_reason,
+        }),
+        open_tasks,
         history,
     })
 }

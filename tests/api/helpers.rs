@@ -12,7 +12,6 @@ use std::sync::Arc;
 pub struct TestApp {
     pub address: String,
     pub services: Services,
-    #[allow(dead_code)] // moved by the lifecycle tests
     pub clock: ManualClock,
     pub http: reqwest::Client,
     pub db: TestDb,
@@ -172,6 +171,43 @@ impl TestApp {
             .http
             .get(format!("{}{path}", self.address))
             .bearer_auth(common::API_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub fn clock_now_ms(&self) -> i64 {
+        use isv_lifecycle::clock::Clock as _;
+        self.clock.now().timestamp_millis()
+    }
+
+    /// One scheduler tick at the current (manual) time, as the deadline job would run it.
+    pub async fn tick(&self) -> isv_lifecycle::service::lifecycle::TickReport {
+        let mut total = isv_lifecycle::service::lifecycle::TickReport::default();
+        loop {
+            let report = self.services.fire_due_deadlines(500).await.unwrap();
+            total.claimed += report.claimed;
+            total.transitions += report.transitions;
+            total.errors += report.errors;
+            if report.claimed == 0 {
+                return total;
+            }
+        }
+    }
+
+    pub async fn admin_post(&self, path: &str, body: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(common::ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_string())
             .send()
             .await
             .unwrap();

@@ -8,5 +8,6 @@ mod admin;
 mod apply;
 mod deadlines;
 mod gateway;
+mod lifecycle;
 mod merchant_orders;
 mod secrets;

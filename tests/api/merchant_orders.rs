@@ -286,6 +286,14 @@ async fn refused_token_stops_and_flags(app: TestApp) {
             .is_some_and(|a| a.contains("20001")),
         "{auth}"
     );
+    let alerts = app.alipay.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["kind"], "app_auth_token_refused");
+    assert_eq!(alerts[0]["subject"], TINY_APP);
+    assert!(
+        !alerts[0].to_string().contains(TOKEN),
+        "an alert never carries the token"
+    );
     app.stop().await;
 }
 both_backends!(refused_token_stops_and_flags, refused_token_stops_and_flags);

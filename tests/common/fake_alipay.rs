@@ -86,6 +86,7 @@ impl FakeAlipay {
                 .app_data(data.clone())
                 .app_data(keys.clone())
                 .route("/gateway.do", web::post().to(gateway))
+                .route("/alerts", web::post().to(alert))
         })
         .workers(1)
         .listen(listener)
