@@ -92,6 +92,12 @@ pub struct SchedulerSettings {
     pub deadline_grace_seconds: u64,
     /// Warnings before the 30-day implementation deadline, in days after implementation began.
     pub warning_days: Vec<u32>,
+    /// Due rows fired at once by one tick (each waits on an `order.query` round trip).
+    pub concurrency: usize,
+    /// Cron expression (with seconds) of the reconciliation of every open order; empty disables.
+    pub reconcile_cron: String,
+    /// Most `order.query` calls per second that reconciliation makes.
+    pub reconcile_rate_per_second: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub apply_lag_ms_sum: AtomicU64,
     pub merchant_syncs_accepted: AtomicU64,
     pub merchant_syncs_delivered: AtomicU64,
+    /// Deadline, warning and query rows the scheduler fired (claimed and handled).
+    pub deadlines_fired: AtomicU64,
 }
 
 impl Metrics {
@@ -128,6 +130,11 @@ impl Metrics {
             "isv_merchant_syncs_delivered_total",
             "Merchant-order syncs delivered to Alipay.",
             &[("", self.merchant_syncs_delivered.load(Relaxed))],
+        );
+        counter(
+            "isv_deadlines_fired_total",
+            "Deadline, warning and query rows fired by the scheduler.",
+            &[("", self.deadlines_fired.load(Relaxed))],
         );
         out
     }

@@ -66,6 +66,9 @@ pub fn services(
                 ..Default::default()
             },
             tick_seconds: prepared.settings.scheduler.tick_seconds,
+            concurrency: prepared.settings.scheduler.concurrency,
+            reconcile_cron: prepared.settings.scheduler.reconcile_cron.clone(),
+            reconcile_rate: prepared.settings.scheduler.reconcile_rate_per_second,
         }),
         alerts: crate::service::alerts::Alerter::new(&prepared.settings.alerts.webhook_url)
             .map_err(anyhow::Error::msg)
@@ -116,24 +119,30 @@ pub fn build(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<Started>
 /// Runs the server and the background jobs (inbox apply, merchant-order delivery) until the
 /// server stops.
 pub async fn run(started: Started, poll: Duration) -> anyhow::Result<()> {
-    let tick = started.services.lifecycle.tick_seconds;
+    let services = started.services.clone();
     let jobs = [
-        tokio::spawn(crate::jobs::apply_inbox::run(
-            started.services.clone(),
-            poll,
-        )),
+        tokio::spawn(crate::jobs::apply_inbox::run(services.clone(), poll)),
         tokio::spawn(crate::jobs::deliver_merchant_orders::run(
-            started.services.clone(),
+            services.clone(),
             poll,
-        )),
-        tokio::spawn(crate::jobs::deadlines::run(
-            started.services.clone(),
-            Duration::from_secs(tick),
         )),
     ];
+    let lifecycle = services.lifecycle.clone();
+    let scheduler = crate::jobs::deadlines::start(
+        services.clone(),
+        Duration::from_secs(lifecycle.tick_seconds),
+        &lifecycle.reconcile_cron,
+        lifecycle.reconcile_rate,
+    )
+    .await
+    .context("scheduler.reconcile_cron")?;
+    // The first tick catches up at once with whatever fell due while we were down.
+    let catch_up = tokio::spawn(async move { crate::jobs::deadlines::tick(&services).await });
     let result = started.app.run_until_stopped().await;
+    catch_up.abort();
     for job in jobs {
         job.abort();
     }
+    drop(scheduler);
     result.context("HTTP server failed")
 }

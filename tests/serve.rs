@@ -94,6 +94,87 @@ async fn background_jobs_run(db: Db) {
     let calls = alipay.calls();
     assert_eq!(calls.len(), 1);
     assert!(calls[0].signature_ok);
+
+    // Support commands from the shell, against the same database while serve runs.
+    let key = common::platform_private_key();
+    let answer = client
+        .post(format!("{base}/alipay/gateway"))
+        .body(common::order_notification(&key, "CLI1", "n-cli-1", "0.00"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.text().await.unwrap(), "success");
+    let order_url = format!("{base}/admin/api/orders/CLI1");
+    eventually("the order to be applied", || async {
+        client
+            .get(&order_url)
+            .bearer_auth(common::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    let cli = |args: &[&str]| {
+        common::command(
+            args,
+            &test_db.url,
+            test_db._dir.path(),
+            common::free_port(),
+            "warn",
+        )
+        .env("ISV__ALIPAY__GATEWAY_URL", &alipay.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+    };
+    let out = cli(&["reconcile", "--rate", "50"]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 open orders reconciled: 0 repaired, 0 errors"),
+        "{stdout}"
+    );
+    let out = cli(&[
+        "terminate",
+        "CLI1",
+        "--reason",
+        "merchant closed the shop",
+        "--actor",
+        "bob",
+    ])
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let order: serde_json::Value = serde_json::from_str(
+        &client
+            .get(&order_url)
+            .bearer_auth(common::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(order["service"]["status"], "terminated", "{order}");
+    let last = order["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["actor"].as_str(), last["reason"].as_str()),
+        (Some("bob"), Some("merchant closed the shop"))
+    );
+    let out = cli(&["terminate", "NOPE", "--reason", "x"]).await.unwrap();
+    assert!(!out.status.success(), "an unknown order is an error");
     let _ = child.start_kill();
     let _ = child.wait().await;
     alipay.stop().await;

@@ -29,6 +29,25 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Ask Alipay (order.query) about every open order now and repair drift, with progress.
+    Reconcile {
+        /// Most order.query calls per second (default: scheduler.reconcile_rate_per_second).
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Orders queried at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Terminate an order's service (cause `support`), with the reason recorded in its history.
+    Terminate {
+        /// The commodity_order_id.
+        order: String,
+        #[arg(long)]
+        reason: String,
+        /// Who decided (default: the USER environment variable, else `support`).
+        #[arg(long)]
+        actor: Option<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -45,6 +64,12 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(prepared),
         Command::Migrate => migrate(&prepared),
+        Command::Reconcile { rate, concurrency } => reconcile(prepared, rate, concurrency),
+        Command::Terminate {
+            order,
+            reason,
+            actor,
+        } => terminate(prepared, order, reason, actor),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -91,5 +116,79 @@ fn serve(prepared: Prepared) -> anyhow::Result<()> {
             app_id = %prepared.settings.alipay.app_id, "isv-lifecycle serving");
         let poll = Duration::from_millis(prepared.settings.inbox.apply_poll_ms);
         crate::startup::run(started, poll).await
+    })
+}
+
+/// Services against the configured database, without the HTTP server (support commands).
+fn with_services<T>(
+    prepared: &Prepared,
+    f: impl AsyncFnOnce(crate::service::Services) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(async {
+        let pool = crate::startup::open_database(prepared)?;
+        let services = crate::startup::services(prepared, pool, Arc::new(SystemClock))?;
+        f(services).await
+    })
+}
+
+fn reconcile(prepared: Prepared, rate: Option<u32>, concurrency: usize) -> anyhow::Result<()> {
+    let rate = rate.unwrap_or(prepared.settings.scheduler.reconcile_rate_per_second);
+    with_services(&prepared, async |services| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} reconciling [{bar:40}] {pos}/{len} orders ({per_sec}, eta {eta})",
+            )
+            .expect("a valid progress template")
+            .progress_chars("=> "),
+        );
+        let report = services
+            .reconcile_all(rate, concurrency, &|done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })
+            .await
+            .map_err(anyhow::Error::msg)?;
+        bar.finish_and_clear();
+        println!(
+            "{} open orders reconciled: {} repaired, {} errors",
+            report.orders, report.repaired, report.errors
+        );
+        if report.errors > 0 {
+            anyhow::bail!(
+                "{} orders could not be reconciled (see the log)",
+                report.errors
+            );
+        }
+        Ok(())
+    })
+}
+
+fn terminate(
+    prepared: Prepared,
+    order: String,
+    reason: String,
+    actor: Option<String>,
+) -> anyhow::Result<()> {
+    let actor = actor
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "support".into());
+    with_services(&prepared, async |services| {
+        let event = crate::domain::lifecycle::OrderEvent::SupportTerminates { actor, reason };
+        let transition = services
+            .order_event_now(&order, event)
+            .await
+            .map_err(|e| anyhow::anyhow!("{order}: {e}"))?;
+        match transition.ignored {
+            Some(why) => println!("{order}: nothing to do ({why})"),
+            None => println!(
+                "{order}: service terminated (cause support); Alipay will be asked about the order on the next tick"
+            ),
+        }
+        Ok(())
     })
 }

@@ -1,35 +1,84 @@
-//! The scheduler tick: every `scheduler.tick_seconds`, fire what is due (deadlines, warnings,
-//! queued Alipay queries). After downtime everything overdue is due, so it catches up by itself;
-//! a full batch goes round again at once.
+//! The scheduler (tokio-cron-scheduler): a tick every `scheduler.tick_seconds` fires what is due
+//! (deadlines, warnings, queued Alipay queries), and `scheduler.reconcile_cron` runs
+//! reconciliation. After downtime everything overdue is due, so the first tick catches up; a full
+//! batch goes round again at once. A tick still running when the next one comes is not doubled.
 
 use crate::service::Services;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio_cron_scheduler::{Job, JobScheduler};
 
 const BATCH: i64 = 500;
 
-pub async fn run(services: Services, tick: Duration) {
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Fires everything due now.
+pub async fn tick(services: &Services) {
     loop {
-        interval.tick().await;
-        loop {
-            match services.fire_due_deadlines(BATCH).await {
-                Ok(report) if report.claimed as i64 >= BATCH => continue,
-                Ok(report) if report.claimed > 0 => {
-                    tracing::info!(
-                        claimed = report.claimed,
-                        transitions = report.transitions,
-                        errors = report.errors,
-                        "deadlines fired"
-                    );
-                    break;
-                }
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "scheduler tick failed; retrying next tick");
-                    break;
-                }
+        match services.fire_due_deadlines(BATCH).await {
+            Ok(report) if report.claimed as i64 >= BATCH => continue,
+            Ok(report) if report.claimed > 0 => {
+                tracing::info!(
+                    claimed = report.claimed,
+                    transitions = report.transitions,
+                    errors = report.errors,
+                    "deadlines fired"
+                );
+                return;
+            }
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!(%error, "scheduler tick failed; retrying next tick");
+                return;
             }
         }
     }
+}
+
+/// Builds and starts the scheduler's jobs.
+pub async fn start(
+    services: Services,
+    tick_every: Duration,
+    reconcile_cron: &str,
+    reconcile_rate: u32,
+) -> anyhow::Result<JobScheduler> {
+    let scheduler = JobScheduler::new().await?;
+    let busy = Arc::new(AtomicBool::new(false));
+    let tick_services = services.clone();
+    scheduler
+        .add(Job::new_repeated_async(tick_every, move |_, _| {
+            let (services, busy) = (tick_services.clone(), busy.clone());
+            Box::pin(async move {
+                if busy.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                tick(&services).await;
+                busy.store(false, Ordering::Release);
+            })
+        })?)
+        .await?;
+    if !reconcile_cron.trim().is_empty() {
+        let reconciling = Arc::new(AtomicBool::new(false));
+        scheduler
+            .add(Job::new_async(reconcile_cron, move |_, _| {
+                let (services, reconciling) = (services.clone(), reconciling.clone());
+                Box::pin(async move {
+                    if reconciling.swap(true, Ordering::AcqRel) {
+                        return;
+                    }
+                    match services.reconcile_all(reconcile_rate, 8, &|_, _| {}).await {
+                        Ok(report) => tracing::info!(
+                            orders = report.orders,
+                            repaired = report.repaired,
+                            errors = report.errors,
+                            "reconciliation done"
+                        ),
+                        Err(error) => tracing::warn!(%error, "reconciliation failed"),
+                    }
+                    reconciling.store(false, Ordering::Release);
+                })
+            })?)
+            .await?;
+    }
+    scheduler.start().await?;
+    Ok(scheduler)
 }

@@ -17,6 +17,7 @@ use crate::store::orders::{self as store, DeadlineRow, OrderRow};
 use crate::store::{AnyConnection, authorizations, deadlines, from_db_time, to_db_time};
 use chrono::{DateTime, Duration, Utc};
 use diesel::Connection as _;
+use futures_util::StreamExt as _;
 
 /// Deadline rows of kind `warning_<days>` hold the implementation warnings.
 const WARNING_PREFIX: &str = "warning_";
@@ -533,18 +534,33 @@ impl Services {
             claimed: claimed.len(),
             ..TickReport::default()
         };
-        for d in claimed {
-            match self.fire(&d, now).await {
-                Ok(true) => report.transitions += 1,
-                Ok(false) => {}
+        // Rows of different orders are independent; Alipay round trips overlap.
+        let outcomes: Vec<(deadlines::ClaimedDeadline, Result<bool, String>)> =
+            futures_util::stream::iter(claimed)
+                .map(|d| async move {
+                    let outcome = self.fire(&d, now).await;
+                    (d, outcome)
+                })
+                .buffer_unordered(self.lifecycle.concurrency.max(1))
+                .collect()
+                .await;
+        for (d, outcome) in outcomes {
+            match outcome {
+                Ok(moved) => {
+                    self.metrics
+                        .deadlines_fired
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    report.transitions += usize::from(moved);
+                }
                 Err(e) => {
                     report.errors += 1;
                     tracing::warn!(order = %d.commodity_order_id, kind = %d.kind, error = %e, "deadline not fired; retried next tick");
-                    let s = self.clone();
                     let retry =
                         to_db_time(now + Duration::seconds(self.lifecycle.tick_seconds as i64));
+                    let s = self.clone();
                     let _ = blocking(move || {
                         let mut conn = s.pool.get().map_err(|e| e.to_string())?;
+                        let _writer = s.pool.write_guard();
                         deadlines::release(&mut conn, d.id, retry).map_err(|e| e.to_string())
                     })
                     .await;
@@ -581,24 +597,10 @@ impl Services {
                 .map_err(e)?;
         }
         // Alipay is the source of truth: ask before acting.
-        let answer = self
-            .alipay
-            .servicemarket_order_query(&OrderQueryRequest::new(id))
-            .await;
+        let answer = self.read_alipay(id).await;
         let mut moved = false;
-        let answered = match &answer {
-            Ok(response) => {
-                let order_status = response
-                    .order_level_status()
-                    .map(|s| s.as_str().to_string());
-                let items: Vec<String> = response
-                    .order_items
-                    .iter()
-                    .filter_map(|i| i.order_status.as_ref().map(|s| s.as_str().to_string()))
-                    .collect();
-                let items: Vec<&str> = items.iter().map(String::as_str).collect();
-                let reading =
-                    lc::read_order_query(order_status.as_deref(), &items, self.lifecycle_rules());
+        let answered = match answer {
+            Ok(reading) => {
                 let t = self
                     .order_event_now(id, OrderEvent::AlipaySays(reading))
                     .await
@@ -685,26 +687,126 @@ impl Services {
         .map_err(|e| e.to_string())?
     }
 
-    /// Asks Alipay about one order now and applies what it says.
-    pub async fn reconcile_order(&self, id: &str) -> Result<Transition, LifecycleError> {
-        let response = self
+    /// `order.query` for one order, every page of its items, read with the configured table.
+    pub async fn read_alipay(
+        &self,
+        id: &str,
+    ) -> Result<lc::QueryReading, crate::alipay::client::AlipayError> {
+        let mut response = self
             .alipay
             .servicemarket_order_query(&OrderQueryRequest::new(id))
-            .await
-            .map_err(|e| LifecycleError::Unavailable(format!("order.query: {e}")))?;
+            .await?;
+        let mut items: Vec<String> = Vec::new();
+        let mut page = 1u32;
+        loop {
+            items.extend(
+                response
+                    .order_items
+                    .iter()
+                    .filter_map(|i| i.order_status.as_ref().map(|s| s.as_str().to_string())),
+            );
+            let total = response.total_size.unwrap_or(0).max(0) as usize;
+            // At most 100 items a page; a large multi-shop order spans pages.
+            if items.len() >= total || response.order_items.is_empty() || page >= 100 {
+                break;
+            }
+            page += 1;
+            let order_status = response.status.clone();
+            response = self
+                .alipay
+                .servicemarket_order_query(&OrderQueryRequest::new(id).page(page))
+                .await?;
+            if response.status.is_none() {
+                response.status = order_status;
+            }
+        }
         let order_status = response
             .order_level_status()
             .map(|s| s.as_str().to_string());
-        let items: Vec<String> = response
-            .order_items
-            .iter()
-            .filter_map(|i| i.order_status.as_ref().map(|s| s.as_str().to_string()))
-            .collect();
         let items: Vec<&str> = items.iter().map(String::as_str).collect();
-        let reading = lc::read_order_query(order_status.as_deref(), &items, self.lifecycle_rules());
+        Ok(lc::read_order_query(
+            order_status.as_deref(),
+            &items,
+            self.lifecycle_rules(),
+        ))
+    }
+
+    /// Asks Alipay about one order now and applies what it says.
+    pub async fn reconcile_order(&self, id: &str) -> Result<Transition, LifecycleError> {
+        let reading = self
+            .read_alipay(id)
+            .await
+            .map_err(|e| LifecycleError::Unavailable(format!("order.query: {e}")))?;
         self.order_event_now(id, OrderEvent::AlipaySays(reading))
             .await
     }
+
+    /// Reconciliation: every open order asked about with `order.query`, at most `concurrency`
+    /// at once and `rate_per_second` calls a second; drift is repaired through the rules (and
+    /// shows in the order's history). `progress(done, total)` is called after each order.
+    pub async fn reconcile_all(
+        &self,
+        rate_per_second: u32,
+        concurrency: usize,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<ReconcileReport, String> {
+        let s = self.clone();
+        let ids = blocking(move || -> Result<Vec<String>, String> {
+            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
+            let mut ids: Vec<String> = Vec::new();
+            loop {
+                let after = ids.last().cloned().unwrap_or_default();
+                let page = store::open_ids(&mut conn, &after, 1000).map_err(|e| e.to_string())?;
+                if page.is_empty() {
+                    return Ok(ids);
+                }
+                ids.extend(page);
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let total = ids.len();
+        let pace = tokio::sync::Mutex::new(tokio::time::interval(
+            std::time::Duration::from_secs_f64(1.0 / f64::from(rate_per_second.max(1))),
+        ));
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<Result<bool, String>> = futures_util::stream::iter(ids)
+            .map(|id| {
+                let (pace, done) = (&pace, &done);
+                async move {
+                    pace.lock().await.tick().await;
+                    let result = self
+                        .reconcile_order(&id)
+                        .await
+                        .map(|t| t.history.is_some())
+                        .map_err(|e| format!("{id}: {e}"));
+                    if let Err(error) = &result {
+                        tracing::warn!(%error, "reconciliation of an order failed");
+                    }
+                    progress(
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+                        total,
+                    );
+                    result
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        Ok(ReconcileReport {
+            orders: total,
+            repaired: results.iter().filter(|r| matches!(r, Ok(true))).count(),
+            errors: results.iter().filter(|r| r.is_err()).count(),
+        })
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub orders: usize,
+    /// Orders whose state changed to match Alipay.
+    pub repaired: usize,
+    pub errors: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -719,4 +821,8 @@ pub struct TickReport {
 pub struct LifecycleSettings {
     pub rules: LifecycleRules,
     pub tick_seconds: u64,
+    /// Claimed rows fired at once (each waits on an Alipay round trip).
+    pub concurrency: usize,
+    pub reconcile_cron: String,
+    pub reconcile_rate: u32,
 }

@@ -159,31 +159,42 @@ pub fn serve_command(
     port: u16,
     log_level: &str,
 ) -> tokio::process::Command {
+    command(&["serve"], db_url, data_dir, port, log_level)
+}
+
+/// Any command of the binary, configured like `serve_command`.
+pub fn command(
+    args: &[&str],
+    db_url: &str,
+    data_dir: &std::path::Path,
+    port: u16,
+    log_level: &str,
+) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_isv-lifecycle"));
-    cmd.args([
-        "serve",
-        "--config",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"),
-    ])
-    .env("ISV__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-    .env("ISV__DATABASE__URL", db_url)
-    .env("ISV__APP__DATA_DIR", data_dir)
-    .env("ISV__ALIPAY__APP_ID", APP_ID)
-    .env(
-        "ISV__ALIPAY__APP_PRIVATE_KEY_FILE",
-        vector_key_path("isv_app_private_pkcs1.pem"),
-    )
-    .env(
-        "ISV__ALIPAY__ALIPAY_PUBLIC_KEY_FILE",
-        vector_key_path("alipay_platform_public_spki.b64"),
-    )
-    .env("ISV__SECURITY__ENCRYPTION_KEY", ENCRYPTION_KEY)
-    .env("ISV__ADMIN__TOKEN", ADMIN_TOKEN)
-    .env("ISV__API__TOKEN", API_TOKEN)
-    .env("ISV__LOG__LEVEL", log_level)
-    .env_remove("RUST_LOG")
-    .stdout(std::process::Stdio::null())
-    .kill_on_drop(true);
+    cmd.args(args)
+        .args([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"),
+        ])
+        .env("ISV__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("ISV__DATABASE__URL", db_url)
+        .env("ISV__APP__DATA_DIR", data_dir)
+        .env("ISV__ALIPAY__APP_ID", APP_ID)
+        .env(
+            "ISV__ALIPAY__APP_PRIVATE_KEY_FILE",
+            vector_key_path("isv_app_private_pkcs1.pem"),
+        )
+        .env(
+            "ISV__ALIPAY__ALIPAY_PUBLIC_KEY_FILE",
+            vector_key_path("alipay_platform_public_spki.b64"),
+        )
+        .env("ISV__SECURITY__ENCRYPTION_KEY", ENCRYPTION_KEY)
+        .env("ISV__ADMIN__TOKEN", ADMIN_TOKEN)
+        .env("ISV__API__TOKEN", API_TOKEN)
+        .env("ISV__LOG__LEVEL", log_level)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
     cmd
 }
 
