@@ -14,8 +14,7 @@
 mod common;
 
 use chrono::{Duration, NaiveDateTime};
-use diesel::connection::SimpleConnection as _;
-use isv_lifecycle::store::{self, AnyConnection, DbTarget, deadlines};
+use isv_lifecycle::store::{self, DbTarget, deadlines};
 use std::time::Instant;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -23,32 +22,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn fill(conn: &mut AnyConnection, orders: usize) {
-    // Orders placed on 2024-06-10; deadlines due from 2024-06-11 on, one a few seconds apart.
-    let (series, ts) = match conn {
-        AnyConnection::Postgresql(_) => (
-            format!("SELECT i FROM generate_series(1, {orders}) AS i"),
-            "(TIMESTAMP '2024-06-11 00:00:00' + i * INTERVAL '2 seconds')".to_string(),
-        ),
-        AnyConnection::Sqlite(_) => (
-            format!(
-                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {orders}) SELECT i FROM n"
-            ),
-            "strftime('%Y-%m-%d %H:%M:%S', '2024-06-11 00:00:00', '+' || (i * 2) || ' seconds')"
-                .to_string(),
-        ),
-    };
-    let sql = format!(
-        "INSERT INTO orders (commodity_order_id, status, merchant_pid, mini_app_id, total_price, ordered_at, status_since, created_at, updated_at) \
-         SELECT 'O' || i, 'awaiting_payment', '2088000000000001', '2021000000000002', '9.90', \
-                '2024-06-10 00:00:00', '2024-06-10 00:00:00', '2024-06-10 00:00:00', '2024-06-10 00:00:00' FROM ({series}) s; \
-         INSERT INTO deadlines (commodity_order_id, kind, due_at, state, attempts) \
-         SELECT 'O' || i, 'payment', {ts}, 'pending', 0 FROM ({series}) s; \
-         ANALYZE;"
-    );
-    conn.batch_execute(&sql).unwrap();
 }
 
 fn main() {
@@ -70,7 +43,8 @@ fn main() {
         store::migrate(&pool).unwrap();
         let mut conn = pool.get().unwrap();
         let t = Instant::now();
-        fill(&mut conn, orders);
+        // Due from 2024-06-11 on, two seconds apart; the tick runs at 2024-06-10 12:00.
+        common::fill_orders_with_deadlines(&mut conn, orders, "2024-06-11 00:00:00", 2);
         eprintln!(
             "{db:?}: {orders} open orders and deadlines written in {:.1} s",
             t.elapsed().as_secs_f64()

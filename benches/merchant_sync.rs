@@ -73,7 +73,11 @@ async fn metric(client: &reqwest::Client, base: &str, name: &str) -> u64 {
 
 async fn run_backend(db: common::Db, count: usize, concurrency: usize) -> String {
     let test_db = common::test_db(db);
-    let alipay = FakeAlipay::start_constant("alipay.merchant.order.sync").await;
+    let alipay = FakeAlipay::start_constant(
+        "alipay.merchant.order.sync",
+        serde_json::json!({"code": "10000", "msg": "Success", "record_id": "R0", "order_id": "A0"}),
+    )
+    .await;
     let port = common::free_port();
     let mut child = common::serve_command(&test_db.url, test_db._dir.path(), port, "warn")
         .env("ISV__DATABASE__POOL_SIZE", "16")

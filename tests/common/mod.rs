@@ -217,3 +217,39 @@ pub async fn wait_healthy(client: &reqwest::Client, base: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Writes `orders` open orders (`O1`, `O2`, ...) awaiting payment, each with a pending payment
+/// deadline, the first due at `first_due` and the next ones `step_seconds` apart: the fixture of
+/// the scheduler's tests and benchmarks, written in one statement per table.
+pub fn fill_orders_with_deadlines(
+    conn: &mut isv_lifecycle::store::AnyConnection,
+    orders: usize,
+    first_due: &str,
+    step_seconds: u32,
+) {
+    use diesel::connection::SimpleConnection as _;
+    use isv_lifecycle::store::AnyConnection;
+    let (series, due) = match conn {
+        AnyConnection::Postgresql(_) => (
+            format!("SELECT i FROM generate_series(1, {orders}) AS i"),
+            format!("(TIMESTAMP '{first_due}' + (i - 1) * INTERVAL '{step_seconds} seconds')"),
+        ),
+        AnyConnection::Sqlite(_) => (
+            format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {orders}) SELECT i FROM n"
+            ),
+            format!(
+                "strftime('%Y-%m-%d %H:%M:%S', '{first_due}', '+' || ((i - 1) * {step_seconds}) || ' seconds')"
+            ),
+        ),
+    };
+    conn.batch_execute(&format!(
+        "INSERT INTO orders (commodity_order_id, status, merchant_pid, mini_app_id, total_price, ordered_at, status_since, created_at, updated_at) \
+         SELECT 'O' || i, 'awaiting_payment', '2088000000000001', '2021000000000002', '9.90', \
+                '2024-06-10 00:00:00', '2024-06-10 00:00:00', '2024-06-10 00:00:00', '2024-06-10 00:00:00' FROM ({series}) s; \
+         INSERT INTO deadlines (commodity_order_id, kind, due_at, state, attempts) \
+         SELECT 'O' || i, 'payment', {due}, 'pending', 0 FROM ({series}) s; \
+         ANALYZE;"
+    ))
+    .unwrap();
+}
