@@ -590,27 +590,24 @@ impl Services {
             self.finish_row(d.id, deadlines::FIRED).await?;
             return Ok(t.history.is_some());
         }
+        // A due deadline changes nothing by itself (the rules' DeadlineDue only asks Alipay, and
+        // the row stays open until the rule is applied), so the sweep asks Alipay directly:
+        // Alipay is the source of truth.
         let kind = deadline_kind(&d.kind);
-        if let Some(kind) = kind {
-            self.order_event_now(id, OrderEvent::DeadlineDue { kind, now })
-                .await
-                .map_err(e)?;
-        }
-        // Alipay is the source of truth: ask before acting.
         let answer = self.read_alipay(id).await;
         let mut moved = false;
-        let answered = match answer {
+        let (answered, after) = match answer {
             Ok(reading) => {
                 let t = self
                     .order_event_now(id, OrderEvent::AlipaySays(reading))
                     .await
                     .map_err(e)?;
                 moved |= t.history.is_some();
-                true
+                (true, Some(t.order))
             }
             Err(error) => {
                 tracing::warn!(order = %id, %error, "order.query failed");
-                false
+                (false, None)
             }
         };
         let Some(kind) = kind else {
@@ -622,19 +619,11 @@ impl Services {
             return Err("order.query failed".into());
         };
         // Still open after Alipay's answer? Past the grace period, the rule applies as inferred.
-        let s = self.clone();
-        let idc = id.to_string();
-        let open_since = blocking(move || -> Result<Option<DateTime<Utc>>, String> {
-            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
-            let row = store::find(&mut conn, &idc)
-                .map_err(|e| e.to_string())?
-                .ok_or("order vanished")?;
-            let rows = store::deadlines(&mut conn, &idc).map_err(|e| e.to_string())?;
-            let order = to_domain(&row, &rows).map_err(|e| e.to_string())?;
-            Ok(order.inference_allowed_from(kind, s.lifecycle_rules()))
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let order = match after {
+            Some(order) => order,
+            None => self.load_order(id).await?,
+        };
+        let open_since = order.inference_allowed_from(kind, self.lifecycle_rules());
         match open_since {
             None => Ok(moved),
             Some(from) if now >= from => {
@@ -661,6 +650,20 @@ impl Services {
             }
             Some(_) => Err("order.query failed and the grace period has not passed".into()),
         }
+    }
+
+    async fn load_order(&self, id: &str) -> Result<Order, String> {
+        let (s, id) = (self.clone(), id.to_string());
+        blocking(move || -> Result<Order, String> {
+            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
+            let row = store::find(&mut conn, &id)
+                .map_err(|e| e.to_string())?
+                .ok_or("order vanished")?;
+            let rows = store::deadlines(&mut conn, &id).map_err(|e| e.to_string())?;
+            to_domain(&row, &rows).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     async fn finish_row(&self, id: i64, state: &'static str) -> Result<(), String> {
