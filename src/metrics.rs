@@ -33,6 +33,10 @@ pub struct Metrics {
     pub merchant_syncs_delivered: AtomicU64,
     /// Deadline, warning and query rows the scheduler fired (claimed and handled).
     pub deadlines_fired: AtomicU64,
+    /// Implementation-deadline warnings raised.
+    pub deadlines_warned: AtomicU64,
+    /// Deadline rules applied past the grace period without Alipay's agreement.
+    pub transitions_inferred: AtomicU64,
 }
 
 impl Metrics {
@@ -135,6 +139,16 @@ impl Metrics {
             "isv_deadlines_fired_total",
             "Deadline, warning and query rows fired by the scheduler.",
             &[("", self.deadlines_fired.load(Relaxed))],
+        );
+        counter(
+            "isv_deadlines_warned_total",
+            "Implementation-deadline warnings raised.",
+            &[("", self.deadlines_warned.load(Relaxed))],
+        );
+        counter(
+            "isv_transitions_inferred_total",
+            "Deadline rules applied past the grace period without Alipay.",
+            &[("", self.transitions_inferred.load(Relaxed))],
         );
         out
     }

@@ -339,6 +339,11 @@ impl Services {
                 state,
             )?;
         }
+        if t.history.as_ref().is_some_and(|h| h.inferred) {
+            self.metrics
+                .transitions_inferred
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(h) = &t.history {
             store::add_history(
                 conn,
@@ -434,6 +439,11 @@ impl Services {
                             )
                         }
                     };
+                    if matches!(alert, lc::Alert::ImplementationDeadlineNear { .. }) {
+                        self.metrics
+                            .deadlines_warned
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     let kind = match alert {
                         lc::Alert::UnknownAlipayStatus { .. } => "unknown_alipay_status",
                         lc::Alert::ImplementationDeadlineNear { .. } => {
@@ -740,8 +750,24 @@ impl Services {
             .read_alipay(id)
             .await
             .map_err(|e| LifecycleError::Unavailable(format!("order.query: {e}")))?;
-        self.order_event_now(id, OrderEvent::AlipaySays(reading))
-            .await
+        let recorded = format!("{reading:?}");
+        let transition = self
+            .order_event_now(id, OrderEvent::AlipaySays(reading))
+            .await?;
+        // Each result is kept with the order, for support.
+        let (s, id, at) = (self.clone(), id.to_string(), to_db_time(self.clock.now()));
+        blocking(move || -> Result<(), LifecycleError> {
+            let mut conn = s
+                .pool
+                .get()
+                .map_err(|e| LifecycleError::Unavailable(e.to_string()))?;
+            let _writer = s.pool.write_guard();
+            store::record_reconciliation(&mut conn, &id, &recorded, at)
+                .map_err(LifecycleError::from)
+        })
+        .await
+        .map_err(|e| LifecycleError::Unavailable(e.to_string()))??;
+        Ok(transition)
     }
 
     /// Reconciliation: every open order asked about with `order.query`, at most `concurrency`

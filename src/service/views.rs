@@ -60,6 +60,12 @@ pub struct OrderView {
     pub service: Option<ServiceView>,
     /// Support's open to-dos for this service (e.g. `merchant_must_cancel_authorization`).
     pub open_tasks: Vec<String>,
+    /// `automatic` (Alipay's, during implementation or confirmation) or `offline` (after
+    /// completion, between merchant and ISV), once a refund is seen.
+    pub refund: Option<String>,
+    /// The last reconciliation's reading of `order.query`, and when.
+    pub alipay_reading: Option<String>,
+    pub reconciled_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryView>>,
 }
@@ -143,6 +149,9 @@ fn order_view(
             termination_reason: s.termination_reason,
         }),
         open_tasks,
+        refund: row.refund,
+        alipay_reading: row.alipay_reading,
+        reconciled_at: row.reconciled_at.map(utc),
         history,
     })
 }

@@ -43,6 +43,8 @@ pub struct OrderRow {
     pub paid: bool,
     pub audit_passed_at: Option<NaiveDateTime>,
     pub refund: Option<String>,
+    pub alipay_reading: Option<String>,
+    pub reconciled_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -299,5 +301,20 @@ pub fn open_ids(conn: &mut AnyConnection, after: &str, limit: i64) -> QueryResul
             .limit(limit)
             .select(od::commodity_order_id)
             .load(conn)
+    })
+}
+
+/// Records what reconciliation read from Alipay for the order, and when.
+pub fn record_reconciliation(
+    conn: &mut AnyConnection,
+    id: &str,
+    reading: &str,
+    at: NaiveDateTime,
+) -> QueryResult<()> {
+    db_run!(conn: {
+        diesel::update(od::table.find(id))
+            .set((od::alipay_reading.eq(Some(reading)), od::reconciled_at.eq(Some(at))))
+            .execute(conn)
+            .map(|_| ())
     })
 }

@@ -51,6 +51,8 @@ diesel::table! {
         paid -> Bool,
         audit_passed_at -> Nullable<Timestamp>,
         refund -> Nullable<Text>,
+        alipay_reading -> Nullable<Text>,
+        reconciled_at -> Nullable<Timestamp>,
     }
 }
 

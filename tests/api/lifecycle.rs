@@ -233,6 +233,10 @@ async fn refunds_found_by_reconciliation(app: TestApp) {
         "{o}"
     );
     assert_eq!(o["service"]["termination_cause"], "refunded");
+    // Each reconciliation's reading is kept with the order.
+    assert_eq!(o["alipay_reading"], "Cancelled { by_isv: false }", "{o}");
+    assert!(o["reconciled_at"].is_string(), "{o}");
+    assert_eq!(o["refund"], "automatic");
     app.stop().await;
 }
 both_backends!(
@@ -339,23 +343,21 @@ async fn alipay_faults_never_lose_or_double_a_transition(app: TestApp) {
     let report = app.tick().await;
     assert_eq!(report.transitions, 0);
     assert_eq!(order(&app, "F1").await["status"], "awaiting_payment");
-    // A 20000 and then an answer whose signature does not verify: still nothing.
+    // 20000 three times (Alipay: "unknown, retry later"): still nothing.
     app.clock.advance(Duration::minutes(1));
-    app.alipay.script([
-        Reply::Error {
-            code: "20000",
-            sub_code: "isp.unknow-error",
-        },
-        Reply::Error {
-            code: "20000",
-            sub_code: "isp.unknow-error",
-        },
-        Reply::Error {
-            code: "20000",
-            sub_code: "isp.unknow-error",
-        },
-    ]);
+    let unavailable = Reply::Error {
+        code: "20000",
+        sub_code: "isp.unknow-error",
+    };
+    app.alipay
+        .script([unavailable.clone(), unavailable.clone(), unavailable]);
     app.tick().await;
+    assert_eq!(order(&app, "F1").await["status"], "awaiting_payment");
+    // An answer whose signature does not verify is not data, even though it says "cancelled".
+    app.clock.advance(Duration::minutes(1));
+    app.alipay.script([Reply::BadSignature]);
+    let report = app.tick().await;
+    assert_eq!(report.transitions, 0);
     assert_eq!(order(&app, "F1").await["status"], "awaiting_payment");
     // Alipay answers: exactly one transition, however many ticks follow.
     app.clock.advance(Duration::minutes(1));

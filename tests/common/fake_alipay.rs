@@ -25,6 +25,8 @@ pub enum Reply {
         sub_code: &'static str,
     },
     Http(u16),
+    /// A success whose signature is made with the wrong key (a forged or corrupted answer).
+    BadSignature,
 }
 
 #[derive(Clone, Default)]
@@ -193,6 +195,21 @@ async fn gateway(
     }
     let reply = shared.script.lock().unwrap().pop_front();
     match reply {
+        Some(Reply::BadSignature) => {
+            let wrong = PrivateKey::parse(
+                &std::fs::read_to_string(super::vector_key_path("isv_app_private_pkcs8.pem"))
+                    .unwrap(),
+            )
+            .unwrap();
+            let content = serde_json::json!({"code": "10000", "msg": "Success", "status": "CLOSED", "order_items": [{"order_status": "MERCHANT_CANCELLED"}]});
+            HttpResponse::Ok()
+                .content_type("application/json;charset=utf-8")
+                .body(response::sign_response(
+                    &method,
+                    &content.to_string(),
+                    &wrong,
+                ))
+        }
         Some(Reply::Http(status)) => {
             HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
                 .body("error")
