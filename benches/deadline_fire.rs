@@ -19,27 +19,6 @@ use common::fake_alipay::FakeAlipay;
 use isv_lifecycle::store::{self, DbTarget};
 use std::time::{Duration, Instant};
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-async fn metric(client: &reqwest::Client, base: &str, name: &str) -> u64 {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
-}
-
 async fn run_backend(db: common::Db, count: usize, concurrency: usize) -> String {
     let test_db = common::test_db(db);
     let target = DbTarget::parse(&test_db.url).unwrap();
@@ -71,14 +50,14 @@ async fn run_backend(db: common::Db, count: usize, concurrency: usize) -> String
         .unwrap();
     common::wait_healthy(&client, &base).await;
     loop {
-        let fired = metric(&client, &base, "isv_deadlines_fired_total").await as usize;
+        let fired = common::metric(&client, &base, "isv_deadlines_fired_total").await as usize;
         if fired >= count || start.elapsed() > Duration::from_secs(1200) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let elapsed = start.elapsed();
-    let fired = metric(&client, &base, "isv_deadlines_fired_total").await as usize;
+    let fired = common::metric(&client, &base, "isv_deadlines_fired_total").await as usize;
     let _ = child.start_kill();
     let _ = child.wait().await;
     let queries = alipay.calls().len();
@@ -91,21 +70,15 @@ async fn run_backend(db: common::Db, count: usize, concurrency: usize) -> String
 }
 
 fn main() {
-    let count: usize = env_or("BENCH_DEADLINES", 100_000);
-    let concurrency: usize = env_or("BENCH_CONCURRENCY", 32);
-    let backends: String = env_or("BENCH_BACKENDS", "sqlite,postgres".to_string());
+    let count: usize = common::env_or("BENCH_DEADLINES", 100_000);
+    let concurrency: usize = common::env_or("BENCH_CONCURRENCY", 32);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let mut rows = Vec::new();
-    for name in backends.split(',') {
-        let db = match name.trim() {
-            "sqlite" => common::Db::Sqlite,
-            "postgres" => common::Db::Postgres,
-            other => panic!("unknown backend {other}"),
-        };
+    for db in common::bench_backends() {
         rows.push(runtime.block_on(run_backend(db, count, concurrency)));
     }
     println!(

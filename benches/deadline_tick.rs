@@ -17,27 +17,14 @@ use chrono::{Duration, NaiveDateTime};
 use isv_lifecycle::store::{self, DbTarget, deadlines};
 use std::time::Instant;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let orders: usize = env_or("BENCH_ORDERS", 1_000_000);
-    let backends: String = env_or("BENCH_BACKENDS", "sqlite,postgres".to_string());
+    let orders: usize = common::env_or("BENCH_ORDERS", 1_000_000);
     let now: NaiveDateTime = chrono::NaiveDate::from_ymd_opt(2024, 6, 10)
         .unwrap()
         .and_hms_opt(12, 0, 0)
         .unwrap();
     let mut rows = Vec::new();
-    for name in backends.split(',') {
-        let db = match name.trim() {
-            "sqlite" => common::Db::Sqlite,
-            "postgres" => common::Db::Postgres,
-            other => panic!("unknown backend {other}"),
-        };
+    for db in common::bench_backends() {
         let test_db = common::test_db(db);
         let pool = store::connect_pool(&DbTarget::parse(&test_db.url).unwrap(), 2).unwrap();
         store::migrate(&pool).unwrap();

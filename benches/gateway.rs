@@ -23,13 +23,6 @@ use futures_util::StreamExt as _;
 use isv_lifecycle::store::{self, DbTarget};
 use std::time::{Duration, Instant};
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn messages(count: usize) -> Vec<String> {
     let cache = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join(format!("target/bench-gateway-{count}.txt"));
@@ -247,10 +240,9 @@ async fn run_backend(
 }
 
 fn main() {
-    let count: usize = env_or("BENCH_MESSAGES", 60_000);
-    let concurrency: usize = env_or("BENCH_CONCURRENCY", 64);
-    let half_seconds: f64 = env_or("BENCH_HALF_SECONDS", 5.0);
-    let backends: String = env_or("BENCH_BACKENDS", "sqlite,postgres".to_string());
+    let count: usize = common::env_or("BENCH_MESSAGES", 60_000);
+    let concurrency: usize = common::env_or("BENCH_CONCURRENCY", 64);
+    let half_seconds: f64 = common::env_or("BENCH_HALF_SECONDS", 5.0);
     let bodies = messages(count);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -258,12 +250,7 @@ fn main() {
         .build()
         .unwrap();
     let mut rows = Vec::new();
-    for name in backends.split(',') {
-        let db = match name.trim() {
-            "sqlite" => common::Db::Sqlite,
-            "postgres" => common::Db::Postgres,
-            other => panic!("unknown backend {other}"),
-        };
+    for db in common::bench_backends() {
         rows.push(runtime.block_on(run_backend(db, &bodies, concurrency, half_seconds)));
     }
     println!(

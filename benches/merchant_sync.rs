@@ -25,13 +25,6 @@ use common::fake_alipay::FakeAlipay;
 use futures_util::StreamExt as _;
 use std::time::{Duration, Instant};
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn sync(i: usize) -> String {
     let business_info = serde_json::json!({
         "book_item": "洗剪吹", "start_time": "2024-06-11 10:00:00", "end_time": "2024-06-11 11:00:00",
@@ -55,20 +48,6 @@ fn sync(i: usize) -> String {
         ],
     })
     .to_string()
-}
-
-async fn metric(client: &reqwest::Client, base: &str, name: &str) -> u64 {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
 }
 
 async fn run_backend(db: common::Db, count: usize, concurrency: usize) -> String {
@@ -103,7 +82,7 @@ async fn run_backend(db: common::Db, count: usize, concurrency: usize) -> String
         .send()
         .await
         .unwrap();
-    while metric(&client, &base, "isv_inbox_applied_total").await < 1 {
+    while common::metric(&client, &base, "isv_inbox_applied_total").await < 1 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -137,16 +116,17 @@ async fn run_backend(db: common::Db, count: usize, concurrency: usize) -> String
         |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
 
     // Delivery: from the end of the posting phase until the outbox is empty.
-    let delivered_before = metric(&client, &base, "isv_merchant_syncs_delivered_total").await;
+    let delivered_before =
+        common::metric(&client, &base, "isv_merchant_syncs_delivered_total").await;
     let d_start = Instant::now();
     loop {
-        let delivered = metric(&client, &base, "isv_merchant_syncs_delivered_total").await;
+        let delivered = common::metric(&client, &base, "isv_merchant_syncs_delivered_total").await;
         if delivered as usize >= accepted || d_start.elapsed() > Duration::from_secs(600) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let delivered = metric(&client, &base, "isv_merchant_syncs_delivered_total").await;
+    let delivered = common::metric(&client, &base, "isv_merchant_syncs_delivered_total").await;
     let total_delivery_time = start.elapsed();
     let bad_signatures = alipay.calls().iter().filter(|c| !c.signature_ok).count();
     let _ = child.start_kill();
@@ -162,21 +142,15 @@ async fn run_backend(db: common::Db, count: usize, concurrency: usize) -> String
 }
 
 fn main() {
-    let count: usize = env_or("BENCH_SYNCS", 20_000);
-    let concurrency: usize = env_or("BENCH_CONCURRENCY", 64);
-    let backends: String = env_or("BENCH_BACKENDS", "sqlite,postgres".to_string());
+    let count: usize = common::env_or("BENCH_SYNCS", 20_000);
+    let concurrency: usize = common::env_or("BENCH_CONCURRENCY", 64);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let mut rows = Vec::new();
-    for name in backends.split(',') {
-        let db = match name.trim() {
-            "sqlite" => common::Db::Sqlite,
-            "postgres" => common::Db::Postgres,
-            other => panic!("unknown backend {other}"),
-        };
+    for db in common::bench_backends() {
         rows.push(runtime.block_on(run_backend(db, count, concurrency)));
     }
     println!(

@@ -11,20 +11,6 @@ use std::time::{Duration, Instant};
 
 const DEADLINES: usize = 10_000;
 
-async fn metric(client: &reqwest::Client, base: &str, name: &str) -> u64 {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
-}
-
 fn cancelled_history(target: &DbTarget) -> (i64, i64) {
     use diesel::prelude::*;
     use isv_lifecycle::store::schema::{order_history, orders};
@@ -92,7 +78,7 @@ async fn two_replicas_fire_each_deadline_exactly_once() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut fired = Vec::new();
     for (_, base, _) in &replicas {
-        fired.push(metric(&client, base, "isv_deadlines_fired_total").await);
+        fired.push(common::metric(&client, base, "isv_deadlines_fired_total").await);
     }
     for (child, _, _) in &mut replicas {
         let _ = child.start_kill();

@@ -94,20 +94,50 @@ impl TestApp {
         (status, response.text().await.unwrap())
     }
 
-    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
-        let response = self
+    /// One JSON request with a bearer token; the body of a non-JSON answer comes back as a string.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self
             .http
-            .get(format!("{}{path}", self.address))
-            .bearer_auth(common::ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
+            .request(method, format!("{}{path}", self.address))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
         (
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, common::ADMIN_TOKEN, None)
+            .await
+    }
+
+    pub async fn admin_post(&self, path: &str, body: &str) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, common::ADMIN_TOKEN, Some(body))
+            .await
+    }
+
+    pub async fn api_get(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, common::API_TOKEN, None)
+            .await
+    }
+
+    pub async fn api_post(&self, path: &str, body: &str) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, common::API_TOKEN, Some(body))
+            .await
     }
 
     pub async fn admin_get_text(&self, path: &str) -> String {
@@ -148,40 +178,6 @@ impl TestApp {
         self.alipay.stop().await;
     }
 
-    pub async fn api_post(&self, path: &str, body: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.address))
-            .bearer_auth(common::API_TOKEN)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    pub async fn api_get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.address))
-            .bearer_auth(common::API_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
     pub fn clock_now_ms(&self) -> i64 {
         use isv_lifecycle::clock::Clock as _;
         self.clock.now().timestamp_millis()
@@ -199,24 +195,6 @@ impl TestApp {
                 return total;
             }
         }
-    }
-
-    pub async fn admin_post(&self, path: &str, body: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.address))
-            .bearer_auth(common::ADMIN_TOKEN)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
     }
 
     /// Delivers every due merchant-order sync, as the delivery job would.

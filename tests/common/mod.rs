@@ -253,3 +253,38 @@ pub fn fill_orders_with_deadlines(
     ))
     .unwrap();
 }
+
+/// A setting of a benchmark, from the environment.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The backends a benchmark runs on: `BENCH_BACKENDS` (default `sqlite,postgres`).
+pub fn bench_backends() -> Vec<Db> {
+    env_or("BENCH_BACKENDS", "sqlite,postgres".to_string())
+        .split(',')
+        .map(|name| match name.trim() {
+            "sqlite" => Db::Sqlite,
+            "postgres" => Db::Postgres,
+            other => panic!("unknown backend {other}"),
+        })
+        .collect()
+}
+
+/// One counter from a server's `/metrics`.
+pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> u64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
