@@ -230,6 +230,10 @@ impl Services {
         let rows = store::deadlines(conn, id)?;
         let order = to_domain(&row, &rows)?;
         let transition = lc::handle(&order, event, now, self.lifecycle_rules())?;
+        if let Some(why) = &transition.ignored {
+            // Stale, backward or repeated: recorded here, and the message itself stays stored.
+            tracing::debug!(order = %id, reason = %why, "event ignored by the lifecycle rules");
+        }
         let after = self.persist(conn, &row, &transition, now)?;
         Ok((transition, after))
     }
