@@ -51,6 +51,11 @@ impl TestApp {
     /// A server on a free port over a fresh database, with a manual clock and no background
     /// worker: tests apply messages with `run_pending_jobs`.
     pub async fn spawn(db: Db) -> TestApp {
+        Self::spawn_with(db, |_| {}).await
+    }
+
+    /// `spawn`, with the settings adjusted first.
+    pub async fn spawn_with(db: Db, adjust: impl FnOnce(&mut Settings)) -> TestApp {
         if std::env::var("TEST_LOG").is_ok() {
             isv_lifecycle::telemetry::init("text", "debug");
         }
@@ -60,6 +65,7 @@ impl TestApp {
         settings.alipay.gateway_url = alipay.url.clone();
         settings.alipay.retry_backoff_ms = 1;
         settings.alerts.webhook_url = alipay.alerts_url();
+        adjust(&mut settings);
         let prepared = Prepared::from_settings(settings, Path::new("config/default.toml")).unwrap();
         let clock = ManualClock::new(start_time());
         let started = isv_lifecycle::startup::build(&prepared, Arc::new(clock.clone())).unwrap();

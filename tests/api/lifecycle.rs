@@ -380,3 +380,37 @@ both_backends!(
     alipay_faults_never_lose_or_double_a_transition,
     alipay_faults_never_lose_or_double_a_transition
 );
+
+/// A timed-out `order.query` changes nothing; the next answer moves the order once. (The one
+/// test that waits on the wall clock: a 1 s client timeout, which is what it tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_order_query_changes_nothing() {
+    let app = TestApp::spawn_with(Db::Sqlite, |s| {
+        s.alipay.timeout_seconds = 1;
+        s.alipay.max_attempts = 1;
+    })
+    .await;
+    place(&app, "T1", "9.90").await;
+    app.alipay
+        .set_order("T1", "CLOSED", &["MERCHANT_CANCELLED"]);
+    app.clock.advance(days(3));
+    app.alipay.script([Reply::Delay(2_500)]);
+    let report = app.tick().await;
+    assert_eq!((report.transitions, report.errors), (0, 1), "{report:?}");
+    assert_eq!(order(&app, "T1").await["status"], "awaiting_payment");
+    app.clock.advance(Duration::minutes(1));
+    app.tick().await;
+    app.tick().await;
+    let o = order(&app, "T1").await;
+    assert_eq!(o["cancel_reason"], "unpaid_timeout", "{o}");
+    assert_eq!(
+        o["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["to_status"] == "cancelled")
+            .count(),
+        1
+    );
+    app.stop().await;
+}

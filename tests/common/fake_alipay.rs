@@ -27,6 +27,9 @@ pub enum Reply {
     Http(u16),
     /// A success whose signature is made with the wrong key (a forged or corrupted answer).
     BadSignature,
+    /// No answer for this many milliseconds (longer than the client's timeout), then the
+    /// default one.
+    Delay(u64),
 }
 
 #[derive(Clone, Default)]
@@ -193,8 +196,13 @@ async fn gateway(
             serde_json::json!({"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-signature", "sub_msg": "验签出错"}),
         );
     }
-    let reply = shared.script.lock().unwrap().pop_front();
+    let mut reply = shared.script.lock().unwrap().pop_front();
+    if let Some(Reply::Delay(ms)) = reply {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        reply = None;
+    }
     match reply {
+        Some(Reply::Delay(_)) => unreachable!("a delay is served before the match"),
         Some(Reply::BadSignature) => {
             let wrong = PrivateKey::parse(
                 &std::fs::read_to_string(super::vector_key_path("isv_app_private_pkcs8.pem"))
