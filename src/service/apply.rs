@@ -88,31 +88,41 @@ impl Services {
         if due.is_empty() {
             return Ok(ApplyPass::default());
         }
-        let _writer = self.pool.write_guard();
-        let outcomes = conn
-            .transaction::<_, diesel::result::Error, _>(|conn| {
-                let mut outcomes = Vec::with_capacity(due.len());
-                for pending in &due {
-                    let outcome = self.apply_one(conn, pending, now);
-                    if let Err(error) = &outcome {
-                        let attempts = pending.attempts + 1;
-                        let give_up = matches!(error, ApplyError::Permanent(_))
-                            || attempts >= self.apply.max_attempts;
-                        let next = to_db_time(now + backoff(pending.attempts));
-                        messages::record_failure(
-                            conn,
-                            pending.id,
-                            attempts,
-                            next,
-                            &error.to_string(),
-                            give_up,
-                        )?;
+        // SQLite has one writer, shared with the gateway's inbox: commit in small chunks so that
+        // ingest is never held up behind a long apply transaction.
+        let chunk = match self.pool.backend() {
+            crate::store::Backend::Sqlite => 32,
+            crate::store::Backend::Postgres => due.len(),
+        };
+        let mut outcomes = Vec::with_capacity(due.len());
+        for part in due.chunks(chunk.max(1)) {
+            let _writer = self.pool.write_guard();
+            let committed = conn
+                .transaction::<_, diesel::result::Error, _>(|conn| {
+                    let mut outcomes = Vec::with_capacity(part.len());
+                    for pending in part {
+                        let outcome = self.apply_one(conn, pending, now);
+                        if let Err(error) = &outcome {
+                            let attempts = pending.attempts + 1;
+                            let give_up = matches!(error, ApplyError::Permanent(_))
+                                || attempts >= self.apply.max_attempts;
+                            let next = to_db_time(now + backoff(pending.attempts));
+                            messages::record_failure(
+                                conn,
+                                pending.id,
+                                attempts,
+                                next,
+                                &error.to_string(),
+                                give_up,
+                            )?;
+                        }
+                        outcomes.push(outcome);
                     }
-                    outcomes.push(outcome);
-                }
-                Ok(outcomes)
-            })
-            .map_err(|e| e.to_string())?;
+                    Ok(outcomes)
+                })
+                .map_err(|e| e.to_string())?;
+            outcomes.extend(committed);
+        }
         // Counted and logged only once committed.
         let mut pass = ApplyPass {
             seen: due.len(),
