@@ -35,6 +35,23 @@ pub struct Settings {
     pub inbox: InboxSettings,
     pub log: LogSettings,
     pub alerts: AlertSettings,
+    pub templates: TemplateSettings,
+}
+
+/// Which template builds the merchant's mini program, per marketplace `item_code`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TemplateSettings {
+    /// The template mini program's APPID for item codes without their own entry; empty: none.
+    pub default_template_id: String,
+    /// Empty: the latest version of the template on shelf.
+    pub default_template_version: String,
+    /// Let Alipay put an approved version online itself.
+    pub auto_online: bool,
+    /// Seconds between `build.query` polls.
+    pub build_poll_seconds: i64,
+    /// `item_code` → `{ template_id, template_version }`.
+    #[serde(default)]
+    pub items: std::collections::HashMap<String, crate::service::pipeline::TemplateRef>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -57,6 +57,20 @@ pub fn services(
     Ok(Services {
         alipay,
         delivery_wakeup: Arc::new(Notify::new()),
+        pipeline: Arc::new({
+            let t = &prepared.settings.templates;
+            crate::service::pipeline::PipelineSettings {
+                items: t.items.clone(),
+                default: (!t.default_template_id.trim().is_empty()).then(|| {
+                    crate::service::pipeline::TemplateRef {
+                        template_id: t.default_template_id.clone(),
+                        template_version: t.default_template_version.clone(),
+                    }
+                }),
+                auto_online: t.auto_online,
+                poll_seconds: t.build_poll_seconds,
+            }
+        }),
         lifecycle: Arc::new(crate::service::lifecycle::LifecycleSettings {
             rules: crate::domain::lifecycle::LifecycleRules {
                 warning_days: prepared.settings.scheduler.warning_days.clone(),
@@ -126,6 +140,7 @@ pub async fn run(started: Started, poll: Duration) -> anyhow::Result<()> {
             services.clone(),
             poll,
         )),
+        tokio::spawn(crate::jobs::pipeline::run(services.clone(), poll)),
     ];
     let lifecycle = services.lifecycle.clone();
     let scheduler = crate::jobs::deadlines::start(

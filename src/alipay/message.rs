@@ -59,7 +59,14 @@ pub enum GatewayMessage {
     /// `alipay.open.mini.version.audit.passed`: our build of the merchant's mini program passed.
     AuditPassed {
         mini_app_id: String,
+        app_version: Option<String>,
         at: DateTime<Utc>,
+    },
+    /// `alipay.open.mini.version.audit.rejected`, with Alipay's reason.
+    AuditRejected {
+        mini_app_id: String,
+        app_version: Option<String>,
+        reason: String,
     },
     Other {
         kind: String,
@@ -130,13 +137,29 @@ pub fn parse(params: &Params) -> Result<GatewayMessage, MessageError> {
             auth_app_id: auth_app_id.to_string(),
         });
     }
-    if method == Some(METHOD_AUDIT_PASSED) {
+    if method == Some(METHOD_AUDIT_PASSED) || method == Some(METHOD_AUDIT_REJECTED) {
         let biz = biz_content(params, &kind)?;
         let mini_app_id = biz
             .get("mini_app_id")
             .and_then(Value::as_str)
             .or_else(|| non_empty(params, "msg_app_id"))
-            .ok_or_else(|| problem(&kind, "biz_content has no mini_app_id"))?;
+            .ok_or_else(|| problem(&kind, "biz_content has no mini_app_id"))?
+            .to_string();
+        let app_version = biz
+            .get("mini_app_version")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if method == Some(METHOD_AUDIT_REJECTED) {
+            let reason = biz
+                .get("audit_reason")
+                .and_then(json_text)
+                .unwrap_or_else(|| "no reason given".into());
+            return Ok(GatewayMessage::AuditRejected {
+                mini_app_id,
+                app_version,
+                reason,
+            });
+        }
         // Message-service messages carry their send time as epoch milliseconds.
         let at = non_empty(params, "utc_timestamp")
             .and_then(|t| t.parse().ok())
@@ -144,7 +167,8 @@ pub fn parse(params: &Params) -> Result<GatewayMessage, MessageError> {
             .or_else(|| non_empty(params, "notify_time").and_then(time::parse_beijing))
             .ok_or_else(|| problem(&kind, "no utc_timestamp"))?;
         return Ok(GatewayMessage::AuditPassed {
-            mini_app_id: mini_app_id.to_string(),
+            mini_app_id,
+            app_version,
             at,
         });
     }

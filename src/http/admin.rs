@@ -21,6 +21,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/orders/{commodity_order_id}/reconcile",
                 web::post().to(reconcile),
             )
+            .route("/builds/{mini_app_id}/retry", web::post().to(retry_build))
             .route(
                 "/authorizations/{auth_app_id}",
                 web::get().to(authorization),
@@ -252,5 +253,26 @@ async fn reconcile(
             respond(&state, ("order", &id), move |s| s.order(&lookup)).await
         }
         Err(e) => lifecycle_error(&id, e),
+    }
+}
+
+/// Starts a new build (next version) after a rejected or failed one; answers the order JSON.
+async fn retry_build(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    if let Err(r) = authorize(&req, &state) {
+        return r;
+    }
+    let app = path.into_inner();
+    let services = state.services.clone();
+    match blocking(move || services.retry_build(&app)).await {
+        Ok(Ok(order_id)) => {
+            let lookup = order_id.clone();
+            respond(&state, ("order", &order_id), move |s| s.order(&lookup)).await
+        }
+        Ok(Err(message)) => json_error(StatusCode::CONFLICT, "invalid_transition", message),
+        Err(e) => from_join_error(e),
     }
 }

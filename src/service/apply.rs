@@ -190,8 +190,34 @@ impl Services {
                         .map_err(lifecycle_error)?;
                     Applied::Done
                 }
-                GatewayMessage::AuditPassed { mini_app_id, at } => {
+                GatewayMessage::AuditPassed {
+                    mini_app_id,
+                    app_version,
+                    at,
+                } => {
+                    // The build moves on (online next) and the orders ask Alipay.
+                    self.audit_result(conn, mini_app_id, app_version.as_deref(), None, now)?;
                     self.apply_audit_passed(conn, mini_app_id, *at, now)?
+                }
+                GatewayMessage::AuditRejected {
+                    mini_app_id,
+                    app_version,
+                    reason,
+                } => {
+                    if let Some(alert) = self.audit_result(
+                        conn,
+                        mini_app_id,
+                        app_version.as_deref(),
+                        Some(reason),
+                        now,
+                    )? {
+                        let alerts = self.alerts.clone();
+                        // Raised off the apply transaction, best effort like every alert.
+                        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                            handle.spawn(async move { alerts.raise(alert).await });
+                        }
+                    }
+                    Applied::Done
                 }
                 // Recorded as applied: nothing in the lifecycle acts on these yet.
                 GatewayMessage::Other { .. } => Applied::Done,

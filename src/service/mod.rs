@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod merchant_delivery;
 pub mod merchant_sync;
+pub mod pipeline;
 pub mod views;
 
 use crate::alipay::PublicKey;
@@ -39,6 +40,7 @@ pub struct Services {
     pub delivery_wakeup: Arc<Notify>,
     pub alerts: alerts::Alerter,
     pub lifecycle: Arc<lifecycle::LifecycleSettings>,
+    pub pipeline: Arc<pipeline::PipelineSettings>,
 }
 
 /// Runs blocking database work off the async executor.

@@ -37,6 +37,14 @@ pub struct HistoryView {
 }
 
 #[derive(Debug, Serialize)]
+pub struct BuildView {
+    pub app_version: String,
+    /// `upload`, `build_query`, `audit_apply`, `await_audit`, `online`, `done`, `rejected`, `failed`.
+    pub step: String,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
 pub struct ServiceView {
     pub status: String,
     pub termination_cause: Option<String>,
@@ -66,6 +74,8 @@ pub struct OrderView {
     /// The last reconciliation's reading of `order.query`, and when.
     pub alipay_reading: Option<String>,
     pub reconciled_at: Option<DateTime<Utc>>,
+    /// The newest template build of the order's mini program.
+    pub build: Option<BuildView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryView>>,
 }
@@ -113,6 +123,14 @@ fn order_view(
         .unwrap_or_else(|| format!("order:{}", row.commodity_order_id));
     let service = orders::find_service(conn, &key)?;
     let open_tasks = orders::open_tasks(conn, &key)?;
+    let build = match &row.mini_app_id {
+        Some(app) => crate::store::builds::latest(conn, app)?.map(|b| BuildView {
+            app_version: b.app_version,
+            step: b.step,
+            last_error: b.last_error,
+        }),
+        None => None,
+    };
     let history = if with_history {
         Some(
             orders::history(conn, &row.commodity_order_id)?
@@ -152,6 +170,7 @@ fn order_view(
         refund: row.refund,
         alipay_reading: row.alipay_reading,
         reconciled_at: row.reconciled_at.map(utc),
+        build,
         history,
     })
 }

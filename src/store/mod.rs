@@ -3,6 +3,7 @@
 //! needs a concrete backend, run through `db_run!`, which matches the connection's variant.
 
 pub mod authorizations;
+pub mod builds;
 mod conn;
 pub mod deadlines;
 pub mod group_commit;

@@ -143,7 +143,27 @@ diesel::table! {
 
 diesel::joinable!(order_history -> orders (commodity_order_id));
 diesel::joinable!(deadlines -> orders (commodity_order_id));
+diesel::table! {
+    template_builds (id) {
+        id -> BigInt,
+        mini_app_id -> Text,
+        commodity_order_id -> Text,
+        app_version -> Text,
+        version_number -> Integer,
+        template_id -> Text,
+        template_version -> Nullable<Text>,
+        step -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        claimed_until -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    template_builds,
     services,
     support_tasks,
     merchant_orders,

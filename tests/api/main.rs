@@ -10,4 +10,5 @@ mod deadlines;
 mod gateway;
 mod lifecycle;
 mod merchant_orders;
+mod pipeline;
 mod secrets;

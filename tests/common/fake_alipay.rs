@@ -140,6 +140,27 @@ impl FakeAlipay {
     }
 }
 
+/// The text parts of a multipart body (parts with a file name are skipped).
+fn multipart_text_parts(body: &[u8], boundary: &str) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(body);
+    text.split(&format!("--{boundary}"))
+        .filter_map(|part| {
+            let (headers, value) = part.split_once("\r\n\r\n")?;
+            let disposition = headers
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("content-disposition"))?;
+            if disposition.contains("filename=") {
+                return None;
+            }
+            let name = disposition.split("name=\"").nth(1)?.split('"').next()?;
+            Some((
+                name.to_string(),
+                value.strip_suffix("\r\n").unwrap_or(value).to_string(),
+            ))
+        })
+        .collect()
+}
+
 async fn alert(body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
     shared
         .alerts
@@ -156,7 +177,14 @@ async fn gateway(
     keys: web::Data<Keys>,
 ) -> HttpResponse {
     let mut params: BTreeMap<String, String> = BTreeMap::new();
-    for source in [req.query_string().as_bytes(), &body[..]] {
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let multipart = content_type.starts_with("multipart/");
+    let form_body: &[u8] = if multipart { b"" } else { &body[..] };
+    for source in [req.query_string().as_bytes(), form_body] {
         if let Ok(pairs) = form::decode(source) {
             for (k, v) in pairs.iter() {
                 params.insert(
@@ -165,6 +193,10 @@ async fn gateway(
                 );
             }
         }
+    }
+    // Upload APIs (audit.apply) send multipart: their text parts are signed, file parts are not.
+    if let Some(boundary) = content_type.split("boundary=").nth(1).filter(|_| multipart) {
+        params.extend(multipart_text_parts(&body, boundary.trim_matches('"')));
     }
     let method = params.get("method").cloned().unwrap_or_default();
     let signature_ok = params
@@ -241,6 +273,12 @@ async fn gateway(
             HttpResponse::Ok()
                 .content_type("application/json;charset=utf-8")
                 .body(body)
+        }
+        None if method == "alipay.open.mini.version.build.query" => {
+            signed(serde_json::json!({"code": "10000", "msg": "Success", "build_status": "2"}))
+        }
+        None if method.starts_with("alipay.open.mini.version.") => {
+            signed(serde_json::json!({"code": "10000", "msg": "Success", "build_status": "0"}))
         }
         None if method == "alipay.open.servicemarket.order.query" => {
             let biz: serde_json::Value = params
