@@ -48,10 +48,128 @@ pub enum Command {
         #[arg(long)]
         actor: Option<String>,
     },
+    /// The local Alipay simulator: OpenAPI endpoint, control API and signed gateway messages.
+    Sim(SimArgs),
+    /// Run the whole lifecycle in one process against the embedded simulator, on a temporary
+    /// database and a manual clock, and print a timeline per order and a summary.
+    Demo,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimArgs {
+    /// Where the simulator listens (OpenAPI at /gateway.do, control API under /sim/).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub listen: std::net::SocketAddr,
+    /// Our application gateway, where the simulator sends signed messages.
+    #[arg(long, default_value = "http://127.0.0.1:8080/alipay/gateway")]
+    pub gateway_url: String,
+    /// The "Alipay platform" private key the simulator signs with (required outside sandbox mode).
+    #[arg(long)]
+    pub platform_key: Option<PathBuf>,
+    /// Multiplies Alipay's message retry schedule (4m, 10m, 10m, 1h, 2h, 6h, 15h).
+    #[arg(long, default_value_t = 1.0)]
+    pub retry_scale: f64,
+    /// Share of OpenAPI calls answered HTTP 502.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_5xx: f64,
+    /// Share of OpenAPI calls answered only after --fault-timeout-ms.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_timeout: f64,
+    /// Share of OpenAPI calls answered 40005 (call limit).
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_rate_limited: f64,
+    /// Share of OpenAPI calls answered with a signature that does not verify.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_bad_signature: f64,
+    #[arg(long, default_value_t = 20_000)]
+    pub fault_timeout_ms: u64,
+    #[arg(long, default_value_t = 0)]
+    pub fault_seed: u64,
+    #[command(subcommand)]
+    pub command: Option<SimCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Drive a running simulator through its control API and print its JSON answer.
+    Trigger {
+        /// The running simulator's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8090")]
+        sim_url: String,
+        #[command(subcommand)]
+        event: TriggerEvent,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TriggerEvent {
+    /// A new order (with the merchant's authorization); sends both messages.
+    Order {
+        #[arg(long)]
+        price: Option<String>,
+        #[arg(long)]
+        mini_app_id: Option<String>,
+        #[arg(long)]
+        commodity_order_id: Option<String>,
+        /// Do not authorize (no authorization message).
+        #[arg(long)]
+        no_authorize: bool,
+    },
+    /// The merchant pays ORDER.
+    Pay { order: String },
+    /// The merchant is refunded for ORDER.
+    Refund { order: String },
+    /// The merchant confirms ORDER.
+    Confirm { order: String },
+    /// The merchant cancels the authorization of APP; sends appauth.cancelled.
+    CancelAuthorization { app: String },
+    /// The next audit of APP's mini program is rejected.
+    RejectAudit {
+        app: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Moves the simulator's clock forward.
+    Advance { seconds: i64 },
+    /// Prints the simulator's state (no tokens).
+    State,
+    /// Prints the OpenAPI calls log (no tokens).
+    Calls,
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Driving a running simulator needs no settings.
+    if let Command::Sim(SimArgs {
+        command: Some(SimCommand::Trigger { sim_url, event }),
+        ..
+    }) = &cli.command
+    {
+        return match sim_trigger(sim_url, event) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("isv-lifecycle: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // The demo makes its own settings (temporary database and keys) from the file.
+    if let Command::Demo = &cli.command {
+        // Alerts are part of the story, but as log lines they would break up the timeline.
+        crate::telemetry::init("text", "error");
+        let result = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(crate::demo::run(&cli.config)));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("isv-lifecycle demo: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let prepared =
         match Settings::load(&cli.config).and_then(|s| Prepared::from_settings(s, &cli.config)) {
             Ok(p) => p,
@@ -70,6 +188,8 @@ pub fn main() -> ExitCode {
             reason,
             actor,
         } => terminate(prepared, order, reason, actor),
+        Command::Sim(args) => sim(prepared, args),
+        Command::Demo => unreachable!("the demo runs before settings are prepared"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -188,6 +308,142 @@ fn terminate(
             None => println!(
                 "{order}: service terminated (cause support); Alipay will be asked about the order on the next tick"
             ),
+        }
+        Ok(())
+    })
+}
+
+fn sim(prepared: Prepared, args: SimArgs) -> anyhow::Result<()> {
+    use crate::alipay::PrivateKey;
+    announce_sandbox(&prepared);
+    let key_file = match (&args.platform_key, &prepared.sandbox) {
+        (Some(file), _) => file.clone(),
+        (None, Some(sandbox)) => sandbox.platform_private_key.clone(),
+        (None, None) => anyhow::bail!(
+            "--platform-key FILE is required: Alipay keys are configured, so there is no sandbox platform key"
+        ),
+    };
+    let text = std::fs::read_to_string(&key_file)
+        .with_context(|| format!("--platform-key {}", key_file.display()))?;
+    let platform_key = PrivateKey::parse(&text)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("--platform-key {}", key_file.display()))?;
+    if !platform_key.public_key().same_key_as(&prepared.alipay_key) {
+        tracing::warn!(
+            "the simulator's platform key does not match alipay.alipay_public_key: the service will refuse its messages and answers"
+        );
+    }
+    let mut config = crate::sim::SimConfig::new(
+        prepared.settings.alipay.app_id.clone(),
+        prepared.app_key.public_key(),
+        Arc::new(platform_key),
+    );
+    config.listen = args.listen;
+    config.gateway_url = Some(args.gateway_url.clone());
+    config.retry_scale = args.retry_scale;
+    config.faults = crate::sim::SimFaults {
+        share_5xx: args.fault_5xx,
+        share_timeout: args.fault_timeout,
+        share_rate_limited: args.fault_rate_limited,
+        share_bad_signature: args.fault_bad_signature,
+        timeout_ms: args.fault_timeout_ms,
+        seed: args.fault_seed,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(async move {
+        let (running, server) = crate::sim::Simulator::bind(config)
+            .with_context(|| format!("--listen {}", args.listen))?;
+        eprintln!(
+            "isv-lifecycle sim: OpenAPI at {} (point alipay.gateway_url here), control API at {}, messages to {}",
+            running.url, running.control_url, args.gateway_url
+        );
+        tokio::select! {
+            result = server => result.context("simulator server")?,
+            _ = tokio::signal::ctrl_c() => running.stop().await,
+        }
+        Ok(())
+    })
+}
+
+fn sim_trigger(sim_url: &str, event: &TriggerEvent) -> anyhow::Result<()> {
+    use serde_json::json;
+    let base = format!("{}/sim", sim_url.trim_end_matches('/'));
+    let seg = |s: &str| {
+        let mut out = String::new();
+        crate::alipay::form::encode_component(s.as_bytes(), &mut out);
+        out
+    };
+    let (get, path, body) = match event {
+        TriggerEvent::Order {
+            price,
+            mini_app_id,
+            commodity_order_id,
+            no_authorize,
+        } => (
+            false,
+            "/orders".to_string(),
+            json!({"price": price, "mini_app_id": mini_app_id,
+                "commodity_order_id": commodity_order_id, "authorize": !no_authorize}),
+        ),
+        TriggerEvent::Pay { order } => (false, format!("/orders/{}/pay", seg(order)), json!({})),
+        TriggerEvent::Refund { order } => {
+            (false, format!("/orders/{}/refund", seg(order)), json!({}))
+        }
+        TriggerEvent::Confirm { order } => {
+            (false, format!("/orders/{}/confirm", seg(order)), json!({}))
+        }
+        TriggerEvent::CancelAuthorization { app } => (
+            false,
+            format!("/authorizations/{}/cancel", seg(app)),
+            json!({}),
+        ),
+        TriggerEvent::RejectAudit { app, reason } => (
+            false,
+            format!("/audit/{}/reject", seg(app)),
+            json!({"reason": reason}),
+        ),
+        TriggerEvent::Advance { seconds } => (
+            false,
+            "/clock/advance".to_string(),
+            json!({"seconds": seconds}),
+        ),
+        TriggerEvent::State => (true, "/state".to_string(), json!(null)),
+        TriggerEvent::Calls => (true, "/calls".to_string(), json!(null)),
+    };
+    let url = format!("{base}{path}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("HTTP client")?;
+        let request = if get {
+            client.get(&url)
+        } else {
+            client
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string())
+        };
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the simulator at {sim_url}"))?;
+        let status = response.status();
+        let text = response.text().await.context("reading the answer")?;
+        let shown = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| serde_json::to_string_pretty(&v).ok())
+            .unwrap_or(text);
+        println!("{shown}");
+        if !status.is_success() {
+            anyhow::bail!("the simulator answered HTTP {status}");
         }
         Ok(())
     })

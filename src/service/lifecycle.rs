@@ -209,12 +209,6 @@ impl Services {
         let created = store::find(conn, &new.commodity_order_id)?
             .ok_or_else(|| LifecycleError::NotFound(new.commodity_order_id.clone()))?;
         self.persist(conn, &created, &transition, now)?;
-        // The merchant's service starts provisioning with its first order; a renewal or re-order
-        // for the same mini program extends the same service.
-        let key = service_key(&created);
-        if store::find_service(conn, &key)?.is_none() {
-            self.save_service(conn, &key, &ServiceState::provisioning(now), &[], now)?;
-        }
         Ok(true)
     }
 
@@ -287,6 +281,17 @@ impl Services {
         };
         if t.ignored.is_some() && t.effects.is_empty() {
             return Ok(after);
+        }
+        // The merchant's service starts provisioning once an order of its mini program is paid
+        // (or free); a renewal or re-order for the same mini program extends the same service.
+        if matches!(
+            o.status,
+            OrderStatus::Implementing | OrderStatus::AwaitingConfirmation | OrderStatus::Completed
+        ) {
+            let key = service_key(before);
+            if store::find_service(conn, &key)?.is_none() {
+                self.save_service(conn, &key, &ServiceState::provisioning(now), &[], now)?;
+            }
         }
         let saved = store::save_state(
             conn,
@@ -504,6 +509,21 @@ impl Services {
                 }
                 _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Our build of the mini program is online: its service is live.
+    pub fn service_went_live(
+        &self,
+        conn: &mut AnyConnection,
+        mini_app_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), LifecycleError> {
+        let service = load_service(conn, mini_app_id, now)?;
+        let st = lc::handle_service(&service, ServiceEvent::WentLive { at: now }, now)?;
+        if st.ignored.is_none() {
+            self.save_service(conn, mini_app_id, &st.state, &st.effects, now)?;
         }
         Ok(())
     }

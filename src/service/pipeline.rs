@@ -286,6 +286,11 @@ impl Services {
                     if builds::advance(&mut conn, b.id, &b.step, to, to_db_time(at), None, db_now)
                         .map_err(e)?
                     {
+                        if to == builds::DONE {
+                            // Our version is online: the merchant's service is live.
+                            s.service_went_live(&mut conn, &b.mini_app_id, now)
+                                .map_err(|e| e.to_string())?;
+                        }
                         note(
                             &mut conn,
                             &b.commodity_order_id,
@@ -387,6 +392,13 @@ impl Services {
                         format!("version {}", build.app_version),
                         now,
                     )?;
+                    if next == builds::DONE {
+                        // Auto-online: Alipay put the approved version online itself.
+                        self.service_went_live(conn, mini_app_id, now)
+                            .map_err(|e| {
+                                diesel::result::Error::QueryBuilderError(e.to_string().into())
+                            })?;
+                    }
                 }
                 Ok(None)
             }
@@ -465,8 +477,14 @@ enum Step {
 }
 
 impl Step {
+    /// Every step is idempotent (the version is fixed; Alipay answers an upload or audit of a
+    /// version it already has with an error we read as done), so whatever may be transient —
+    /// transport errors, 5xx, `20000`, rate limiting (`40005`), an answer whose signature does
+    /// not verify — is retried; a business refusal fails the build for support.
     fn from_error(e: AlipayError) -> Step {
-        if e.is_retryable() || e.code() == Some("40005") {
+        let transient =
+            e.is_retryable() || e.code() == Some("40005") || matches!(e, AlipayError::Response(_));
+        if transient {
             Step::Retry(e.to_string())
         } else {
             Step::Fail(e.to_string())
