@@ -1,7 +1,9 @@
 //! Counters for the gateway and the inbox, rendered in Prometheus text format at `/metrics`.
 //! Plain atomics: the label sets are small and fixed.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Rejection reasons, in the order of `alipay::Rejection::code`.
@@ -15,8 +17,37 @@ pub const REJECTION_CODES: &[&str] = &[
     "not_utf8",
 ];
 
+/// Upper bounds (seconds) of the Alipay call latency histogram.
+const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Debug, Default)]
+struct Latency {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Debug, Default)]
+struct AlipayStats {
+    latency: BTreeMap<&'static str, Latency>,
+    /// (method, result) → calls; result is `10000`, Alipay's `sub_code` (else `code`), or the
+    /// kind of failure (`transport`, `http_502`, `bad_response`, `decode`).
+    results: BTreeMap<(&'static str, String), u64>,
+}
+
+/// Prometheus label values escape `\`, `"` and newlines.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
+    alipay: Mutex<AlipayStats>,
     pub received: AtomicU64,
     pub verified_v1: AtomicU64,
     pub verified_v2: AtomicU64,
@@ -44,6 +75,84 @@ impl Metrics {
         if let Some(i) = REJECTION_CODES.iter().position(|c| *c == code) {
             self.rejected[i].fetch_add(1, Relaxed);
         }
+    }
+
+    /// One Alipay OpenAPI call: its latency and its result.
+    pub fn alipay_call(&self, method: &'static str, elapsed: std::time::Duration, result: &str) {
+        let Ok(mut stats) = self.alipay.lock() else {
+            return;
+        };
+        let secs = elapsed.as_secs_f64();
+        let latency = stats.latency.entry(method).or_default();
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                latency.buckets[i] += 1;
+            }
+        }
+        latency.count += 1;
+        latency.sum += secs;
+        *stats
+            .results
+            .entry((method, result.to_string()))
+            .or_insert(0) += 1;
+    }
+
+    /// The Alipay call histogram and results, in Prometheus text format.
+    fn render_alipay(&self, out: &mut String) {
+        let Ok(stats) = self.alipay.lock() else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "# HELP isv_alipay_call_seconds Alipay OpenAPI call latency, retries included.\n# TYPE isv_alipay_call_seconds histogram"
+        );
+        for (method, l) in &stats.latency {
+            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "isv_alipay_call_seconds_bucket{{method=\"{method}\",le=\"{bound}\"}} {}",
+                    l.buckets[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "isv_alipay_call_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
+                l.count
+            );
+            let _ = writeln!(
+                out,
+                "isv_alipay_call_seconds_sum{{method=\"{method}\"}} {}",
+                l.sum
+            );
+            let _ = writeln!(
+                out,
+                "isv_alipay_call_seconds_count{{method=\"{method}\"}} {}",
+                l.count
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP isv_alipay_calls_total Alipay OpenAPI calls by result (10000, sub_code or failure kind).\n# TYPE isv_alipay_calls_total counter"
+        );
+        for ((method, result), n) in &stats.results {
+            let _ = writeln!(
+                out,
+                "isv_alipay_calls_total{{method=\"{method}\",result=\"{}\"}} {n}",
+                label(result)
+            );
+        }
+    }
+
+    /// Gauges measured at scrape time (backlogs), in Prometheus text format.
+    pub fn render_gauges(gauges: &[(&str, &str, f64)]) -> String {
+        let mut out = String::new();
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        out
     }
 
     pub fn rejected(&self, code: &str) -> u64 {
@@ -150,6 +259,7 @@ impl Metrics {
             "Deadline rules applied past the grace period without Alipay.",
             &[("", self.transitions_inferred.load(Relaxed))],
         );
+        self.render_alipay(&mut out);
         out
     }
 }

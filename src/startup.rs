@@ -53,7 +53,13 @@ pub fn services(
     } else {
         inbox.writers
     };
-    let alipay = Arc::new(alipay_client(prepared, clock.clone())?);
+    let metrics = Arc::new(Metrics::default());
+    let client: Arc<dyn crate::alipay::client::AlipayApi> =
+        Arc::new(alipay_client(prepared, clock.clone())?);
+    let alipay = Arc::new(crate::service::metered::MeteredAlipay::new(
+        client,
+        metrics.clone(),
+    ));
     Ok(Services {
         alipay,
         delivery_wakeup: Arc::new(Notify::new()),
@@ -98,7 +104,7 @@ pub fn services(
         sealer: Arc::new(Sealer::new(&prepared.encryption_key).context("security.encryption_key")?),
         alipay_key: prepared.alipay_key.clone(),
         app_id: Arc::from(prepared.settings.alipay.app_id.as_str()),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         apply_wakeup: Arc::new(Notify::new()),
         apply: ApplySettings {
             batch: inbox.apply_batch,

@@ -23,7 +23,11 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(state.services.metrics.render())
+    let services = state.services.clone();
+    match blocking(move || services.metrics_text()).await {
+        Ok(body) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(body),
+        Err(_) => HttpResponse::InternalServerError().finish(),
+    }
 }

@@ -11,6 +11,7 @@ pub fn gateway_log_limiter() -> gateway::LogLimiter {
 }
 mod health;
 mod merchant_orders;
+mod request_id;
 
 use crate::service::Services;
 use actix_web::{App, HttpServer, dev::Server, web};
@@ -38,6 +39,7 @@ impl Application {
         let state = web::Data::new(state);
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap_fn(request_id::wrap)
                 .app_data(state.clone())
                 .configure(gateway::routes)
                 .configure(admin::routes)

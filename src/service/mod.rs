@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod merchant_delivery;
 pub mod merchant_sync;
+pub mod metered;
 pub mod pipeline;
 pub mod views;
 

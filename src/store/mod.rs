@@ -6,6 +6,7 @@ pub mod authorizations;
 pub mod builds;
 mod conn;
 pub mod deadlines;
+pub mod gauges;
 pub mod group_commit;
 pub mod merchant_orders;
 pub mod messages;

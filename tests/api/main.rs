@@ -10,5 +10,6 @@ mod deadlines;
 mod gateway;
 mod lifecycle;
 mod merchant_orders;
+mod metrics;
 mod pipeline;
 mod secrets;
