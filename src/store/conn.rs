@@ -158,9 +158,16 @@ pub fn connect_pool(target: &DbTarget, size: u32) -> Result<Pool, String> {
 /// Applies pending migrations; returns how many ran.
 pub fn run_migrations(conn: &mut AnyConnection) -> Result<usize, String> {
     let applied = match conn {
-        AnyConnection::Postgresql(c) => c
-            .run_pending_migrations(POSTGRES_MIGRATIONS)
-            .map(|v| v.len()),
+        // Replicas starting together on an empty database take turns: a session-level advisory
+        // lock (an arbitrary, fixed key) around the migrations.
+        AnyConnection::Postgresql(c) => {
+            c.batch_execute("SELECT pg_advisory_lock(7218034511)").map_err(|e| e.to_string())?;
+            let applied = c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len());
+            let unlocked = c.batch_execute("SELECT pg_advisory_unlock(7218034511)");
+            let applied = applied.map_err(|e| e.to_string())?;
+            unlocked.map_err(|e| e.to_string())?;
+            return Ok(applied);
+        }
         AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
     };
     applied.map_err(|e| e.to_string())
