@@ -156,3 +156,109 @@ fn sandbox_mode_generates_keys_and_migrates() {
         String::from_utf8_lossy(&out.stdout).contains(&format!("migrations applied: {migrations}"))
     );
 }
+
+#[test]
+fn keys_generate_writes_a_matching_pair_and_never_overwrites() {
+    use isv_lifecycle::alipay::{PrivateKey, PublicKey};
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("keys");
+    // No settings or database: run from an empty directory with no config file.
+    let generate = || {
+        Command::new(env!("CARGO_BIN_EXE_isv-lifecycle"))
+            .args(["keys", "generate", "--out"])
+            .arg(&out_dir)
+            .current_dir(dir.path())
+            .env("ISV__DATABASE__URL", "mysql://not-used")
+            .output()
+            .unwrap()
+    };
+    let out = generate();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let read = |name: &str| std::fs::read_to_string(out_dir.join(name)).unwrap();
+    let pkcs8 = PrivateKey::parse(&read("app_private_key.pem")).unwrap();
+    assert!(read("app_private_key.pem").contains("-----BEGIN PRIVATE KEY-----"));
+    assert!(read("app_private_key_pkcs1.pem").contains("-----BEGIN RSA PRIVATE KEY-----"));
+    assert!(!read("app_private_key.b64").contains("-----"));
+    assert!(!read("app_public_key.b64").contains("-----"));
+    let pkcs1 = PrivateKey::parse(&read("app_private_key_pkcs1.pem")).unwrap();
+    let bare = PrivateKey::parse(&read("app_private_key.b64")).unwrap();
+    let public_pem = PublicKey::parse(&read("app_public_key.pem")).unwrap();
+    let public_b64 = PublicKey::parse(&read("app_public_key.b64")).unwrap();
+    assert!(public_pem.same_key_as(&public_b64));
+    for private in [&pkcs8, &pkcs1, &bare] {
+        assert!(private.public_key().same_key_as(&public_pem));
+        let signature = private.sign_base64(b"app_id=2021004100000001&method=x");
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(signature)
+            .unwrap();
+        assert!(public_b64.verify(b"app_id=2021004100000001&method=x", &raw));
+        assert!(!public_b64.verify(b"something else", &raw));
+    }
+    let mode = |name: &str| {
+        std::fs::metadata(out_dir.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("app_private_key.pem"), 0o600);
+    assert_eq!(mode("app_private_key_pkcs1.pem"), 0o600);
+    assert_eq!(mode("app_private_key.b64"), 0o600);
+    // It prints the public key and the paths, never the private key.
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout.contains(read("app_public_key.b64").trim()),
+        "{stdout}"
+    );
+    assert!(stdout.contains("app_private_key.pem"), "{stdout}");
+    assert!(!stdout.contains(read("app_private_key.b64").trim()));
+    assert!(!stdout.contains("PRIVATE KEY-----"));
+
+    let before = read("app_private_key.pem");
+    let again = generate();
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("refusing to overwrite"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(read("app_private_key.pem"), before, "the key is untouched");
+}
+
+#[test]
+fn orders_list_on_a_fresh_database_prints_only_the_header() {
+    let out = run(&["orders", "list", "--config", &config()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    for column in [
+        "ORDER",
+        "STATUS",
+        "CANCEL REASON",
+        "MINI PROGRAM",
+        "ORDERED AT",
+    ] {
+        assert!(lines[0].contains(column), "{stdout}");
+    }
+    let out = run(
+        &["orders", "list", "--status", "lost", "--config", &config()],
+        &[],
+    );
+    assert!(!out.status.success());
+    let out = run(&["orders", "show", "NOPE", "--config", &config()], &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no order \"NOPE\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        &["messages", "replay", "-", "NOPE", "--config", &config()],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no message"), "{}", stderr(&out));
+}

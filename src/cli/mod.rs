@@ -1,4 +1,5 @@
-//! The command line: `serve` and `migrate` (more commands come with later work).
+//! The command line: `serve`, `migrate`, the simulator and demo, and support commands (`orders`,
+//! `messages replay`, `reconcile`, `terminate`, `keys generate`).
 
 use crate::clock::SystemClock;
 use crate::config::{Prepared, Settings};
@@ -53,6 +54,54 @@ pub enum Command {
     /// Run the whole lifecycle in one process against the embedded simulator, on a temporary
     /// database and a manual clock, and print a timeline per order and a summary.
     Demo,
+    /// Look at orders in the configured database.
+    #[command(subcommand)]
+    Orders(OrdersCommand),
+    /// Stored gateway messages.
+    #[command(subcommand)]
+    Messages(MessagesCommand),
+    /// RSA key pairs for Alipay's console (needs no settings or database).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrdersCommand {
+    /// A table of orders, newest first: id, status, cancel reason, mini program, ordered at.
+    List {
+        /// Only orders in this status (awaiting_payment, implementing, awaiting_confirmation,
+        /// completed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// One order as JSON, with deadlines, service and history.
+    Show {
+        /// The commodity_order_id.
+        order: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MessagesCommand {
+    /// Put a failed or quarantined message back in the apply queue (the running service applies
+    /// it on its next poll).
+    Replay {
+        /// The message's app_id; `-` (or "") for order notifications, which carry none.
+        app_id: String,
+        notify_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// A fresh RSA-2048 app key pair: PKCS#8 and PKCS#1 PEM, bare base64 for SDKs and the console.
+    Generate {
+        /// Where to write the files (created when missing); existing files are never overwritten.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,6 +202,16 @@ pub fn main() -> ExitCode {
             }
         };
     }
+    // Generating keys needs no settings or database.
+    if let Command::Keys(KeysCommand::Generate { out }) = &cli.command {
+        return match keys_generate(out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("isv-lifecycle: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // The demo makes its own settings (temporary database and keys) from the file.
     if let Command::Demo = &cli.command {
         // Alerts are part of the story, but as log lines they would break up the timeline.
@@ -190,6 +249,14 @@ pub fn main() -> ExitCode {
         } => terminate(prepared, order, reason, actor),
         Command::Sim(args) => sim(prepared, args),
         Command::Demo => unreachable!("the demo runs before settings are prepared"),
+        Command::Keys(_) => unreachable!("keys are generated before settings are prepared"),
+        Command::Orders(OrdersCommand::List { status, limit }) => {
+            orders_list(prepared, status, limit)
+        }
+        Command::Orders(OrdersCommand::Show { order }) => orders_show(prepared, order),
+        Command::Messages(MessagesCommand::Replay { app_id, notify_id }) => {
+            messages_replay(prepared, app_id, notify_id)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -311,6 +378,185 @@ fn terminate(
         }
         Ok(())
     })
+}
+
+fn orders_list(prepared: Prepared, status: Option<String>, limit: i64) -> anyhow::Result<()> {
+    if let Some(s) = &status
+        && crate::domain::OrderStatus::parse(s).is_none()
+    {
+        anyhow::bail!(
+            "--status {s:?} is not an order status (awaiting_payment, implementing, awaiting_confirmation, completed, cancelled)"
+        );
+    }
+    if !(1..=100_000).contains(&limit) {
+        anyhow::bail!("--limit {limit} must be between 1 and 100000");
+    }
+    with_services(&prepared, async |services| {
+        let orders = crate::service::blocking(move || services.orders(status.as_deref(), limit))
+            .await?
+            .map_err(anyhow::Error::from)?;
+        let rows: Vec<[String; 5]> = orders
+            .into_iter()
+            .map(|o| {
+                [
+                    o.commodity_order_id,
+                    o.status,
+                    o.cancel_reason.unwrap_or_else(|| "-".into()),
+                    o.mini_app_id.unwrap_or_else(|| "-".into()),
+                    o.ordered_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(
+                &[
+                    "ORDER",
+                    "STATUS",
+                    "CANCEL REASON",
+                    "MINI PROGRAM",
+                    "ORDERED AT"
+                ],
+                &rows
+            )
+        );
+        Ok(())
+    })
+}
+
+/// A plain, left-aligned text table, columns two spaces apart, with a header row.
+fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 < N {
+                text.push_str(cell);
+                text.push_str(&" ".repeat(w - cell.chars().count() + 2));
+            } else {
+                text.push_str(cell);
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn orders_show(prepared: Prepared, order: String) -> anyhow::Result<()> {
+    with_services(&prepared, async |services| {
+        let lookup = order.clone();
+        let view = crate::service::blocking(move || services.order(&lookup))
+            .await?
+            .map_err(anyhow::Error::from)?;
+        match view {
+            Some(view) => {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+                Ok(())
+            }
+            None => anyhow::bail!("no order {order:?}"),
+        }
+    })
+}
+
+fn messages_replay(prepared: Prepared, app_id: String, notify_id: String) -> anyhow::Result<()> {
+    use crate::service::support::SupportError;
+    let app_id = if app_id == "-" { String::new() } else { app_id };
+    with_services(&prepared, async |services| {
+        let (a, n) = (app_id.clone(), notify_id.clone());
+        let replayed = crate::service::blocking(move || services.replay_message(&a, &n)).await?;
+        match replayed {
+            Ok(view) => {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+                eprintln!(
+                    "{notify_id}: back in the apply queue; the running service applies it on its next poll"
+                );
+                Ok(())
+            }
+            Err(SupportError::NotFound) => {
+                anyhow::bail!("no message with app_id {app_id:?} and notify_id {notify_id:?}")
+            }
+            Err(e) => Err(anyhow::Error::from(e)),
+        }
+    })
+}
+
+/// Writes a fresh key pair into `out`; refuses to overwrite anything.
+fn keys_generate(out: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let names = [
+        ("app_private_key.pem", true),
+        ("app_private_key_pkcs1.pem", true),
+        ("app_private_key.b64", true),
+        ("app_public_key.pem", false),
+        ("app_public_key.b64", false),
+    ];
+    let existing: Vec<String> = names
+        .iter()
+        .map(|(name, _)| out.join(name))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !existing.is_empty() {
+        anyhow::bail!(
+            "refusing to overwrite existing key files: {} (choose another --out or move them away)",
+            existing.join(", ")
+        );
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("--out {}", out.display()))?;
+    let pair = crate::alipay::keys::generate().map_err(anyhow::Error::msg)?;
+    let with_newline = |s: &str| {
+        if s.ends_with('\n') {
+            s.to_string()
+        } else {
+            format!("{s}\n")
+        }
+    };
+    let contents = [
+        with_newline(&pair.private_pkcs8_pem),
+        with_newline(&pair.private_pkcs1_pem),
+        with_newline(&pair.private_pkcs8_base64),
+        with_newline(&pair.public_spki_pem),
+        with_newline(&pair.public_base64),
+    ];
+    let mut written = Vec::new();
+    for ((name, private), content) in names.iter().zip(&contents) {
+        let path = out.join(name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(if *private { 0o600 } else { 0o644 })
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        file.write_all(content.as_bytes())
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        written.push((path, *private));
+    }
+    println!(
+        "App public key (paste into the console's 应用公钥 field):\n{}\n",
+        pair.public_base64
+    );
+    for (path, private) in written {
+        let note = if private { " (private, mode 0600)" } else { "" };
+        println!("  {}{note}", path.display());
+    }
+    println!(
+        "\nConfigure alipay.app_private_key_file with {}. Keep the private key files secret.",
+        out.join("app_private_key.pem").display()
+    );
+    Ok(())
 }
 
 fn sim(prepared: Prepared, args: SimArgs) -> anyhow::Result<()> {

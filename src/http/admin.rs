@@ -11,6 +11,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin/api")
             .route("/messages", web::get().to(messages))
+            .route(
+                "/messages/{app_id}/{notify_id}/replay",
+                web::post().to(replay_message),
+            )
+            .route(
+                "/merchant-orders/{tiny_app_id}/{out_biz_no}/resend",
+                web::post().to(resend_merchant_order),
+            )
             .route("/orders", web::get().to(orders))
             .route("/orders/{commodity_order_id}", web::get().to(order))
             .route(
@@ -61,7 +69,8 @@ pub(super) fn bearer(
 }
 
 #[derive(Deserialize)]
-struct Limit {
+struct MessageFilter {
+    state: Option<String>,
     limit: Option<i64>,
 }
 
@@ -85,8 +94,9 @@ fn clamp_limit(limit: Option<i64>) -> Result<i64, HttpResponse> {
 async fn messages(
     req: HttpRequest,
     state: web::Data<AppState>,
-    query: web::Query<Limit>,
+    query: web::Query<MessageFilter>,
 ) -> HttpResponse {
+    use crate::service::support::MESSAGE_STATES;
     if let Err(r) = authorize(&req, &state) {
         return r;
     }
@@ -94,10 +104,75 @@ async fn messages(
         Ok(l) => l,
         Err(r) => return r,
     };
-    respond(&state, ("messages", ""), move |s| {
-        s.messages(limit).map(Some)
-    })
-    .await
+    let filter = query.into_inner().state;
+    if let Some(s) = &filter
+        && !MESSAGE_STATES.contains(&s.as_str())
+    {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!(
+                "state {s:?} is not a message state ({})",
+                MESSAGE_STATES.join(", ")
+            ),
+        );
+    }
+    let services = state.services.clone();
+    match blocking(move || services.messages_in_state(filter.as_deref(), limit)).await {
+        Ok(Ok(list)) => HttpResponse::Ok().json(list),
+        Ok(Err(e)) => support_error(("messages", ""), e),
+        Err(e) => from_join_error(e),
+    }
+}
+
+fn support_error(what: (&str, &str), e: crate::service::support::SupportError) -> HttpResponse {
+    use crate::service::support::SupportError as S;
+    match e {
+        S::NotFound => not_found(what.0, what.1),
+        S::Conflict(m) => json_error(StatusCode::CONFLICT, "invalid_transition", m),
+        S::Unavailable(m) => json_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", m),
+        S::Database(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "database_error", e),
+    }
+}
+
+/// Puts a `failed` or `quarantined` message back in the apply queue; answers the message JSON.
+/// `-` stands for the empty app_id of order notifications.
+async fn replay_message(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    if let Err(r) = authorize(&req, &state) {
+        return r;
+    }
+    let (app_id, notify_id) = path.into_inner();
+    let app_id = if app_id == "-" { String::new() } else { app_id };
+    let shown = format!("{app_id}/{notify_id}");
+    let services = state.services.clone();
+    match blocking(move || services.replay_message(&app_id, &notify_id)).await {
+        Ok(Ok(view)) => HttpResponse::Ok().json(view),
+        Ok(Err(e)) => support_error(("message", &shown), e),
+        Err(e) => from_join_error(e),
+    }
+}
+
+/// Queues a merchant order's failed delivery again; answers the merchant-order JSON.
+async fn resend_merchant_order(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    if let Err(r) = authorize(&req, &state) {
+        return r;
+    }
+    let (tiny_app_id, out_biz_no) = path.into_inner();
+    let shown = format!("{tiny_app_id}/{out_biz_no}");
+    let services = state.services.clone();
+    match blocking(move || services.resend_merchant_order(&tiny_app_id, &out_biz_no)).await {
+        Ok(Ok(view)) => HttpResponse::Ok().json(view),
+        Ok(Err(e)) => support_error(("merchant order", &shown), e),
+        Err(e) => from_join_error(e),
+    }
 }
 
 async fn orders(

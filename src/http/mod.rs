@@ -11,6 +11,7 @@ pub fn gateway_log_limiter() -> gateway::LogLimiter {
 }
 mod health;
 mod merchant_orders;
+mod openapi;
 mod request_id;
 
 use crate::service::Services;
@@ -42,6 +43,8 @@ impl Application {
                 .wrap_fn(request_id::wrap)
                 .app_data(state.clone())
                 .configure(gateway::routes)
+                // Before the admin scope: `/admin/api` answers 404 for every path it does not know.
+                .configure(openapi::routes)
                 .configure(admin::routes)
                 .configure(health::routes)
                 .configure(merchant_orders::routes)

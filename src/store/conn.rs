@@ -161,8 +161,11 @@ pub fn run_migrations(conn: &mut AnyConnection) -> Result<usize, String> {
         // Replicas starting together on an empty database take turns: a session-level advisory
         // lock (an arbitrary, fixed key) around the migrations.
         AnyConnection::Postgresql(c) => {
-            c.batch_execute("SELECT pg_advisory_lock(7218034511)").map_err(|e| e.to_string())?;
-            let applied = c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len());
+            c.batch_execute("SELECT pg_advisory_lock(7218034511)")
+                .map_err(|e| e.to_string())?;
+            let applied = c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len());
             let unlocked = c.batch_execute("SELECT pg_advisory_unlock(7218034511)");
             let applied = applied.map_err(|e| e.to_string())?;
             unlocked.map_err(|e| e.to_string())?;

@@ -261,3 +261,39 @@ pub fn flag_authorization(
             .map(|_| ())
     })
 }
+
+/// The order's newest sync (by `order_modified_time`).
+pub fn latest_sync(
+    conn: &mut AnyConnection,
+    tiny_app_id: &str,
+    out_biz_no: &str,
+) -> QueryResult<Option<SyncRow>> {
+    db_run!(conn: {
+        ms::table
+            .filter(ms::tiny_app_id.eq(tiny_app_id))
+            .filter(ms::out_biz_no.eq(out_biz_no))
+            .order(ms::order_modified_time.desc())
+            .select(SyncRow::as_select())
+            .first(conn)
+            .optional()
+    })
+}
+
+/// Queues a failed sync again: attempts 0, due `now`. Guarded on it still being `failed`.
+pub fn requeue_failed_sync(
+    conn: &mut AnyConnection,
+    id: i64,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    db_run!(conn: {
+        diesel::update(ms::table.find(id).filter(ms::state.eq(SYNC_FAILED)))
+            .set((
+                ms::state.eq(SYNC_QUEUED),
+                ms::attempts.eq(0),
+                ms::next_attempt_at.eq(now),
+                ms::delivered_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute(conn)
+            .map(|n| n == 1)
+    })
+}

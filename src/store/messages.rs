@@ -169,3 +169,59 @@ pub fn set_state(
             .map(|_| ())
     })
 }
+
+/// One stored message by its identity.
+pub fn find(
+    conn: &mut AnyConnection,
+    app_id: &str,
+    notify_id: &str,
+) -> QueryResult<Option<MessageSummary>> {
+    db_run!(conn: {
+        gm::table
+            .filter(gm::app_id.eq(app_id))
+            .filter(gm::notify_id.eq(notify_id))
+            .select(MessageSummary::as_select())
+            .first(conn)
+            .optional()
+    })
+}
+
+/// Newest first, only those in `state` when given.
+pub fn recent_in_state(
+    conn: &mut AnyConnection,
+    state: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<MessageSummary>> {
+    db_run!(conn: {
+        let mut query = gm::table
+            .order(gm::id.desc())
+            .limit(limit)
+            .select(MessageSummary::as_select())
+            .into_boxed();
+        if let Some(state) = state {
+            query = query.filter(gm::state.eq(state));
+        }
+        query.load(conn)
+    })
+}
+
+/// Puts a message back in `received` (attempts 0, due `now`) for the apply worker. Guarded on
+/// its current state being one of `from`: false when it is not (or no longer) in one of them.
+pub fn requeue(
+    conn: &mut AnyConnection,
+    id: i64,
+    from: &[&str],
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let updated = db_run!(conn: {
+        diesel::update(gm::table.filter(gm::id.eq(id)).filter(gm::state.eq_any(from)))
+            .set((
+                gm::state.eq(STATE_RECEIVED),
+                gm::attempts.eq(0),
+                gm::next_attempt_at.eq(now),
+                gm::applied_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute(conn)
+    })?;
+    Ok(updated == 1)
+}

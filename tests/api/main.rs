@@ -13,3 +13,4 @@ mod merchant_orders;
 mod metrics;
 mod pipeline;
 mod secrets;
+mod support;
