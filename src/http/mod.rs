@@ -12,6 +12,7 @@ pub fn gateway_log_limiter() -> gateway::LogLimiter {
 mod health;
 mod merchant_orders;
 mod openapi;
+mod pages;
 mod request_id;
 
 use crate::service::Services;
@@ -48,6 +49,7 @@ impl Application {
                 .configure(admin::routes)
                 .configure(health::routes)
                 .configure(merchant_orders::routes)
+                .configure(pages::routes)
         })
         .listen(listener)?
         // Alipay's sender gives up after ~16 s; a slow client is cut off well before that.

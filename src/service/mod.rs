@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod apply;
+pub mod dashboard;
 pub mod ingest;
 pub mod lifecycle;
 pub mod merchant_delivery;

@@ -5,6 +5,7 @@
 pub mod authorizations;
 pub mod builds;
 mod conn;
+pub mod dashboard;
 pub mod deadlines;
 pub mod gauges;
 pub mod group_commit;

@@ -6,6 +6,7 @@ mod helpers;
 
 mod admin;
 mod apply;
+mod browser;
 mod deadlines;
 mod gateway;
 mod lifecycle;

@@ -1,0 +1,72 @@
+//! What support's web page shows, as plain values.
+
+use super::Services;
+use super::views::ViewError;
+use crate::store::{
+    authorizations::AuthorizationRow, dashboard, from_db_time, merchant_orders::MerchantOrderRow,
+};
+use chrono::{DateTime, Utc};
+
+pub struct Overview {
+    pub counts: Vec<(String, i64)>,
+    /// (order, deadline kind, due at, order status), soonest first.
+    pub at_risk: Vec<(String, String, DateTime<Utc>, String)>,
+}
+
+/// A stored gateway message about an order, parameters masked.
+pub struct MessageAbout {
+    pub app_id: String,
+    pub notify_id: String,
+    pub kind: String,
+    pub state: String,
+    pub received_at: DateTime<Utc>,
+    pub params: String,
+}
+
+impl Services {
+    fn dashboard_conn(&self) -> Result<crate::store::PooledConn, ViewError> {
+        self.pool
+            .get()
+            .map_err(|e| ViewError::Unavailable(e.to_string()))
+    }
+
+    pub fn overview(&self) -> Result<Overview, ViewError> {
+        let mut conn = self.dashboard_conn()?;
+        Ok(Overview {
+            counts: dashboard::status_counts(&mut conn)?,
+            at_risk: dashboard::deadlines_at_risk(&mut conn, 50)?
+                .into_iter()
+                .map(|(id, kind, due, status)| (id, kind, from_db_time(due), status))
+                .collect(),
+        })
+    }
+
+    pub fn messages_about(&self, commodity_order_id: &str) -> Result<Vec<MessageAbout>, ViewError> {
+        let mut conn = self.dashboard_conn()?;
+        Ok(
+            dashboard::messages_mentioning(&mut conn, commodity_order_id, 100)?
+                .into_iter()
+                .map(
+                    |(app_id, notify_id, kind, state, received_at, params)| MessageAbout {
+                        app_id,
+                        notify_id,
+                        kind,
+                        state,
+                        received_at: from_db_time(received_at),
+                        params,
+                    },
+                )
+                .collect(),
+        )
+    }
+
+    pub fn authorization_list(&self) -> Result<Vec<AuthorizationRow>, ViewError> {
+        let mut conn = self.dashboard_conn()?;
+        Ok(dashboard::authorizations(&mut conn, 200)?)
+    }
+
+    pub fn failed_deliveries(&self) -> Result<Vec<MerchantOrderRow>, ViewError> {
+        let mut conn = self.dashboard_conn()?;
+        Ok(dashboard::failed_deliveries(&mut conn, 200)?)
+    }
+}

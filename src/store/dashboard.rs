@@ -1,0 +1,73 @@
+//! Read models for support's web page.
+
+use super::AnyConnection;
+use super::authorizations::AuthorizationRow;
+use super::merchant_orders::MerchantOrderRow;
+use super::schema::{
+    authorizations as au, deadlines as dl, gateway_messages as gm, merchant_orders as mo,
+    orders as od,
+};
+use crate::db_run;
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+pub fn status_counts(conn: &mut AnyConnection) -> QueryResult<Vec<(String, i64)>> {
+    db_run!(conn: {
+        od::table.group_by(od::status).select((od::status, diesel::dsl::count_star())).order(od::status.asc()).load(conn)
+    })
+}
+
+/// The implementation and confirmation deadlines closest to costing a refund, soonest first:
+/// (order, kind, due_at, status).
+pub fn deadlines_at_risk(
+    conn: &mut AnyConnection,
+    limit: i64,
+) -> QueryResult<Vec<(String, String, NaiveDateTime, String)>> {
+    db_run!(conn: {
+        dl::table
+            .inner_join(od::table)
+            .filter(dl::state.eq("pending"))
+            .filter(dl::kind.eq_any(["implementation", "confirmation"]))
+            .filter(od::status.eq_any(["implementing", "awaiting_confirmation"]))
+            .order((dl::due_at.asc(), dl::id.asc()))
+            .limit(limit)
+            .select((dl::commodity_order_id, dl::kind, dl::due_at, od::status))
+            .load(conn)
+    })
+}
+
+pub fn authorizations(conn: &mut AnyConnection, limit: i64) -> QueryResult<Vec<AuthorizationRow>> {
+    db_run!(conn: {
+        au::table.order(au::updated_at.desc()).limit(limit).select(AuthorizationRow::as_select()).load(conn)
+    })
+}
+
+pub fn failed_deliveries(
+    conn: &mut AnyConnection,
+    limit: i64,
+) -> QueryResult<Vec<MerchantOrderRow>> {
+    db_run!(conn: {
+        mo::table.filter(mo::delivery.eq("failed")).order(mo::updated_at.desc()).limit(limit).select(MerchantOrderRow::as_select()).load(conn)
+    })
+}
+
+/// Stored gateway messages whose (masked) parameters mention `text`, oldest first:
+/// (app_id, notify_id, kind, state, received_at, masked parameters as JSON).
+pub fn messages_mentioning(
+    conn: &mut AnyConnection,
+    text: &str,
+    limit: i64,
+) -> QueryResult<Vec<(String, String, String, String, NaiveDateTime, String)>> {
+    let pattern = format!(
+        "%{}%",
+        text.replace('\\', "").replace('%', "").replace('_', "\\_")
+    );
+    db_run!(conn: {
+        gm::table
+            .filter(gm::params.like(&pattern).escape('\\'))
+            .order(gm::id.asc())
+            .limit(limit)
+            .select((gm::app_id, gm::notify_id, gm::kind, gm::state, gm::received_at, gm::params))
+            .load(conn)
+    })
+}
