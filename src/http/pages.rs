@@ -318,12 +318,13 @@ async fn order_response(
         Ok::<_, crate::service::views::ViewError>((
             services.order(&lookup)?,
             services.messages_about(&lookup)?,
+            services.calls_about(&lookup)?,
         ))
     })
     .await;
-    let (order, messages) = match found {
-        Ok(Ok((Some(order), messages))) => (order, messages),
-        Ok(Ok((None, _))) => {
+    let (order, messages, calls) = match found {
+        Ok(Ok((Some(order), messages, calls))) => (order, messages, calls),
+        Ok(Ok((None, _, _))) => {
             return page(
                 StatusCode::NOT_FOUND,
                 "No such order",
@@ -388,6 +389,17 @@ async fn order_response(
             )
         })
         .collect();
+    let calls: String = calls
+        .iter()
+        .map(|(at, method, result)| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                when(*at),
+                html_escape(method),
+                html_escape(result)
+            )
+        })
+        .collect();
     let service = match o["service"].as_object() {
         Some(s) => format!(
             "<span id=\"service-status\">{}</span> {}",
@@ -418,6 +430,7 @@ async fn order_response(
 <button id="terminate">Terminate</button></form>
 <h2>Deadlines</h2><table><tr><th>kind</th><th>due</th><th>state</th></tr>{deadlines}</table>
 <h2>Timeline</h2><table id="timeline"><tr><th>at</th><th>move</th><th>actor</th><th>cause</th><th>reason</th><th></th></tr>{history}</table>
+<h2>Alipay calls</h2><table id="calls"><tr><th>at</th><th>method</th><th>result</th></tr>{calls}</table>
 <h2>Gateway messages (secrets masked)</h2><table><tr><th>received</th><th>kind</th><th>state</th><th>parameters</th></tr>{raw}</table>"#,
             status_ = text(&o["status"]),
             reason = text(&o["cancel_reason"]),

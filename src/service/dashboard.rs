@@ -70,3 +70,17 @@ impl Services {
         Ok(dashboard::failed_deliveries(&mut conn, 200)?)
     }
 }
+
+impl Services {
+    /// The outbound Alipay calls made about an order: (at, method, result code).
+    pub fn calls_about(
+        &self,
+        commodity_order_id: &str,
+    ) -> Result<Vec<(DateTime<Utc>, String, String)>, ViewError> {
+        let mut conn = self.dashboard_conn()?;
+        Ok(dashboard::calls_about(&mut conn, commodity_order_id, 200)?
+            .into_iter()
+            .map(|(at, method, result)| (from_db_time(at), method, result))
+            .collect())
+    }
+}

@@ -729,6 +729,20 @@ impl Services {
         &self,
         id: &str,
     ) -> Result<lc::QueryReading, crate::alipay::client::AlipayError> {
+        let reading = self.read_alipay_pages(id).await;
+        self.record_call(
+            id,
+            crate::alipay::api::METHOD_ORDER_QUERY,
+            reading.as_ref().err(),
+        )
+        .await;
+        reading
+    }
+
+    async fn read_alipay_pages(
+        &self,
+        id: &str,
+    ) -> Result<lc::QueryReading, crate::alipay::client::AlipayError> {
         let mut response = self
             .alipay
             .servicemarket_order_query(&OrderQueryRequest::new(id))

@@ -9,6 +9,21 @@ use secrecy::SecretString;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// A call's result as support and the metrics name it: `10000`, Alipay's `sub_code` (else its
+/// `code`), or the kind of failure (`transport`, `http_502`, `bad_response`, `decode`).
+pub fn result_code(error: Option<&AlipayError>) -> String {
+    match error {
+        None => "10000".to_string(),
+        Some(AlipayError::Api { code, sub_code, .. }) => {
+            sub_code.clone().unwrap_or_else(|| code.clone())
+        }
+        Some(AlipayError::Transport(_)) => "transport".into(),
+        Some(AlipayError::Http { status }) => format!("http_{status}"),
+        Some(AlipayError::Response(_)) => "bad_response".into(),
+        Some(AlipayError::Decode(_)) => "decode".into(),
+    }
+}
+
 pub struct MeteredAlipay {
     inner: Arc<dyn AlipayApi>,
     metrics: Arc<Metrics>,
@@ -26,16 +41,7 @@ impl MeteredAlipay {
     ) -> Result<T, AlipayError> {
         let started = Instant::now();
         let result = call.await;
-        let outcome = match &result {
-            Ok(_) => "10000".to_string(),
-            Err(AlipayError::Api { code, sub_code, .. }) => {
-                sub_code.clone().unwrap_or_else(|| code.clone())
-            }
-            Err(AlipayError::Transport(_)) => "transport".into(),
-            Err(AlipayError::Http { status }) => format!("http_{status}"),
-            Err(AlipayError::Response(_)) => "bad_response".into(),
-            Err(AlipayError::Decode(_)) => "decode".into(),
-        };
+        let outcome = result_code(result.as_ref().err());
         self.metrics
             .alipay_call(method, started.elapsed(), &outcome);
         result
@@ -161,5 +167,29 @@ impl super::Services {
             ]));
         }
         body
+    }
+}
+
+impl super::Services {
+    /// Keeps one outbound call about an order for support's timeline. Best effort: a failure to
+    /// record is logged, never allowed to fail the work that made the call.
+    pub async fn record_call(
+        &self,
+        order_id: &str,
+        method: &'static str,
+        error: Option<&AlipayError>,
+    ) {
+        let (s, id, result) = (self.clone(), order_id.to_string(), result_code(error));
+        let at = crate::store::to_db_time(self.clock.now());
+        let recorded = super::blocking(move || {
+            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
+            let _writer = s.pool.write_guard();
+            crate::store::dashboard::record_call(&mut conn, &id, method, &result, at)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        if !matches!(recorded, Ok(Ok(()))) {
+            tracing::warn!(order = %order_id, method, "an Alipay call could not be recorded");
+        }
     }
 }

@@ -213,7 +213,14 @@ impl Services {
                     ext: Some(ext.to_string()),
                     ..VersionUploadRequest::default()
                 };
-                match self.alipay.mini_version_upload(&token, &request).await {
+                let answer = self.alipay.mini_version_upload(&token, &request).await;
+                self.record_call(
+                    &b.commodity_order_id,
+                    crate::alipay::api::METHOD_VERSION_UPLOAD,
+                    answer.as_ref().err(),
+                )
+                .await;
+                match answer {
                     Ok(_) => Step::Next(builds::BUILD_QUERY, now),
                     Err(e) if already_done(&e) => Step::Next(builds::BUILD_QUERY, now),
                     Err(e) => Step::from_error(e),
@@ -224,7 +231,14 @@ impl Services {
                     app_version: b.app_version.clone(),
                     ..BuildQueryRequest::default()
                 };
-                match self.alipay.mini_version_build_query(&token, &request).await {
+                let answer = self.alipay.mini_version_build_query(&token, &request).await;
+                self.record_call(
+                    &b.commodity_order_id,
+                    crate::alipay::api::METHOD_BUILD_QUERY,
+                    answer.as_ref().err(),
+                )
+                .await;
+                match answer {
                     Ok(r) => match r.build_status {
                         Some(BuildStatus::Success) => Step::Next(builds::AUDIT_APPLY, now),
                         Some(ref status) if status.is_failure() => {
@@ -245,7 +259,14 @@ impl Services {
                     auto_online: Some(self.pipeline.auto_online),
                     ..AuditApplyRequest::default()
                 };
-                match self.alipay.mini_version_audit_apply(&token, &request).await {
+                let answer = self.alipay.mini_version_audit_apply(&token, &request).await;
+                self.record_call(
+                    &b.commodity_order_id,
+                    crate::alipay::api::METHOD_AUDIT_APPLY,
+                    answer.as_ref().err(),
+                )
+                .await;
+                match answer {
                     // The audit's result arrives as a gateway message (`audit_result`).
                     Ok(_) => Step::Next(builds::AWAIT_AUDIT, now + Duration::days(365)),
                     Err(e) if already_done(&e) => {
@@ -259,7 +280,14 @@ impl Services {
                     app_version: b.app_version.clone(),
                     ..VersionOnlineRequest::default()
                 };
-                match self.alipay.mini_version_online(&token, &request).await {
+                let answer = self.alipay.mini_version_online(&token, &request).await;
+                self.record_call(
+                    &b.commodity_order_id,
+                    crate::alipay::api::METHOD_VERSION_ONLINE,
+                    answer.as_ref().err(),
+                )
+                .await;
+                match answer {
                     Ok(_) => Step::Next(builds::DONE, now),
                     Err(e) => Step::from_error(e),
                 }

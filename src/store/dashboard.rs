@@ -4,8 +4,8 @@ use super::AnyConnection;
 use super::authorizations::AuthorizationRow;
 use super::merchant_orders::MerchantOrderRow;
 use super::schema::{
-    authorizations as au, deadlines as dl, gateway_messages as gm, merchant_orders as mo,
-    orders as od,
+    alipay_calls as ac, authorizations as au, deadlines as dl, gateway_messages as gm,
+    merchant_orders as mo, orders as od,
 };
 use crate::db_run;
 use chrono::NaiveDateTime;
@@ -68,6 +68,38 @@ pub fn messages_mentioning(
             .order(gm::id.asc())
             .limit(limit)
             .select((gm::app_id, gm::notify_id, gm::kind, gm::state, gm::received_at, gm::params))
+            .load(conn)
+    })
+}
+
+/// Records one outbound Alipay call made about an order.
+pub fn record_call(
+    conn: &mut AnyConnection,
+    order_id: &str,
+    method: &str,
+    result: &str,
+    at: NaiveDateTime,
+) -> QueryResult<()> {
+    db_run!(conn: {
+        diesel::insert_into(ac::table)
+            .values((ac::commodity_order_id.eq(order_id), ac::method.eq(method), ac::result.eq(result), ac::at.eq(at)))
+            .execute(conn)
+            .map(|_| ())
+    })
+}
+
+/// The order's Alipay calls, oldest first: (at, method, result).
+pub fn calls_about(
+    conn: &mut AnyConnection,
+    order_id: &str,
+    limit: i64,
+) -> QueryResult<Vec<(NaiveDateTime, String, String)>> {
+    db_run!(conn: {
+        ac::table
+            .filter(ac::commodity_order_id.eq(order_id))
+            .order(ac::id.asc())
+            .limit(limit)
+            .select((ac::at, ac::method, ac::result))
             .load(conn)
     })
 }

@@ -162,7 +162,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    alipay_calls (id) {
+        id -> BigInt,
+        commodity_order_id -> Text,
+        method -> Text,
+        result -> Text,
+        at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    alipay_calls,
     template_builds,
     services,
     support_tasks,

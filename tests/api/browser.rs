@@ -114,6 +114,32 @@ impl Browser {
             .to_string()
     }
 
+    /// The element's text once it contains `needle` (a form post navigates asynchronously).
+    async fn wait_for_text(&self, css: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = post(
+                &self.http,
+                &format!("{}/element", self.base),
+                &json!({"using": "css selector", "value": css}),
+            )
+            .await;
+            if let Some(element) = found["value"][ELEMENT].as_str() {
+                let text = get(&self.http, &format!("{}/element/{element}/text", self.base)).await
+                    ["value"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                if text.contains(needle) || Instant::now() > deadline {
+                    return text;
+                }
+            } else if Instant::now() > deadline {
+                return String::new();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn url(&self) -> String {
         get(&self.http, &format!("{}/url", self.base)).await["value"]
             .as_str()
@@ -170,18 +196,29 @@ async fn support_terminates_an_at_risk_order_in_the_browser() {
     );
     browser.type_into("#token", common::ADMIN_TOKEN).await;
     browser.click("#sign-in").await;
+
+    let at_risk = browser.wait_for_text("#at-risk", "W1").await;
     assert!(
         browser.url().await.ends_with("/admin"),
         "{}",
         browser.url().await
     );
-    let at_risk = browser.text("#at-risk").await;
     assert!(
         at_risk.contains("W1") && at_risk.contains("implementation"),
         "{at_risk}"
     );
     browser.click("#at-risk a[href='/admin/orders/W1']").await;
-    assert_eq!(browser.text("#status").await, "implementing");
+    assert_eq!(
+        browser.wait_for_text("#status", "implementing").await,
+        "implementing"
+    );
+    // "Reconcile now" asks Alipay; the call and its result code show on the page.
+    browser.click("#reconcile").await;
+    let calls = browser.wait_for_text("#calls", "10000").await;
+    assert!(
+        calls.contains("alipay.open.servicemarket.order.query") && calls.contains("10000"),
+        "{calls}"
+    );
     browser
         .type_into("#reason", "Merchant closed the shop; agreed by phone")
         .await;
@@ -192,7 +229,10 @@ async fn support_terminates_an_at_risk_order_in_the_browser() {
         "{}",
         browser.url().await
     );
-    assert_eq!(browser.text("#service-status").await, "terminated");
+    assert_eq!(
+        browser.wait_for_text("#service-status", "terminated").await,
+        "terminated"
+    );
     let timeline = browser.text("#timeline").await;
     assert!(
         timeline.contains("Merchant closed the shop; agreed by phone"),
