@@ -218,6 +218,17 @@ async fn run_backend(
     )
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // The server's peak resident memory over the whole run (Linux: VmHWM).
+    let peak_rss = child
+        .id()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
     let _ = child.start_kill();
     let _ = child.wait().await;
     let posted_ok = warm + max.ok + half.ok;
@@ -229,7 +240,7 @@ async fn run_backend(
     let (max_p50, max_p99) = (ms(max.percentile(0.5)), ms(max.percentile(0.99)));
     let (half_p50, half_p99) = (ms(half.percentile(0.5)), ms(half.percentile(0.99)));
     format!(
-        "| {db:?} | {} | {:.0} msgs/s | {max_p50} | {max_p99} | {} | {backlog} in {:.1} s | {:.0} msgs/s | {half_p50} | {half_p99} | {} | {rows} |",
+        "| {db:?} | {} | {:.0} msgs/s | {max_p50} | {max_p99} | {} | {backlog} in {:.1} s | {:.0} msgs/s | {half_p50} | {half_p99} | {} | {rows} | {peak_rss} |",
         max.ok,
         max.rate(),
         max.failed,
@@ -258,9 +269,9 @@ fn main() {
         num_cpus()
     );
     println!(
-        "| backend | max: ok | max rate | max p50 | max p99 | max failed | apply backlog drained | half: rate | half p50 | half p99 | half failed | rows stored |"
+        "| backend | max: ok | max rate | max p50 | max p99 | max failed | apply backlog drained | half: rate | half p50 | half p99 | half failed | rows stored | server peak RSS |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }
