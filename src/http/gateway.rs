@@ -10,6 +10,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/alipay/gateway", web::post().to(receive));
 }
 
+/// How long a whole gateway body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn answer(body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
@@ -19,7 +22,22 @@ fn answer(body: &'static str) -> HttpResponse {
 #[tracing::instrument(name = "gateway", skip_all)]
 async fn receive(state: web::Data<AppState>, mut payload: web::Payload) -> HttpResponse {
     let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
+    // A client that trickles its body is cut off: Alipay sends a message in one go, and a slow
+    // sender must not hold a worker's memory and a connection for long.
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, payload.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => {
+                state
+                    .reject_log
+                    .log(|| tracing::warn!("gateway body not received in time; answering fail"));
+                return HttpResponse::RequestTimeout()
+                    .content_type("text/plain; charset=utf-8")
+                    .body("fail");
+            }
+        };
         let Ok(chunk) = chunk else {
             return answer("fail");
         };

@@ -139,9 +139,11 @@ pub fn connect_pool(target: &DbTarget, size: u32) -> Result<Pool, String> {
         // Connections open on demand: a fresh SQLite file must switch to WAL under one connection
         // before the others arrive.
         .min_idle(Some(1))
-        // Checking each checkout costs a round trip on every request; a broken connection shows
-        // itself as a query error, which callers already turn into `fail` / 503.
-        .test_on_check_out(false)
+        // PostgreSQL connections die with the server (a restart, a failover): each checkout is
+        // checked (one `SELECT 1`; checkouts are per batch or per request, not per row), so the
+        // pool replaces dead connections and the service recovers by itself once the database
+        // is back. An SQLite file does not go away.
+        .test_on_check_out(target.backend() == Backend::Postgres)
         .build(Manager {
             target: target.clone(),
         })
