@@ -304,10 +304,7 @@ async fn terminate(
         reason: termination.reason.unwrap_or_default(),
     };
     match state.services.order_event_now(&id, event).await {
-        Ok(_) => {
-            let lookup = id.clone();
-            respond(&state, ("order", &id), move |s| s.order(&lookup)).await
-        }
+        Ok(_) => order_json(&state, &id).await,
         Err(e) => lifecycle_error(&id, e),
     }
 }
@@ -323,10 +320,7 @@ async fn reconcile(
     }
     let id = path.into_inner();
     match state.services.reconcile_order(&id).await {
-        Ok(_) => {
-            let lookup = id.clone();
-            respond(&state, ("order", &id), move |s| s.order(&lookup)).await
-        }
+        Ok(_) => order_json(&state, &id).await,
         Err(e) => lifecycle_error(&id, e),
     }
 }
@@ -343,11 +337,14 @@ async fn retry_build(
     let app = path.into_inner();
     let services = state.services.clone();
     match blocking(move || services.retry_build(&app)).await {
-        Ok(Ok(order_id)) => {
-            let lookup = order_id.clone();
-            respond(&state, ("order", &order_id), move |s| s.order(&lookup)).await
-        }
+        Ok(Ok(order_id)) => order_json(&state, &order_id).await,
         Ok(Err(message)) => json_error(StatusCode::CONFLICT, "invalid_transition", message),
         Err(e) => from_join_error(e),
     }
+}
+
+/// The order JSON after an action on it (404 when it does not exist).
+async fn order_json(state: &AppState, id: &str) -> HttpResponse {
+    let lookup = id.to_string();
+    respond(state, ("order", id), move |s| s.order(&lookup)).await
 }

@@ -124,6 +124,15 @@ nav a{{margin-right:1rem}}.inline{{display:inline}}.error{{color:#a00}}pre{{whit
         ))
 }
 
+fn unavailable(title: &str, session: &Session) -> HttpResponse {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        title,
+        Some(session),
+        "<p class=\"error\">The database does not answer.</p>",
+    )
+}
+
 fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location))
@@ -257,12 +266,7 @@ async fn overview(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     };
     let services = state.services.clone();
     let Ok(Ok(overview)) = blocking(move || services.overview()).await else {
-        return page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Overview",
-            Some(&session),
-            "<p class=\"error\">The database does not answer.</p>",
-        );
+        return unavailable("Overview", &session);
     };
     let counts: String = overview
         .counts
@@ -333,12 +337,7 @@ async fn order_response(
             );
         }
         _ => {
-            return page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Order",
-                Some(session),
-                "<p class=\"error\">The database does not answer.</p>",
-            );
+            return unavailable("Order", session);
         }
     };
     let o = serde_json::to_value(&order).unwrap_or_default();
@@ -519,12 +518,7 @@ async fn authorizations_page(req: HttpRequest, state: web::Data<AppState>) -> Ht
     };
     let services = state.services.clone();
     let Ok(Ok(list)) = blocking(move || services.authorization_list()).await else {
-        return page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Authorizations",
-            Some(&session),
-            "<p class=\"error\">The database does not answer.</p>",
-        );
+        return unavailable("Authorizations", &session);
     };
     let rows: String = list
         .iter()
@@ -562,12 +556,7 @@ async fn messages_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     })
     .await;
     let Ok(Ok((quarantined, failed))) = found else {
-        return page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Messages",
-            Some(&session),
-            "<p class=\"error\">The database does not answer.</p>",
-        );
+        return unavailable("Messages", &session);
     };
     let rows = |list: &[crate::service::views::MessageView]| -> String {
         list.iter()
@@ -622,12 +611,7 @@ async fn deliveries_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
     };
     let services = state.services.clone();
     let Ok(Ok(list)) = blocking(move || services.failed_deliveries()).await else {
-        return page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Deliveries",
-            Some(&session),
-            "<p class=\"error\">The database does not answer.</p>",
-        );
+        return unavailable("Deliveries", &session);
     };
     let rows: String = list
         .iter()
