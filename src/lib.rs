@@ -3,6 +3,7 @@
 //! `service` (use cases), and the shells `http`, `jobs`, `cli`. See ARCHITECTURE.md.
 
 pub mod alipay;
+pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod config;

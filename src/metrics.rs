@@ -58,6 +58,8 @@ pub struct Metrics {
     pub store_failures: AtomicU64,
     pub applied: AtomicU64,
     pub apply_failures: AtomicU64,
+    /// Background jobs restarted by their supervisor after a panic or an unexpected end.
+    pub job_restarts: AtomicU64,
     /// Sum of (applied_at - received_at) in milliseconds over applied messages.
     pub apply_lag_ms_sum: AtomicU64,
     pub merchant_syncs_accepted: AtomicU64,
@@ -228,6 +230,11 @@ impl Metrics {
             "isv_inbox_apply_failures_total",
             "Failed apply attempts.",
             &[("", self.apply_failures.load(Relaxed))],
+        );
+        counter(
+            "isv_job_restarts_total",
+            "Background jobs restarted after a panic or an unexpected end.",
+            &[("", self.job_restarts.load(Relaxed))],
         );
         counter(
             "isv_inbox_apply_lag_milliseconds_total",

@@ -140,13 +140,22 @@ pub fn build(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<Started>
 /// server stops.
 pub async fn run(started: Started, poll: Duration) -> anyhow::Result<()> {
     let services = started.services.clone();
+    let supervised = |name: &'static str, job: fn(Services, Duration) -> crate::jobs::JobFuture| {
+        let (s, metrics) = (services.clone(), services.metrics.clone());
+        tokio::spawn(crate::jobs::supervise(name, metrics, poll, move || {
+            job(s.clone(), poll)
+        }))
+    };
     let jobs = [
-        tokio::spawn(crate::jobs::apply_inbox::run(services.clone(), poll)),
-        tokio::spawn(crate::jobs::deliver_merchant_orders::run(
-            services.clone(),
-            poll,
-        )),
-        tokio::spawn(crate::jobs::pipeline::run(services.clone(), poll)),
+        supervised("apply_inbox", |s, poll| {
+            Box::pin(crate::jobs::apply_inbox::run(s, poll))
+        }),
+        supervised("deliver_merchant_orders", |s, poll| {
+            Box::pin(crate::jobs::deliver_merchant_orders::run(s, poll))
+        }),
+        supervised("pipeline", |s, poll| {
+            Box::pin(crate::jobs::pipeline::run(s, poll))
+        }),
     ];
     let lifecycle = services.lifecycle.clone();
     let scheduler = crate::jobs::deadlines::start(

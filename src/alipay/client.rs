@@ -15,7 +15,6 @@ use super::request::{self, RequestParts};
 use super::response::{self, CheckedResponse, ResponseError};
 use crate::clock::SharedClock;
 use futures_util::future::BoxFuture;
-use rand::Rng as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::de::DeserializeOwned;
 use std::fmt;
@@ -429,9 +428,12 @@ impl AlipayClient {
 
     /// Full jitter: uniform in [0, min(cap, base * 2^retry)].
     fn backoff(&self, retry: u32) -> Duration {
-        let window = backoff_window(self.settings.backoff_base, self.settings.backoff_cap, retry);
-        let micros = u64::try_from(window.as_micros()).unwrap_or(u64::MAX);
-        Duration::from_micros(rand::thread_rng().gen_range(0..=micros))
+        crate::backoff::backoff(
+            self.settings.backoff_base,
+            self.settings.backoff_cap,
+            retry,
+            crate::backoff::Jitter::Full,
+        )
     }
 
     async fn attempt(
@@ -490,11 +492,6 @@ fn token_param<'a>(
         ))),
         other => Ok(other),
     }
-}
-
-fn backoff_window(base: Duration, cap: Duration, retry: u32) -> Duration {
-    let factor = 1u32.checked_shl(retry).unwrap_or(u32::MAX);
-    base.checked_mul(factor).unwrap_or(cap).min(cap)
 }
 
 fn multipart_form(
@@ -804,21 +801,6 @@ mod tests {
         assert_eq!(api_error("40004", Some("S")).code(), Some("40004"));
         assert_eq!(api_error("40004", Some("S")).sub_code(), Some("S"));
         assert_eq!(AlipayError::Http { status: 500 }.code(), None);
-    }
-
-    #[test]
-    fn backoff_window_doubles_up_to_the_cap() {
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_secs(1);
-        assert_eq!(backoff_window(base, cap, 0), Duration::from_millis(100));
-        assert_eq!(backoff_window(base, cap, 1), Duration::from_millis(200));
-        assert_eq!(backoff_window(base, cap, 3), Duration::from_millis(800));
-        assert_eq!(backoff_window(base, cap, 4), cap);
-        assert_eq!(backoff_window(base, cap, 40), cap);
-        assert_eq!(
-            backoff_window(Duration::from_secs(u64::MAX / 2), cap, 31),
-            cap
-        );
     }
 
     #[test]

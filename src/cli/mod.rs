@@ -392,9 +392,16 @@ fn orders_list(prepared: Prepared, status: Option<String>, limit: i64) -> anyhow
         anyhow::bail!("--limit {limit} must be between 1 and 100000");
     }
     with_services(&prepared, async |services| {
-        let orders = crate::service::blocking(move || services.orders(status.as_deref(), limit))
-            .await?
-            .map_err(anyhow::Error::from)?;
+        let orders = crate::service::blocking(move || {
+            services.orders(
+                status
+                    .as_deref()
+                    .and_then(crate::domain::OrderStatus::parse),
+                limit,
+            )
+        })
+        .await?
+        .map_err(anyhow::Error::from)?;
         let rows: Vec<[String; 5]> = orders
             .into_iter()
             .map(|o| {

@@ -1,7 +1,7 @@
 //! `/admin/api/*`, behind the bearer `admin.token`. Nothing here ever returns a token.
 
 use super::AppState;
-use super::error::{from_join_error, from_view_error, json_error, not_found};
+use super::error::{ApiError, json_error, not_found, respond_error};
 use crate::service::blocking;
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use secrecy::ExposeSecret;
@@ -121,18 +121,12 @@ async fn messages(
     match blocking(move || services.messages_in_state(filter.as_deref(), limit)).await {
         Ok(Ok(list)) => HttpResponse::Ok().json(list),
         Ok(Err(e)) => support_error(("messages", ""), e),
-        Err(e) => from_join_error(e),
+        Err(e) => respond_error(e),
     }
 }
 
 fn support_error(what: (&str, &str), e: crate::service::support::SupportError) -> HttpResponse {
-    use crate::service::support::SupportError as S;
-    match e {
-        S::NotFound => not_found(what.0, what.1),
-        S::Conflict(m) => json_error(StatusCode::CONFLICT, "invalid_transition", m),
-        S::Unavailable(m) => json_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", m),
-        S::Database(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "database_error", e),
-    }
+    respond_error(ApiError::from(e).about(what.0, what.1))
 }
 
 /// Puts a `failed` or `quarantined` message back in the apply queue; answers the message JSON.
@@ -152,7 +146,7 @@ async fn replay_message(
     match blocking(move || services.replay_message(&app_id, &notify_id)).await {
         Ok(Ok(view)) => HttpResponse::Ok().json(view),
         Ok(Err(e)) => support_error(("message", &shown), e),
-        Err(e) => from_join_error(e),
+        Err(e) => respond_error(e),
     }
 }
 
@@ -171,7 +165,7 @@ async fn resend_merchant_order(
     match blocking(move || services.resend_merchant_order(&tiny_app_id, &out_biz_no)).await {
         Ok(Ok(view)) => HttpResponse::Ok().json(view),
         Ok(Err(e)) => support_error(("merchant order", &shown), e),
-        Err(e) => from_join_error(e),
+        Err(e) => respond_error(e),
     }
 }
 
@@ -187,18 +181,21 @@ async fn orders(
         Ok(l) => l,
         Err(r) => return r,
     };
-    let status = query.into_inner().status;
-    if let Some(s) = &status {
-        if crate::domain::OrderStatus::parse(s).is_none() {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_field",
-                format!("status {s:?} is not an order status"),
-            );
-        }
-    }
+    let status = match query.into_inner().status {
+        None => None,
+        Some(s) => match crate::domain::OrderStatus::parse(&s) {
+            Some(status) => Some(status),
+            None => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_field",
+                    format!("status {s:?} is not an order status"),
+                );
+            }
+        },
+    };
     respond(&state, ("orders", ""), move |s| {
-        s.orders(status.as_deref(), limit).map(Some)
+        s.orders(status, limit).map(Some)
     })
     .await
 }
@@ -245,8 +242,8 @@ async fn respond<T: serde::Serialize + Send + 'static>(
     match blocking(move || read(&services)).await {
         Ok(Ok(Some(view))) => HttpResponse::Ok().json(view),
         Ok(Ok(None)) => not_found(what.0, what.1),
-        Ok(Err(e)) => from_view_error(e),
-        Err(e) => from_join_error(e),
+        Ok(Err(e)) => respond_error(e),
+        Err(e) => respond_error(e),
     }
 }
 
@@ -258,27 +255,7 @@ struct Termination {
 }
 
 fn lifecycle_error(id: &str, e: crate::service::lifecycle::LifecycleError) -> HttpResponse {
-    use crate::domain::lifecycle::RuleError;
-    use crate::service::lifecycle::LifecycleError as L;
-    match e {
-        L::NotFound(_) => not_found("order", id),
-        L::Rule(RuleError::MissingSupportField(field)) => {
-            HttpResponse::UnprocessableEntity().json(serde_json::json!({
-                "error": "missing_field", "field": field, "message": format!("{field} is required"),
-            }))
-        }
-        L::Rule(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_transition", e),
-        L::Conflict => json_error(
-            StatusCode::CONFLICT,
-            "conflict",
-            "the order changed concurrently; retry",
-        ),
-        L::Unavailable(m) if m.starts_with("order.query") => {
-            json_error(StatusCode::BAD_GATEWAY, "alipay_unavailable", m)
-        }
-        L::Unavailable(m) => json_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", m),
-        other => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", other),
-    }
+    respond_error(ApiError::from(e).about("order", id))
 }
 
 /// Terminates the order's service with cause `support`; answers the order JSON.
@@ -336,10 +313,9 @@ async fn retry_build(
     }
     let app = path.into_inner();
     let services = state.services.clone();
-    match blocking(move || services.retry_build(&app)).await {
-        Ok(Ok(order_id)) => order_json(&state, &order_id).await,
-        Ok(Err(message)) => json_error(StatusCode::CONFLICT, "invalid_transition", message),
-        Err(e) => from_join_error(e),
+    match services.retry_build(&app).await {
+        Ok(order_id) => order_json(&state, &order_id).await,
+        Err(e) => respond_error(e),
     }
 }
 

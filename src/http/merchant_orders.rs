@@ -3,7 +3,7 @@
 
 use super::AppState;
 use super::admin::bearer;
-use super::error::{from_join_error, json_error, not_found};
+use super::error::{json_error, not_found, respond_error};
 use crate::service::blocking;
 use crate::service::merchant_sync::{SyncError, SyncOutcome};
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
@@ -97,21 +97,7 @@ async fn sync(
                 "error": first.code.as_str(), "field": first.field, "message": first.message, "violations": all,
             }))
         }
-        Err(SyncError::NotAuthorized(app)) => HttpResponse::UnprocessableEntity().json(json!({
-            "error": "not_authorized", "field": "ext_info.tiny_app_id",
-            "message": format!("mini program {app} has no active authorization"),
-        })),
-        Err(SyncError::Conflict) => json_error(
-            StatusCode::CONFLICT,
-            "conflict",
-            "the order changed concurrently; retry",
-        ),
-        Err(SyncError::Unavailable(m)) => {
-            json_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", m)
-        }
-        Err(SyncError::Database(e)) => {
-            json_error(StatusCode::INTERNAL_SERVER_ERROR, "database_error", e)
-        }
+        Err(e) => respond_error(e),
     }
 }
 
@@ -129,10 +115,7 @@ async fn show(
     match blocking(move || services.merchant_order(&t, &o)).await {
         Ok(Ok(Some(view))) => HttpResponse::Ok().json(view),
         Ok(Ok(None)) => not_found("merchant order", &format!("{tiny_app_id}/{out_biz_no}")),
-        Ok(Err(SyncError::Unavailable(m))) => {
-            json_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", m)
-        }
-        Ok(Err(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "database_error", e),
-        Err(e) => from_join_error(e),
+        Ok(Err(e)) => respond_error(e),
+        Err(e) => respond_error(e),
     }
 }

@@ -527,7 +527,7 @@ async fn authorizations_page(req: HttpRequest, state: web::Data<AppState>) -> Ht
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 html_escape(&a.auth_app_id),
                 html_escape(a.user_id.as_deref().unwrap_or("—")),
-                html_escape(&a.status),
+                html_escape(a.status.as_str()),
                 a.auth_time,
                 html_escape(a.attention.as_deref().unwrap_or(""))
             )

@@ -8,14 +8,19 @@ use crate::alipay::form;
 use crate::alipay::message::{
     self, AuthorizationNotification, GatewayMessage, OrderNotification, Params,
 };
+use crate::domain::OrderStatus;
 use crate::domain::lifecycle::OrderEvent;
 use crate::domain::order::OrderPlaced;
+use crate::service::lifecycle::LifecycleError;
 use crate::store::messages::{self, PendingMessage};
-use crate::store::{AnyConnection, authorizations, orders, to_db_time};
-use chrono::{DateTime, Duration, Utc};
+use crate::store::{AnyConnection, StoreError, authorizations, orders, to_db_time};
+use chrono::{DateTime, Utc};
 use diesel::Connection as _;
 use secrecy::ExposeSecret;
 use std::sync::atomic::Ordering::Relaxed;
+
+/// Longest wait between two attempts.
+const BACKOFF_CAP: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Copy)]
 pub struct ApplySettings {
@@ -23,14 +28,22 @@ pub struct ApplySettings {
     pub max_attempts: i32,
 }
 
-fn lifecycle_error(e: crate::service::lifecycle::LifecycleError) -> ApplyError {
-    use crate::service::lifecycle::LifecycleError as L;
-    match e {
-        L::Database(d) => ApplyError::Database(d),
-        // A concurrent writer moved the order: the savepoint rolls back and the message is
-        // retried later.
-        L::Conflict | L::Unavailable(_) => ApplyError::Retry(e.to_string()),
-        other => ApplyError::Permanent(other.to_string()),
+impl From<LifecycleError> for ApplyError {
+    fn from(e: LifecycleError) -> Self {
+        match &e {
+            // A concurrent writer moved the order, or the database or Alipay did not answer:
+            // the savepoint rolls back and the message is retried later.
+            LifecycleError::Conflict | LifecycleError::Alipay(_) => {
+                ApplyError::Retry(e.to_string())
+            }
+            LifecycleError::Store(store) if store.is_transient() => {
+                ApplyError::Retry(e.to_string())
+            }
+            LifecycleError::Store(_)
+            | LifecycleError::NotFound(_)
+            | LifecycleError::Rule(_)
+            | LifecycleError::Unexpected(_) => ApplyError::Permanent(e.to_string()),
+        }
     }
 }
 
@@ -62,29 +75,16 @@ pub struct ApplyPass {
     pub failed: usize,
 }
 
-/// Backoff before attempt `n + 1`: 2^n seconds, at most an hour, with jitter so that messages
-/// failing together do not retry together.
-fn backoff(attempts: i32) -> Duration {
-    let base = 1i64 << attempts.clamp(0, 12);
-    let secs = base.min(3600);
-    let jitter = rand::random::<u64>() % (secs as u64 / 2 + 1);
-    Duration::seconds(secs + jitter as i64)
-}
-
 impl Services {
     /// Applies what is due. Blocking: run it with `service::blocking`.
     ///
     /// One pass is one transaction (one commit for the whole batch), and each message inside it
     /// is its own savepoint: a message that fails rolls back alone and is recorded for a retry,
     /// while the others commit.
-    pub fn apply_due(&self) -> Result<ApplyPass, String> {
+    pub fn apply_due(&self) -> Result<ApplyPass, StoreError> {
         let now = self.clock.now();
-        let mut conn = self
-            .pool
-            .get()
-            .map_err(|e| format!("no database connection: {e}"))?;
-        let due = messages::due(&mut conn, to_db_time(now), self.apply.batch)
-            .map_err(|e| e.to_string())?;
+        let mut conn = self.pool.get()?;
+        let due = messages::due(&mut conn, to_db_time(now), self.apply.batch)?;
         if due.is_empty() {
             return Ok(ApplyPass::default());
         }
@@ -97,30 +97,29 @@ impl Services {
         let mut outcomes = Vec::with_capacity(due.len());
         for part in due.chunks(chunk.max(1)) {
             let _writer = self.pool.write_guard();
-            let committed = conn
-                .transaction::<_, diesel::result::Error, _>(|conn| {
-                    let mut outcomes = Vec::with_capacity(part.len());
-                    for pending in part {
-                        let outcome = self.apply_one(conn, pending, now);
-                        if let Err(error) = &outcome {
-                            let attempts = pending.attempts + 1;
-                            let give_up = matches!(error, ApplyError::Permanent(_))
-                                || attempts >= self.apply.max_attempts;
-                            let next = to_db_time(now + backoff(pending.attempts));
-                            messages::record_failure(
-                                conn,
-                                pending.id,
-                                attempts,
-                                next,
-                                &error.to_string(),
-                                give_up,
-                            )?;
-                        }
-                        outcomes.push(outcome);
+            let committed = conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                let mut outcomes = Vec::with_capacity(part.len());
+                for pending in part {
+                    let outcome = self.apply_one(conn, pending, now);
+                    if let Err(error) = &outcome {
+                        let attempts = pending.attempts + 1;
+                        let give_up = matches!(error, ApplyError::Permanent(_))
+                            || attempts >= self.apply.max_attempts;
+                        let next =
+                            to_db_time(now + crate::backoff::queued(pending.attempts, BACKOFF_CAP));
+                        messages::record_failure(
+                            conn,
+                            pending.id,
+                            attempts,
+                            next,
+                            &error.to_string(),
+                            give_up,
+                        )?;
                     }
-                    Ok(outcomes)
-                })
-                .map_err(|e| e.to_string())?;
+                    outcomes.push(outcome);
+                }
+                Ok(outcomes)
+            })?;
             outcomes.extend(committed);
         }
         // Counted and logged only once committed.
@@ -186,8 +185,7 @@ impl Services {
                     self.apply_authorization(conn, a, &pending.notify_id, now)?
                 }
                 GatewayMessage::AuthorizationCancelled { auth_app_id } => {
-                    self.authorization_cancelled(conn, auth_app_id, now)
-                        .map_err(lifecycle_error)?;
+                    self.authorization_cancelled(conn, auth_app_id, now)?;
                     Applied::Done
                 }
                 GatewayMessage::AuditPassed {
@@ -259,7 +257,7 @@ impl Services {
         let new = orders::NewOrder {
             commodity_order_id: o.commodity_order_id.clone(),
             // place_order sets the first state and its time from the rules.
-            status: String::new(),
+            status: OrderStatus::AwaitingPayment,
             cancel_reason: None,
             merchant_pid: o.merchant_pid.clone(),
             mini_app_id: o.mini_app_id.clone(),
@@ -275,8 +273,7 @@ impl Services {
             ordered_at: o.ordered_at,
             total_price: o.total_price.clone(),
         };
-        self.place_order(conn, &new, &placed, now)
-            .map_err(lifecycle_error)?;
+        self.place_order(conn, &new, &placed, now)?;
         Ok(Applied::Done)
     }
 
@@ -290,8 +287,7 @@ impl Services {
         now: DateTime<Utc>,
     ) -> Result<Applied, ApplyError> {
         for id in orders::ids_for_mini_app(conn, mini_app_id)? {
-            self.order_event(conn, &id, OrderEvent::AuditPassed { at }, now)
-                .map_err(lifecycle_error)?;
+            self.order_event(conn, &id, OrderEvent::AuditPassed { at }, now)?;
         }
         Ok(Applied::Done)
     }
@@ -318,7 +314,7 @@ impl Services {
             &authorizations::NewAuthorization {
                 auth_app_id: a.auth_app_id.clone(),
                 user_id: a.user_id.clone(),
-                status: "active".into(),
+                status: crate::domain::lifecycle::AuthorizationStatus::Active,
                 auth_time: to_db_time(auth_time),
                 auth_time_ms: a.auth_time_ms,
                 app_auth_token: Some(seal("app_auth_token", a.app_auth_token.expose_secret())),

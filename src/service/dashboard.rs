@@ -25,9 +25,7 @@ pub struct MessageAbout {
 
 impl Services {
     fn dashboard_conn(&self) -> Result<crate::store::PooledConn, ViewError> {
-        self.pool
-            .get()
-            .map_err(|e| ViewError::Unavailable(e.to_string()))
+        self.pool.get().map_err(|e| ViewError::Store(e.into()))
     }
 
     pub fn overview(&self) -> Result<Overview, ViewError> {

@@ -4,19 +4,23 @@
 //! termination and support's tasks. Calls to Alipay happen outside that transaction, in the
 //! scheduler sweep (`fire_due_deadlines`) and reconciliation.
 
+use super::Services;
 use super::alerts::Alert as AlertMessage;
-use super::{Services, blocking};
 use crate::alipay::api::OrderQueryRequest;
+use crate::alipay::client::AlipayError;
+use crate::domain::lifecycle::AuthorizationStatus;
 use crate::domain::lifecycle::{
     self as lc, Deadline, DeadlineState, Effect, LifecycleRules, Order, OrderEvent, ServiceEvent,
-    ServiceState, ServiceStatus, TerminationCause, Transition, Warning,
+    ServiceState, TerminationCause, Transition, Warning,
 };
 use crate::domain::order::OrderPlaced;
-use crate::domain::{CancelReason, DeadlineKind, OrderStatus};
+use crate::domain::{DeadlineKind, OrderStatus};
+use crate::store::orders::CauseCode;
 use crate::store::orders::{self as store, DeadlineRow, OrderRow};
-use crate::store::{AnyConnection, authorizations, deadlines, from_db_time, to_db_time};
+use crate::store::{
+    AnyConnection, StoreError, authorizations, builds, deadlines, from_db_time, to_db_time,
+};
 use chrono::{DateTime, Duration, Utc};
-use diesel::Connection as _;
 use futures_util::StreamExt as _;
 
 /// Deadline rows of kind `warning_<days>` hold the implementation warnings.
@@ -31,14 +35,21 @@ pub enum LifecycleError {
     NotFound(String),
     #[error("{0}")]
     Rule(#[from] lc::RuleError),
-    #[error("stored order {0} does not read: {1}")]
-    Corrupt(String, String),
     #[error("the order changed concurrently; retry")]
     Conflict,
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("database error: {0}")]
-    Database(#[from] diesel::result::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("Alipay: {0}")]
+    Alipay(#[from] AlipayError),
+    /// A rule produced something this use case cannot carry out: a bug, reported loudly.
+    #[error("unexpected: {0}")]
+    Unexpected(String),
+}
+
+impl From<diesel::result::Error> for LifecycleError {
+    fn from(e: diesel::result::Error) -> Self {
+        LifecycleError::Store(e.into())
+    }
 }
 
 /// What a persisted transition leaves to do after the commit.
@@ -46,17 +57,6 @@ pub enum LifecycleError {
 pub struct AfterCommit {
     pub alerts: Vec<AlertMessage>,
     pub changed: bool,
-}
-
-fn cancel_reason(text: &str) -> Option<CancelReason> {
-    [
-        CancelReason::UnpaidTimeout,
-        CancelReason::ImplementationTimeout,
-        CancelReason::MerchantRefund,
-        CancelReason::IsvCancelled,
-    ]
-    .into_iter()
-    .find(|r| r.as_str() == text)
 }
 
 fn deadline_kind(text: &str) -> Option<DeadlineKind> {
@@ -67,6 +67,27 @@ fn deadline_kind(text: &str) -> Option<DeadlineKind> {
     ]
     .into_iter()
     .find(|k| k.as_str() == text)
+}
+
+/// What a row of the `deadlines` table times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Deadline(DeadlineKind),
+    /// An implementation warning, `N` days into implementation (kind `warning_N`).
+    Warning(u32),
+    /// A queued `order.query` (kind `query_alipay`).
+    Query,
+}
+
+/// Reads a stored timer kind; `None` for a value no code writes.
+fn timer_of(kind: &str) -> Option<Timer> {
+    if kind == QUERY_KIND {
+        return Some(Timer::Query);
+    }
+    if let Some(days) = kind.strip_prefix(WARNING_PREFIX) {
+        return days.parse().ok().map(Timer::Warning);
+    }
+    deadline_kind(kind).map(Timer::Deadline)
 }
 
 fn deadline_of(status: OrderStatus) -> Option<DeadlineKind> {
@@ -80,58 +101,55 @@ fn deadline_of(status: OrderStatus) -> Option<DeadlineKind> {
 
 /// The order as the rules see it, from its row and its deadline rows.
 fn to_domain(row: &OrderRow, rows: &[DeadlineRow]) -> Result<Order, LifecycleError> {
-    let corrupt =
-        |what: &str| LifecycleError::Corrupt(row.commodity_order_id.clone(), what.to_string());
-    let status = OrderStatus::parse(&row.status).ok_or_else(|| corrupt("status"))?;
     let mut deadlines = Vec::new();
     let mut warnings = Vec::new();
     for d in rows {
-        if let Some(kind) = deadline_kind(&d.kind) {
-            let state = DeadlineState::parse(&d.state).ok_or_else(|| corrupt("deadline state"))?;
-            deadlines.push(Deadline {
+        match timer_of(&d.kind) {
+            Some(Timer::Deadline(kind)) => deadlines.push(Deadline {
                 kind,
                 due_at: from_db_time(d.due_at),
-                state,
-            });
-        } else if let Some(days) = d
-            .kind
-            .strip_prefix(WARNING_PREFIX)
-            .and_then(|n| n.parse().ok())
-        {
-            if d.state != deadlines::CANCELLED {
-                warnings.push(Warning {
-                    at_days: days,
-                    due_at: from_db_time(d.due_at),
-                    sent: d.state == deadlines::FIRED,
-                });
+                state: d.state,
+            }),
+            Some(Timer::Warning(days)) => {
+                if d.state != DeadlineState::Cancelled {
+                    warnings.push(Warning {
+                        at_days: days,
+                        due_at: from_db_time(d.due_at),
+                        sent: d.state == DeadlineState::Fired,
+                    });
+                }
+            }
+            Some(Timer::Query) => {}
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "deadlines.kind: unknown value {:?} (order {})",
+                    d.kind, row.commodity_order_id
+                ))
+                .into());
             }
         }
     }
     Ok(Order {
-        status,
-        cancel_reason: row.cancel_reason.as_deref().and_then(cancel_reason),
+        status: row.status,
+        cancel_reason: row.cancel_reason,
         ordered_at: from_db_time(row.ordered_at),
         status_since: from_db_time(row.status_since),
         paid: row.paid,
         deadlines,
         warnings,
         audit_passed_at: row.audit_passed_at.map(from_db_time),
-        refund: row.refund.as_deref().and_then(|r| match r {
-            "automatic" => Some(lc::Refund::Automatic),
-            "offline" => Some(lc::Refund::Offline),
-            _ => None,
-        }),
+        refund: row.refund,
     })
 }
 
 /// The row state of a deadline: a fired deadline of the order's current state is still open
 /// (the sweep re-checks it until Alipay agrees or the grace period ends).
-fn row_state(order: &Order, d: &Deadline) -> &'static str {
+fn row_state(order: &Order, d: &Deadline) -> DeadlineState {
     match d.state {
-        DeadlineState::Pending => deadlines::PENDING,
-        DeadlineState::Fired if deadline_of(order.status) == Some(d.kind) => deadlines::PENDING,
-        DeadlineState::Fired => deadlines::FIRED,
-        DeadlineState::Cancelled => deadlines::CANCELLED,
+        DeadlineState::Pending => DeadlineState::Pending,
+        DeadlineState::Fired if deadline_of(order.status) == Some(d.kind) => DeadlineState::Pending,
+        DeadlineState::Fired => DeadlineState::Fired,
+        DeadlineState::Cancelled => DeadlineState::Cancelled,
     }
 }
 
@@ -142,13 +160,13 @@ fn service_key(row: &OrderRow) -> String {
 }
 
 fn termination_cause(row: &store::ServiceRow) -> Option<TerminationCause> {
-    Some(match row.termination_cause.as_deref()? {
-        "authorization_cancelled" => TerminationCause::AuthorizationCancelled,
-        "order_cancelled" => TerminationCause::OrderCancelled,
-        "refunded" => TerminationCause::Refunded,
-        "implementation_timeout" => TerminationCause::ImplementationTimeout,
-        "expired" => TerminationCause::Expired,
-        _ => TerminationCause::Support {
+    Some(match row.termination_cause? {
+        CauseCode::AuthorizationCancelled => TerminationCause::AuthorizationCancelled,
+        CauseCode::OrderCancelled => TerminationCause::OrderCancelled,
+        CauseCode::Refunded => TerminationCause::Refunded,
+        CauseCode::ImplementationTimeout => TerminationCause::ImplementationTimeout,
+        CauseCode::Expired => TerminationCause::Expired,
+        CauseCode::Support => TerminationCause::Support {
             actor: row.terminated_by.clone().unwrap_or_default(),
             reason: row.termination_reason.clone().unwrap_or_default(),
         },
@@ -160,18 +178,10 @@ fn load_service(
     key: &str,
     now: DateTime<Utc>,
 ) -> Result<ServiceState, LifecycleError> {
-    let open: Vec<lc::Task> = store::open_tasks(conn, key)?
-        .iter()
-        .filter(|k| k.as_str() == lc::Task::MerchantMustCancelAuthorization.as_str())
-        .map(|_| lc::Task::MerchantMustCancelAuthorization)
-        .collect();
+    let open: Vec<lc::Task> = store::open_tasks(conn, key)?;
     Ok(match store::find_service(conn, key)? {
         Some(row) => ServiceState {
-            status: match row.status.as_str() {
-                "live" => ServiceStatus::Live,
-                "terminated" => ServiceStatus::Terminated,
-                _ => ServiceStatus::Provisioning,
-            },
+            status: row.status,
             termination_cause: termination_cause(&row),
             since: from_db_time(row.since),
             open_tasks: open,
@@ -199,7 +209,7 @@ impl Services {
     ) -> Result<bool, LifecycleError> {
         let transition = lc::place(placed, self.lifecycle_rules());
         let row = store::NewOrder {
-            status: transition.order.status.as_str().into(),
+            status: transition.order.status,
             status_since: to_db_time(transition.order.status_since),
             ..new.clone()
         };
@@ -239,24 +249,17 @@ impl Services {
         id: &str,
         event: OrderEvent,
     ) -> Result<Transition, LifecycleError> {
-        let (s, id) = (self.clone(), id.to_string());
-        let (transition, after) = blocking(move || {
-            let mut conn = s
-                .pool
-                .get()
-                .map_err(|e| LifecycleError::Unavailable(e.to_string()))?;
-            for _ in 0..5 {
-                let now = s.clock.now();
-                let _writer = s.pool.write_guard();
-                match conn.transaction(|conn| s.order_event(conn, &id, event.clone(), now)) {
-                    Err(LifecycleError::Conflict) => continue,
-                    other => return other,
-                }
+        let mut attempts = 0;
+        let (transition, after) = loop {
+            let (s, id, event) = (self.clone(), id.to_string(), event.clone());
+            let outcome = self
+                .db_write(move |conn| s.order_event(conn, &id, event, s.clock.now()))
+                .await;
+            match outcome {
+                Err(LifecycleError::Conflict) if attempts < 4 => attempts += 1,
+                other => break other?,
             }
-            Err(LifecycleError::Conflict)
-        })
-        .await
-        .map_err(|e| LifecycleError::Unavailable(e.to_string()))??;
+        };
         for alert in after.alerts {
             self.alerts.raise(alert).await;
         }
@@ -296,14 +299,14 @@ impl Services {
         let saved = store::save_state(
             conn,
             id,
-            (&before.status, before.status_since, before.updated_at),
+            (before.status, before.status_since, before.updated_at),
             &store::OrderStateUpdate {
-                status: o.status.as_str().into(),
-                cancel_reason: o.cancel_reason.map(|r| r.as_str().to_string()),
+                status: o.status,
+                cancel_reason: o.cancel_reason,
                 status_since: to_db_time(o.status_since),
                 paid: o.paid,
                 audit_passed_at: o.audit_passed_at.map(to_db_time),
-                refund: o.refund.map(|r| r.as_str().to_string()),
+                refund: o.refund,
                 updated_at: now_db,
             },
         )?;
@@ -320,25 +323,26 @@ impl Services {
             )?;
         }
         let existing = store::deadlines(conn, id)?;
-        for row in existing
-            .iter()
-            .filter(|r| r.kind.starts_with(WARNING_PREFIX))
-        {
-            let days: Option<u32> = row
-                .kind
-                .strip_prefix(WARNING_PREFIX)
-                .and_then(|n| n.parse().ok());
-            if row.state == deadlines::PENDING
-                && !o.warnings.iter().any(|w| Some(w.at_days) == days)
-            {
-                store::upsert_deadline(conn, id, &row.kind, row.due_at, deadlines::CANCELLED)?;
+        for row in &existing {
+            if let Some(Timer::Warning(days)) = timer_of(&row.kind) {
+                if row.state == DeadlineState::Pending
+                    && !o.warnings.iter().any(|w| w.at_days == days)
+                {
+                    store::upsert_deadline(
+                        conn,
+                        id,
+                        &row.kind,
+                        row.due_at,
+                        DeadlineState::Cancelled,
+                    )?;
+                }
             }
         }
         for w in &o.warnings {
             let state = if w.sent {
-                deadlines::FIRED
+                DeadlineState::Fired
             } else {
-                deadlines::PENDING
+                DeadlineState::Pending
             };
             store::upsert_deadline(
                 conn,
@@ -390,7 +394,7 @@ impl Services {
                     reason: lc::QueryReason::DeadlineDue(_),
                 } => {}
                 Effect::QueryAlipay { .. } => {
-                    store::upsert_deadline(conn, id, QUERY_KIND, now_db, deadlines::PENDING)?;
+                    store::upsert_deadline(conn, id, QUERY_KIND, now_db, DeadlineState::Pending)?;
                 }
                 Effect::TerminateService { cause } => {
                     let key = service_key(before);
@@ -400,7 +404,7 @@ impl Services {
                         .map(|app| authorizations::find(conn, app))
                         .transpose()?
                         .flatten()
-                        .is_some_and(|a| a.status == "active");
+                        .is_some_and(|a| a.status == AuthorizationStatus::Active);
                     let service = load_service(conn, &key, now)?;
                     let st = lc::handle_service(
                         &service,
@@ -465,9 +469,20 @@ impl Services {
                         message,
                     });
                 }
-                // Deadlines, warnings and refunds are part of the persisted order above;
-                // provisioning is not built yet (the template pipeline).
-                _ => {}
+                // Part of the order written above (its deadline and warning rows, its refund).
+                Effect::ScheduleDeadline { .. }
+                | Effect::CancelDeadline { .. }
+                | Effect::ScheduleWarning { .. }
+                | Effect::CancelWarnings
+                | Effect::RecordRefund { .. } => {}
+                Effect::StopProvisioning
+                | Effect::OpenTask(_)
+                | Effect::CloseTask(_)
+                | Effect::StoreToken { .. }
+                | Effect::EraseToken => {
+                    let key = service_key(before);
+                    self.carry_out_service_effect(conn, &key, effect, now)?;
+                }
             }
         }
         Ok(after)
@@ -491,8 +506,8 @@ impl Services {
             conn,
             &store::ServiceUpdate {
                 service_key: key,
-                status: state.status.as_str(),
-                termination_cause: state.termination_cause.as_ref().map(|c| c.as_str()),
+                status: state.status,
+                termination_cause: state.termination_cause.as_ref().map(CauseCode::of),
                 terminated_by: by,
                 termination_reason: reason,
                 since: to_db_time(state.since),
@@ -500,14 +515,55 @@ impl Services {
             },
         )?;
         for effect in effects {
-            match effect {
-                Effect::OpenTask(task) => {
-                    store::open_task(conn, task.as_str(), key, to_db_time(now))?
+            self.carry_out_service_effect(conn, key, effect, now)?;
+        }
+        Ok(())
+    }
+
+    /// An effect on the service of mini program (or order) `key`, in the caller's transaction.
+    fn carry_out_service_effect(
+        &self,
+        conn: &mut AnyConnection,
+        key: &str,
+        effect: &Effect,
+        now: DateTime<Utc>,
+    ) -> Result<(), LifecycleError> {
+        match effect {
+            Effect::OpenTask(task) => store::open_task(conn, *task, key, to_db_time(now))?,
+            Effect::CloseTask(task) => {
+                store::close_tasks(conn, *task, key, to_db_time(now))?;
+            }
+            Effect::StopProvisioning => {
+                // In the same transaction as the termination: no build step runs after it.
+                for (version, order) in builds::cancel_in_flight(conn, key, to_db_time(now))? {
+                    super::pipeline::note(
+                        conn,
+                        &order,
+                        "build_cancelled",
+                        format!("version {version}: the service ended"),
+                        now,
+                    )?;
                 }
-                Effect::CloseTask(task) => {
-                    store::close_tasks(conn, task.as_str(), key, to_db_time(now))?;
-                }
-                _ => {}
+            }
+            Effect::EraseToken => {
+                authorizations::cancel(conn, key, to_db_time(now))?;
+            }
+            // The token is sealed and stored by the authorization notice's own apply
+            // (`service::apply`), which holds the plaintext; nothing is left to do here.
+            Effect::StoreToken { .. } => {}
+            // Order-level effects never come from a service or authorization transition; if one
+            // did, refusing it loudly beats dropping it.
+            Effect::ScheduleDeadline { .. }
+            | Effect::CancelDeadline { .. }
+            | Effect::ScheduleWarning { .. }
+            | Effect::CancelWarnings
+            | Effect::RecordRefund { .. }
+            | Effect::QueryAlipay { .. }
+            | Effect::TerminateService { .. }
+            | Effect::Alert(_) => {
+                return Err(LifecycleError::Unexpected(format!(
+                    "{effect:?} on service {key}"
+                )));
             }
         }
         Ok(())
@@ -552,24 +608,21 @@ impl Services {
     /// One scheduler tick: claims due deadlines, warnings and queued queries, and fires each.
     /// Before a deadline changes an order, `order.query` confirms it; with no answer, or no
     /// change, the rule is applied as `inferred` once the grace period has passed.
-    pub async fn fire_due_deadlines(&self, limit: i64) -> Result<TickReport, String> {
+    pub async fn fire_due_deadlines(&self, limit: i64) -> Result<TickReport, LifecycleError> {
         let now = self.clock.now();
         let lease = now + Duration::minutes(5);
-        let s = self.clone();
-        let claimed = blocking(move || {
-            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
-            let _writer = s.pool.write_guard();
-            deadlines::claim_due(&mut conn, to_db_time(now), to_db_time(lease), limit)
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let claimed = self
+            .db_write(move |conn| {
+                deadlines::claim_due(conn, to_db_time(now), to_db_time(lease), limit)
+                    .map_err(LifecycleError::from)
+            })
+            .await?;
         let mut report = TickReport {
             claimed: claimed.len(),
             ..TickReport::default()
         };
         // Rows of different orders are independent; Alipay round trips overlap.
-        let outcomes: Vec<(deadlines::ClaimedDeadline, Result<bool, String>)> =
+        let outcomes: Vec<(deadlines::ClaimedDeadline, Result<bool, LifecycleError>)> =
             futures_util::stream::iter(claimed)
                 .map(|d| async move {
                     let outcome = self.fire(&d, now).await;
@@ -589,15 +642,11 @@ impl Services {
                 Err(e) => {
                     report.errors += 1;
                     tracing::warn!(order = %d.commodity_order_id, kind = %d.kind, error = %e, "deadline not fired; retried next tick");
-                    let retry =
-                        to_db_time(now + Duration::seconds(self.lifecycle.tick_seconds as i64));
-                    let s = self.clone();
-                    let _ = blocking(move || {
-                        let mut conn = s.pool.get().map_err(|e| e.to_string())?;
-                        let _writer = s.pool.write_guard();
-                        deadlines::release(&mut conn, d.id, retry).map_err(|e| e.to_string())
-                    })
-                    .await;
+                    let retry = now + Duration::seconds(self.lifecycle.tick_seconds as i64);
+                    if let Err(error) = self.release_row(d.id, retry).await {
+                        // The lease runs out by itself: the row is fired again after it.
+                        tracing::warn!(order = %d.commodity_order_id, %error, "deadline not released");
+                    }
                 }
             }
         }
@@ -609,48 +658,49 @@ impl Services {
         &self,
         d: &deadlines::ClaimedDeadline,
         now: DateTime<Utc>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, LifecycleError> {
         let id = d.commodity_order_id.as_str();
-        let e = |e: LifecycleError| e.to_string();
-        if let Some(days) = d
-            .kind
-            .strip_prefix(WARNING_PREFIX)
-            .and_then(|n| n.parse().ok())
-        {
-            let t = self
-                .order_event_now(id, OrderEvent::WarningDue { at_days: days })
-                .await
-                .map_err(e)?;
-            self.finish_row(d.id, deadlines::FIRED).await?;
-            return Ok(t.history.is_some());
-        }
+        let kind = match timer_of(&d.kind) {
+            Some(Timer::Warning(days)) => {
+                let t = self
+                    .order_event_now(id, OrderEvent::WarningDue { at_days: days })
+                    .await?;
+                self.finish_row(d.id, DeadlineState::Fired).await?;
+                return Ok(t.history.is_some());
+            }
+            Some(Timer::Deadline(kind)) => Some(kind),
+            Some(Timer::Query) => None,
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "deadlines.kind: unknown value {:?} (order {id})",
+                    d.kind
+                ))
+                .into());
+            }
+        };
         // A due deadline changes nothing by itself (the rules' DeadlineDue only asks Alipay, and
         // the row stays open until the rule is applied), so the sweep asks Alipay directly:
         // Alipay is the source of truth.
-        let kind = deadline_kind(&d.kind);
         let answer = self.read_alipay(id).await;
         let mut moved = false;
         let (answered, after) = match answer {
             Ok(reading) => {
                 let t = self
                     .order_event_now(id, OrderEvent::AlipaySays(reading))
-                    .await
-                    .map_err(e)?;
+                    .await?;
                 moved |= t.history.is_some();
-                (true, Some(t.order))
+                (Ok(()), Some(t.order))
             }
             Err(error) => {
                 tracing::warn!(order = %id, %error, "order.query failed");
-                (false, None)
+                (Err(error), None)
             }
         };
         let Some(kind) = kind else {
             // A queued query: done once Alipay answered; otherwise retried next tick.
-            if answered {
-                self.finish_row(d.id, deadlines::FIRED).await?;
-                return Ok(moved);
-            }
-            return Err("order.query failed".into());
+            answered?;
+            self.finish_row(d.id, DeadlineState::Fired).await?;
+            return Ok(moved);
         };
         // Still open after Alipay's answer? Past the grace period, the rule applies as inferred.
         let order = match after {
@@ -669,11 +719,12 @@ impl Services {
                             inferred: true,
                         },
                     )
-                    .await
-                    .map_err(e)?;
+                    .await?;
                 Ok(moved | t.history.is_some())
             }
-            Some(_) if answered => {
+            Some(_) => {
+                // Alipay unreachable before the grace period ends: an error, retried next tick.
+                answered?;
                 // Alipay shows no change yet: look again next tick.
                 self.release_row(
                     d.id,
@@ -682,46 +733,33 @@ impl Services {
                 .await?;
                 Ok(moved)
             }
-            Some(_) => Err("order.query failed and the grace period has not passed".into()),
         }
     }
 
-    async fn load_order(&self, id: &str) -> Result<Order, String> {
-        let (s, id) = (self.clone(), id.to_string());
-        blocking(move || -> Result<Order, String> {
-            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
-            let row = store::find(&mut conn, &id)
-                .map_err(|e| e.to_string())?
-                .ok_or("order vanished")?;
-            let rows = store::deadlines(&mut conn, &id).map_err(|e| e.to_string())?;
-            to_domain(&row, &rows).map_err(|e| e.to_string())
+    async fn load_order(&self, id: &str) -> Result<Order, LifecycleError> {
+        let id = id.to_string();
+        self.db(move |conn| {
+            let row = store::find(conn, &id)?.ok_or(LifecycleError::NotFound(id.clone()))?;
+            let rows = store::deadlines(conn, &id)?;
+            to_domain(&row, &rows)
         })
         .await
-        .map_err(|e| e.to_string())?
     }
 
-    async fn finish_row(&self, id: i64, state: &'static str) -> Result<(), String> {
-        let s = self.clone();
-        blocking(move || {
-            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
-            let _writer = s.pool.write_guard();
-            deadlines::finish(&mut conn, id, state)
+    async fn finish_row(&self, id: i64, state: DeadlineState) -> Result<(), LifecycleError> {
+        self.db_write(move |conn| {
+            deadlines::finish(conn, id, state)
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(LifecycleError::from)
         })
         .await
-        .map_err(|e| e.to_string())?
     }
 
-    async fn release_row(&self, id: i64, retry_at: DateTime<Utc>) -> Result<(), String> {
-        let s = self.clone();
-        blocking(move || {
-            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
-            let _writer = s.pool.write_guard();
-            deadlines::release(&mut conn, id, to_db_time(retry_at)).map_err(|e| e.to_string())
+    async fn release_row(&self, id: i64, retry_at: DateTime<Utc>) -> Result<(), LifecycleError> {
+        self.db_write(move |conn| {
+            deadlines::release(conn, id, to_db_time(retry_at)).map_err(LifecycleError::from)
         })
         .await
-        .map_err(|e| e.to_string())?
     }
 
     /// `order.query` for one order, every page of its items, read with the configured table.
@@ -784,27 +822,17 @@ impl Services {
 
     /// Asks Alipay about one order now and applies what it says.
     pub async fn reconcile_order(&self, id: &str) -> Result<Transition, LifecycleError> {
-        let reading = self
-            .read_alipay(id)
-            .await
-            .map_err(|e| LifecycleError::Unavailable(format!("order.query: {e}")))?;
+        let reading = self.read_alipay(id).await?;
         let recorded = format!("{reading:?}");
         let transition = self
             .order_event_now(id, OrderEvent::AlipaySays(reading))
             .await?;
         // Each result is kept with the order, for support.
-        let (s, id, at) = (self.clone(), id.to_string(), to_db_time(self.clock.now()));
-        blocking(move || -> Result<(), LifecycleError> {
-            let mut conn = s
-                .pool
-                .get()
-                .map_err(|e| LifecycleError::Unavailable(e.to_string()))?;
-            let _writer = s.pool.write_guard();
-            store::record_reconciliation(&mut conn, &id, &recorded, at)
-                .map_err(LifecycleError::from)
+        let (id, at) = (id.to_string(), to_db_time(self.clock.now()));
+        self.db_write(move |conn| {
+            store::record_reconciliation(conn, &id, &recorded, at).map_err(LifecycleError::from)
         })
-        .await
-        .map_err(|e| LifecycleError::Unavailable(e.to_string()))??;
+        .await?;
         Ok(transition)
     }
 
@@ -816,39 +844,33 @@ impl Services {
         rate_per_second: u32,
         concurrency: usize,
         progress: &(dyn Fn(usize, usize) + Sync),
-    ) -> Result<ReconcileReport, String> {
-        let s = self.clone();
-        let ids = blocking(move || -> Result<Vec<String>, String> {
-            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
-            let mut ids: Vec<String> = Vec::new();
-            loop {
-                let after = ids.last().cloned().unwrap_or_default();
-                let page = store::open_ids(&mut conn, &after, 1000).map_err(|e| e.to_string())?;
-                if page.is_empty() {
-                    return Ok(ids);
+    ) -> Result<ReconcileReport, LifecycleError> {
+        let ids = self
+            .db(move |conn| -> Result<Vec<String>, LifecycleError> {
+                let mut ids: Vec<String> = Vec::new();
+                loop {
+                    let after = ids.last().cloned().unwrap_or_default();
+                    let page = store::open_ids(conn, &after, 1000)?;
+                    if page.is_empty() {
+                        return Ok(ids);
+                    }
+                    ids.extend(page);
                 }
-                ids.extend(page);
-            }
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+            })
+            .await?;
         let total = ids.len();
         let pace = tokio::sync::Mutex::new(tokio::time::interval(
             std::time::Duration::from_secs_f64(1.0 / f64::from(rate_per_second.max(1))),
         ));
         let done = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<Result<bool, String>> = futures_util::stream::iter(ids)
+        let results: Vec<Result<bool, LifecycleError>> = futures_util::stream::iter(ids)
             .map(|id| {
                 let (pace, done) = (&pace, &done);
                 async move {
                     pace.lock().await.tick().await;
-                    let result = self
-                        .reconcile_order(&id)
-                        .await
-                        .map(|t| t.history.is_some())
-                        .map_err(|e| format!("{id}: {e}"));
+                    let result = self.reconcile_order(&id).await.map(|t| t.history.is_some());
                     if let Err(error) = &result {
-                        tracing::warn!(%error, "reconciliation of an order failed");
+                        tracing::warn!(order = %id, %error, "reconciliation of an order failed");
                     }
                     progress(
                         done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,

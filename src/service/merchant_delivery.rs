@@ -12,6 +12,9 @@ use chrono::Duration;
 use secrecy::SecretString;
 use std::sync::atomic::Ordering::Relaxed;
 
+/// Longest wait between two attempts.
+const BACKOFF_CAP: std::time::Duration = std::time::Duration::from_secs(1800);
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryPass {
     pub orders: usize,
@@ -23,11 +26,6 @@ pub struct DeliveryPass {
 /// How long a worker holds an order while its call to Alipay is under way.
 const LEASE: i64 = 120;
 const MAX_ATTEMPTS: i32 = 12;
-
-fn backoff(attempts: i32) -> Duration {
-    let secs = (1i64 << attempts.clamp(0, 11)).min(1800);
-    Duration::seconds(secs + (rand::random::<u64>() % (secs as u64 / 2 + 1)) as i64)
-}
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -210,7 +208,7 @@ impl Services {
                     store::DELIVERY_DELIVERED
                 }
                 Outcome::Retry => {
-                    let next = to_db_time(now + backoff(attempts));
+                    let next = to_db_time(now + crate::backoff::queued(attempts, BACKOFF_CAP));
                     store::retry_sync(
                         &mut conn,
                         id,

@@ -6,6 +6,7 @@ use super::Services;
 use crate::domain::merchant_order::{
     self as rules, CheckedSync, OrderRecord, SyncDecision, Violation,
 };
+use crate::store::StoreError;
 use crate::store::group_commit::GroupCommit;
 use crate::store::merchant_orders::{self as store, NewMerchantOrder, NewSync};
 use crate::store::{AnyConnection, Pool, authorizations, to_db_time};
@@ -34,10 +35,17 @@ pub enum SyncError {
     NotAuthorized(String),
     #[error("the order changed concurrently; retry")]
     Conflict,
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("database error: {0}")]
-    Database(#[from] diesel::result::Error),
+    /// The stored record of the order does not read back.
+    #[error("stored record of order {0} does not read: {1}")]
+    CorruptRecord(String, String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<diesel::result::Error> for SyncError {
+    fn from(e: diesel::result::Error) -> Self {
+        SyncError::Store(e.into())
+    }
 }
 
 pub const MODIFIED_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.3f";
@@ -90,17 +98,15 @@ fn accept_batch(
 fn accept_one(conn: &mut AnyConnection, job: &SyncJob) -> Result<Option<SyncOutcome>, SyncError> {
     let SyncJob { checked, raw, now } = job;
     match authorizations::find(conn, &checked.tiny_app_id)? {
-        Some(a) if a.status == "active" => {}
+        Some(a) if a.status == crate::domain::lifecycle::AuthorizationStatus::Active => {}
         _ => return Err(SyncError::NotAuthorized(checked.tiny_app_id.clone())),
     }
     let previous: Option<OrderRecord> =
         match store::find(conn, &checked.tiny_app_id, &checked.out_biz_no)? {
-            Some(row) => Some(serde_json::from_str(&row.record).map_err(|e| {
-                SyncError::Unavailable(format!(
-                    "stored record of order {} does not read: {e}",
-                    row.out_biz_no
-                ))
-            })?),
+            Some(row) => Some(
+                serde_json::from_str(&row.record)
+                    .map_err(|e| SyncError::CorruptRecord(row.out_biz_no.clone(), e.to_string()))?,
+            ),
             None => None,
         };
     let sync = |state| NewSync {
@@ -165,7 +171,7 @@ impl Services {
             .merchant_syncs
             .submit(SyncJob { checked, raw, now })
             .await
-            .map_err(SyncError::Unavailable)??;
+            .map_err(|e| SyncError::Store(StoreError::Unavailable(e)))??;
         if matches!(outcome, SyncOutcome::Queued { .. }) {
             self.delivery_wakeup.notify_one();
         }
@@ -177,10 +183,7 @@ impl Services {
         tiny_app_id: &str,
         out_biz_no: &str,
     ) -> Result<Option<MerchantOrderView>, SyncError> {
-        let mut conn = self
-            .pool
-            .get()
-            .map_err(|e| SyncError::Unavailable(e.to_string()))?;
+        let mut conn = self.pool.get().map_err(StoreError::from)?;
         Ok(
             store::find(&mut conn, tiny_app_id, out_biz_no)?.map(|row| MerchantOrderView {
                 tiny_app_id: row.tiny_app_id,

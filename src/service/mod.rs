@@ -18,7 +18,8 @@ use crate::alipay::client::AlipayApi;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::seal::Sealer;
-use crate::store::Pool;
+use crate::store::{AnyConnection, Pool, StoreError};
+use diesel::Connection as _;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -51,6 +52,65 @@ pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, tokio::task::JoinError> {
     tokio::task::spawn_blocking(f).await
+}
+
+/// A rollback of the helper's transaction: the store's error, or the use case's own.
+enum Rollback<E> {
+    Store(diesel::result::Error),
+    UseCase(E),
+}
+
+impl<E> From<diesel::result::Error> for Rollback<E> {
+    fn from(e: diesel::result::Error) -> Self {
+        Rollback::Store(e)
+    }
+}
+
+impl Services {
+    /// The seam between use cases and the store: `f` runs on the blocking pool with a pooled
+    /// connection; a pool, database or thread failure comes back as the use case's error through
+    /// `StoreError`. For reads.
+    pub async fn db<T, E>(
+        &self,
+        f: impl FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        blocking(move || {
+            let mut conn = pool.get().map_err(StoreError::from)?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| E::from(StoreError::from(e)))?
+    }
+
+    /// Like [`Services::db`], for writes: one transaction (rolled back when `f` fails), under the
+    /// SQLite write guard so that writers in this process queue instead of meeting in SQLite's
+    /// busy handler.
+    pub async fn db_write<T, E>(
+        &self,
+        f: impl FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        blocking(move || {
+            let mut conn = pool.get().map_err(StoreError::from)?;
+            let _writer = pool.write_guard();
+            conn.transaction(|conn| f(conn).map_err(Rollback::UseCase))
+                .map_err(|rollback| match rollback {
+                    Rollback::Store(e) => E::from(StoreError::from(e)),
+                    Rollback::UseCase(e) => e,
+                })
+        })
+        .await
+        .map_err(|e| E::from(StoreError::from(e)))?
+    }
 }
 
 /// Secrets sealed at rest are bound to what they are (see `Sealer`).

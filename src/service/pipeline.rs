@@ -6,18 +6,23 @@
 //! the order itself moves on when `order.query` agrees (the audit message queues that query). A
 //! rejected audit alerts support and waits for a retry (`retry_build`).
 
+use super::Services;
 use super::alerts::Alert;
 use super::apply::token_context;
-use super::{Services, blocking};
+use super::lifecycle::LifecycleError;
 use crate::alipay::api::{
     AuditApplyRequest, BuildQueryRequest, BuildStatus, VersionOnlineRequest, VersionUploadRequest,
 };
 use crate::alipay::client::AlipayError;
-use crate::store::builds::{self, BuildRow};
-use crate::store::{AnyConnection, authorizations, orders, to_db_time};
+use crate::domain::lifecycle::AuthorizationStatus;
+use crate::store::builds::{self, BuildRow, BuildStep};
+use crate::store::{AnyConnection, StoreError, authorizations, orders, to_db_time};
 use chrono::{DateTime, Duration, Utc};
 use secrecy::SecretString;
 use std::collections::HashMap;
+
+/// Longest wait between two attempts.
+const BACKOFF_CAP: std::time::Duration = std::time::Duration::from_secs(900);
 
 /// Which template builds an `item_code`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -48,6 +53,28 @@ impl PipelineSettings {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    /// The merchant's sealed token does not open (wrong encryption key, or damaged).
+    #[error("the stored token of {0} does not open")]
+    Token(String),
+    #[error("no build for mini program {0}")]
+    NotFound(String),
+    /// Support asked for something the build's state does not allow.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<diesel::result::Error> for PipelineError {
+    fn from(e: diesel::result::Error) -> Self {
+        PipelineError::Store(e.into())
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PipelinePass {
     pub started: usize,
@@ -56,13 +83,8 @@ pub struct PipelinePass {
 
 const LEASE_SECONDS: i64 = 300;
 
-fn backoff(attempts: i32) -> Duration {
-    let secs = (1i64 << attempts.clamp(0, 10)).min(900);
-    Duration::seconds(secs + (rand::random::<u64>() % (secs as u64 / 2 + 1)) as i64)
-}
-
 /// A note in the order's history: the pipeline's steps are visible to support.
-fn note(
+pub(super) fn note(
     conn: &mut AnyConnection,
     order_id: &str,
     cause: &str,
@@ -76,8 +98,8 @@ fn note(
         conn,
         &orders::NewHistory {
             commodity_order_id: order_id.into(),
-            from_status: Some(order.status.clone()),
-            to_status: order.status,
+            from_status: Some(order.status.as_str().into()),
+            to_status: order.status.as_str().into(),
             actor: "pipeline".into(),
             cause: cause.into(),
             reason: Some(reason),
@@ -101,59 +123,51 @@ fn already_done(error: &AlipayError) -> bool {
 
 impl Services {
     /// One pass: start builds where needed, then run every due step.
-    pub async fn run_pipeline(&self, limit: i64) -> Result<PipelinePass, String> {
+    pub async fn run_pipeline(&self, limit: i64) -> Result<PipelinePass, PipelineError> {
         let now = self.clock.now();
         let s = self.clone();
-        let started = blocking(move || -> Result<usize, String> {
-            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
-            let _writer = s.pool.write_guard();
-            let mut started = 0;
-            for (order_id, mini_app_id, item_code) in
-                builds::orders_needing_a_build(&mut conn, limit).map_err(|e| e.to_string())?
-            {
-                let Some(template) = s.pipeline.template(item_code.as_deref()).cloned() else {
-                    continue;
-                };
-                let version = (!template.template_version.is_empty())
-                    .then_some(template.template_version.as_str());
-                if builds::start(
-                    &mut conn,
-                    &mini_app_id,
-                    &order_id,
-                    (&template.template_id, version),
-                    to_db_time(now),
-                )
-                .map_err(|e| e.to_string())?
+        let started = self
+            .db_write(move |conn| -> Result<usize, PipelineError> {
+                let mut started = 0;
+                for (order_id, mini_app_id, item_code) in
+                    builds::orders_needing_a_build(conn, limit)?
                 {
-                    note(
-                        &mut conn,
+                    let Some(template) = s.pipeline.template(item_code.as_deref()).cloned() else {
+                        continue;
+                    };
+                    let version = (!template.template_version.is_empty())
+                        .then_some(template.template_version.as_str());
+                    if builds::start(
+                        conn,
+                        &mini_app_id,
                         &order_id,
-                        "build_started",
-                        format!("template {}", template.template_id),
-                        now,
-                    )
-                    .map_err(|e| e.to_string())?;
-                    started += 1;
+                        (&template.template_id, version),
+                        to_db_time(now),
+                    )? {
+                        note(
+                            conn,
+                            &order_id,
+                            "build_started",
+                            format!("template {}", template.template_id),
+                            now,
+                        )?;
+                        started += 1;
+                    }
                 }
-            }
-            Ok(started)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        let s = self.clone();
-        let claimed = blocking(move || {
-            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
-            let _writer = s.pool.write_guard();
-            builds::claim_due(
-                &mut conn,
-                to_db_time(now),
-                to_db_time(now + Duration::seconds(LEASE_SECONDS)),
-                limit,
-            )
-            .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+                Ok(started)
+            })
+            .await?;
+        let claimed = self
+            .db_write(move |conn| {
+                builds::claim_due(
+                    conn,
+                    to_db_time(now),
+                    to_db_time(now + Duration::seconds(LEASE_SECONDS)),
+                    limit,
+                )
+                .map_err(PipelineError::from)
+            })
+            .await?;
         let steps = claimed.len();
         for build in claimed {
             if let Err(error) = self.run_step(&build, now).await {
@@ -167,33 +181,26 @@ impl Services {
         &self,
         conn: &mut AnyConnection,
         mini_app_id: &str,
-    ) -> Result<Option<SecretString>, String> {
-        match authorizations::find(conn, mini_app_id).map_err(|e| e.to_string())? {
-            Some(a) if a.status == "active" => {}
+    ) -> Result<Option<SecretString>, PipelineError> {
+        match authorizations::find(conn, mini_app_id)? {
+            Some(a) if a.status == AuthorizationStatus::Active => {}
             _ => return Ok(None),
         }
-        let Some(sealed) =
-            authorizations::sealed_token(conn, mini_app_id).map_err(|e| e.to_string())?
-        else {
+        let Some(sealed) = authorizations::sealed_token(conn, mini_app_id)? else {
             return Ok(None);
         };
         let plain = self
             .sealer
             .open(&token_context("app_auth_token", mini_app_id), &sealed)
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| PipelineError::Token(mini_app_id.to_string()))?;
         String::from_utf8(plain)
             .map(|t| Some(SecretString::from(t)))
-            .map_err(|_| "stored token is not UTF-8".to_string())
+            .map_err(|_| PipelineError::Token(mini_app_id.to_string()))
     }
 
-    async fn run_step(&self, b: &BuildRow, now: DateTime<Utc>) -> Result<(), String> {
+    async fn run_step(&self, b: &BuildRow, now: DateTime<Utc>) -> Result<(), PipelineError> {
         let (s, app) = (self.clone(), b.mini_app_id.clone());
-        let token = blocking(move || {
-            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
-            s.merchant_token(&mut conn, &app)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let token = self.db(move |conn| s.merchant_token(conn, &app)).await?;
         let Some(token) = token else {
             return self
                 .finish_step(
@@ -203,8 +210,8 @@ impl Services {
                 )
                 .await;
         };
-        let outcome = match b.step.as_str() {
-            builds::UPLOAD => {
+        let outcome = match b.step {
+            BuildStep::Upload => {
                 let ext = serde_json::json!({"extEnable": true, "ext": {"commodityOrderId": b.commodity_order_id, "miniAppId": b.mini_app_id}});
                 let request = VersionUploadRequest {
                     app_version: b.app_version.clone(),
@@ -221,12 +228,12 @@ impl Services {
                 )
                 .await;
                 match answer {
-                    Ok(_) => Step::Next(builds::BUILD_QUERY, now),
-                    Err(e) if already_done(&e) => Step::Next(builds::BUILD_QUERY, now),
+                    Ok(_) => Step::Next(BuildStep::BuildQuery, now),
+                    Err(e) if already_done(&e) => Step::Next(BuildStep::BuildQuery, now),
                     Err(e) => Step::from_error(e),
                 }
             }
-            builds::BUILD_QUERY => {
+            BuildStep::BuildQuery => {
                 let request = BuildQueryRequest {
                     app_version: b.app_version.clone(),
                     ..BuildQueryRequest::default()
@@ -240,7 +247,7 @@ impl Services {
                 .await;
                 match answer {
                     Ok(r) => match r.build_status {
-                        Some(BuildStatus::Success) => Step::Next(builds::AUDIT_APPLY, now),
+                        Some(BuildStatus::Success) => Step::Next(BuildStep::AuditApply, now),
                         Some(ref status) if status.is_failure() => {
                             Step::Fail(format!("build {}", status.as_str()))
                         }
@@ -249,7 +256,7 @@ impl Services {
                     Err(e) => Step::from_error(e),
                 }
             }
-            builds::AUDIT_APPLY => {
+            BuildStep::AuditApply => {
                 let request = AuditApplyRequest {
                     app_version: b.app_version.clone(),
                     version_desc: Some(format!(
@@ -268,14 +275,14 @@ impl Services {
                 .await;
                 match answer {
                     // The audit's result arrives as a gateway message (`audit_result`).
-                    Ok(_) => Step::Next(builds::AWAIT_AUDIT, now + Duration::days(365)),
+                    Ok(_) => Step::Next(BuildStep::AwaitAudit, now + Duration::days(365)),
                     Err(e) if already_done(&e) => {
-                        Step::Next(builds::AWAIT_AUDIT, now + Duration::days(365))
+                        Step::Next(BuildStep::AwaitAudit, now + Duration::days(365))
                     }
                     Err(e) => Step::from_error(e),
                 }
             }
-            builds::ONLINE => {
+            BuildStep::Online => {
                 let request = VersionOnlineRequest {
                     app_version: b.app_version.clone(),
                     ..VersionOnlineRequest::default()
@@ -288,11 +295,17 @@ impl Services {
                 )
                 .await;
                 match answer {
-                    Ok(_) => Step::Next(builds::DONE, now),
+                    Ok(_) => Step::Next(BuildStep::Done, now),
                     Err(e) => Step::from_error(e),
                 }
             }
-            other => Step::Fail(format!("unexpected step {other}")),
+            // Claimed rows are in one of the four steps above (`claim_due`); the others are
+            // waiting or final, and a row that is there now was moved after the claim.
+            BuildStep::AwaitAudit
+            | BuildStep::Done
+            | BuildStep::Rejected
+            | BuildStep::Failed
+            | BuildStep::Cancelled => return Ok(()),
         };
         self.finish_step(b, outcome, now).await
     }
@@ -302,77 +315,69 @@ impl Services {
         b: &BuildRow,
         step: Step,
         now: DateTime<Utc>,
-    ) -> Result<(), String> {
+    ) -> Result<(), PipelineError> {
         let (s, b) = (self.clone(), b.clone());
-        let alert = blocking(move || -> Result<Option<Alert>, String> {
-            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
-            let _writer = s.pool.write_guard();
-            let e = |e: diesel::result::Error| e.to_string();
-            let db_now = to_db_time(now);
-            match step {
-                Step::Next(to, at) => {
-                    if builds::advance(&mut conn, b.id, &b.step, to, to_db_time(at), None, db_now)
-                        .map_err(e)?
-                    {
-                        if to == builds::DONE {
-                            // Our version is online: the merchant's service is live.
-                            s.service_went_live(&mut conn, &b.mini_app_id, now)
-                                .map_err(|e| e.to_string())?;
+        let alert = self
+            .db_write(move |conn| -> Result<Option<Alert>, PipelineError> {
+                let db_now = to_db_time(now);
+                match step {
+                    Step::Next(to, at) => {
+                        if builds::advance(conn, b.id, b.step, to, to_db_time(at), None, db_now)? {
+                            if to == BuildStep::Done {
+                                // Our version is online: the merchant's service is live.
+                                s.service_went_live(conn, &b.mini_app_id, now)?;
+                            }
+                            note(
+                                conn,
+                                &b.commodity_order_id,
+                                &format!("build_{}", b.step),
+                                format!("version {} → {to}", b.app_version),
+                                now,
+                            )?;
+                        }
+                        Ok(None)
+                    }
+                    Step::Poll(at) => {
+                        builds::retry(conn, b.id, b.attempts, to_db_time(at), None, db_now)?;
+                        Ok(None)
+                    }
+                    Step::Retry(error) => {
+                        let at = to_db_time(now + crate::backoff::queued(b.attempts, BACKOFF_CAP));
+                        builds::retry(conn, b.id, b.attempts + 1, at, Some(&error), db_now)?;
+                        Ok(None)
+                    }
+                    Step::Fail(error) => {
+                        // Guarded: a build stopped meanwhile (its service ended) stays cancelled.
+                        if !builds::advance(
+                            conn,
+                            b.id,
+                            b.step,
+                            BuildStep::Failed,
+                            db_now,
+                            Some(&error),
+                            db_now,
+                        )? {
+                            return Ok(None);
                         }
                         note(
-                            &mut conn,
+                            conn,
                             &b.commodity_order_id,
-                            &format!("build_{}", b.step),
-                            format!("version {} → {to}", b.app_version),
+                            "build_failed",
+                            format!("version {}: {error}", b.app_version),
                             now,
-                        )
-                        .map_err(e)?;
+                        )?;
+                        Ok(Some(Alert {
+                            kind: "build_failed".into(),
+                            subject: b.commodity_order_id.clone(),
+                            message: format!(
+                                "mini program {} version {}: {error}; retry with the admin API",
+                                b.mini_app_id, b.app_version
+                            ),
+                        }))
                     }
-                    Ok(None)
                 }
-                Step::Poll(at) => {
-                    builds::retry(&mut conn, b.id, b.attempts, to_db_time(at), None, db_now)
-                        .map(|_| None)
-                        .map_err(e)
-                }
-                Step::Retry(error) => {
-                    let at = to_db_time(now + backoff(b.attempts));
-                    builds::retry(&mut conn, b.id, b.attempts + 1, at, Some(&error), db_now)
-                        .map(|_| None)
-                        .map_err(e)
-                }
-                Step::Fail(error) => {
-                    builds::advance(
-                        &mut conn,
-                        b.id,
-                        &b.step,
-                        builds::FAILED,
-                        db_now,
-                        Some(&error),
-                        db_now,
-                    )
-                    .map_err(e)?;
-                    note(
-                        &mut conn,
-                        &b.commodity_order_id,
-                        "build_failed",
-                        format!("version {}: {error}", b.app_version),
-                        now,
-                    )
-                    .map_err(e)?;
-                    Ok(Some(Alert {
-                        kind: "build_failed".into(),
-                        subject: b.commodity_order_id.clone(),
-                        message: format!(
-                            "mini program {} version {}: {error}; retry with the admin API",
-                            b.mini_app_id, b.app_version
-                        ),
-                    }))
-                }
-            }
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+            })
+            .await?;
         if let Some(alert) = alert {
             self.alerts.raise(alert).await;
         }
@@ -388,26 +393,26 @@ impl Services {
         app_version: Option<&str>,
         rejection: Option<&str>,
         now: DateTime<Utc>,
-    ) -> diesel::QueryResult<Option<Alert>> {
+    ) -> Result<Option<Alert>, LifecycleError> {
         let build = match app_version {
             Some(v) => builds::find_version(conn, mini_app_id, v)?,
             None => builds::latest(conn, mini_app_id)?,
         };
-        let Some(build) = build.filter(|b| b.step == builds::AWAIT_AUDIT) else {
+        let Some(build) = build.filter(|b| b.step == BuildStep::AwaitAudit) else {
             return Ok(None);
         };
         let db_now = to_db_time(now);
         match rejection {
             None => {
                 let next = if self.pipeline.auto_online {
-                    builds::DONE
+                    BuildStep::Done
                 } else {
-                    builds::ONLINE
+                    BuildStep::Online
                 };
                 if builds::advance(
                     conn,
                     build.id,
-                    builds::AWAIT_AUDIT,
+                    BuildStep::AwaitAudit,
                     next,
                     db_now,
                     None,
@@ -420,12 +425,9 @@ impl Services {
                         format!("version {}", build.app_version),
                         now,
                     )?;
-                    if next == builds::DONE {
+                    if next == BuildStep::Done {
                         // Auto-online: Alipay put the approved version online itself.
-                        self.service_went_live(conn, mini_app_id, now)
-                            .map_err(|e| {
-                                diesel::result::Error::QueryBuilderError(e.to_string().into())
-                            })?;
+                        self.service_went_live(conn, mini_app_id, now)?;
                     }
                 }
                 Ok(None)
@@ -434,8 +436,8 @@ impl Services {
                 builds::advance(
                     conn,
                     build.id,
-                    builds::AWAIT_AUDIT,
-                    builds::REJECTED,
+                    BuildStep::AwaitAudit,
+                    BuildStep::Rejected,
                     db_now,
                     Some(reason),
                     db_now,
@@ -460,45 +462,46 @@ impl Services {
     }
 
     /// Support's retry after a rejected or failed build: a new build at the next version.
-    pub fn retry_build(&self, mini_app_id: &str) -> Result<String, String> {
+    /// Returns the order the build is for.
+    pub async fn retry_build(&self, mini_app_id: &str) -> Result<String, PipelineError> {
         let now = self.clock.now();
-        let mut conn = self.pool.get().map_err(|e| e.to_string())?;
-        let _writer = self.pool.write_guard();
-        let last = builds::latest(&mut conn, mini_app_id)
-            .map_err(|e| e.to_string())?
-            .ok_or("no build for this mini program")?;
-        if last.step != builds::REJECTED && last.step != builds::FAILED {
-            return Err(format!(
-                "version {} is {}, not rejected or failed",
-                last.app_version, last.step
-            ));
-        }
-        let version = last.template_version.as_deref();
-        if !builds::start(
-            &mut conn,
-            mini_app_id,
-            &last.commodity_order_id,
-            (&last.template_id, version),
-            to_db_time(now),
-        )
-        .map_err(|e| e.to_string())?
-        {
-            return Err("another build started at the same time".into());
-        }
-        note(
-            &mut conn,
-            &last.commodity_order_id,
-            "build_retried",
-            format!("after version {}", last.app_version),
-            now,
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(last.commodity_order_id)
+        let mini_app_id = mini_app_id.to_string();
+        self.db_write(move |conn| {
+            let last = builds::latest(conn, &mini_app_id)?
+                .ok_or_else(|| PipelineError::NotFound(mini_app_id.clone()))?;
+            if last.step != BuildStep::Rejected && last.step != BuildStep::Failed {
+                return Err(PipelineError::Refused(format!(
+                    "version {} is {}, not rejected or failed",
+                    last.app_version, last.step
+                )));
+            }
+            let version = last.template_version.as_deref();
+            if !builds::start(
+                conn,
+                &mini_app_id,
+                &last.commodity_order_id,
+                (&last.template_id, version),
+                to_db_time(now),
+            )? {
+                return Err(PipelineError::Refused(
+                    "another build started at the same time".into(),
+                ));
+            }
+            note(
+                conn,
+                &last.commodity_order_id,
+                "build_retried",
+                format!("after version {}", last.app_version),
+                now,
+            )?;
+            Ok(last.commodity_order_id)
+        })
+        .await
     }
 }
 
 enum Step {
-    Next(&'static str, DateTime<Utc>),
+    Next(BuildStep, DateTime<Utc>),
     Poll(DateTime<Utc>),
     Retry(String),
     Fail(String),

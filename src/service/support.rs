@@ -36,10 +36,14 @@ pub enum SupportError {
     /// It exists but is in a state the action does not apply to.
     #[error("{0}")]
     Conflict(String),
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("database error: {0}")]
-    Database(#[from] diesel::result::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl From<diesel::result::Error> for SupportError {
+    fn from(e: diesel::result::Error) -> Self {
+        SupportError::Store(e.into())
+    }
 }
 
 fn message_view(m: MessageSummary) -> MessageView {
@@ -72,9 +76,7 @@ fn merchant_order_view(row: mo::MerchantOrderRow) -> MerchantOrderView {
 
 impl Services {
     fn support_conn(&self) -> Result<crate::store::PooledConn, SupportError> {
-        self.pool
-            .get()
-            .map_err(|e| SupportError::Unavailable(e.to_string()))
+        self.pool.get().map_err(|e| SupportError::Store(e.into()))
     }
 
     /// Stored messages, newest first, only those in `state` when given. Blocking.

@@ -8,10 +8,14 @@ use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("database error: {0}")]
-    Database(#[from] diesel::result::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl From<diesel::result::Error> for ViewError {
+    fn from(e: diesel::result::Error) -> Self {
+        ViewError::Store(e.into())
+    }
 }
 
 fn utc(t: NaiveDateTime) -> DateTime<Utc> {
@@ -114,7 +118,7 @@ fn order_view(
         .map(|d| DeadlineView {
             kind: d.kind,
             due_at: utc(d.due_at),
-            state: d.state,
+            state: d.state.as_str().into(),
         })
         .collect();
     let key = row
@@ -126,7 +130,7 @@ fn order_view(
     let build = match &row.mini_app_id {
         Some(app) => crate::store::builds::latest(conn, app)?.map(|b| BuildView {
             app_version: b.app_version,
-            step: b.step,
+            step: b.step.as_str().into(),
             last_error: b.last_error,
         }),
         None => None,
@@ -151,8 +155,8 @@ fn order_view(
     };
     Ok(OrderView {
         commodity_order_id: row.commodity_order_id,
-        status: row.status,
-        cancel_reason: row.cancel_reason,
+        status: row.status.as_str().into(),
+        cancel_reason: row.cancel_reason.map(|r| r.as_str().into()),
         merchant_pid: row.merchant_pid,
         mini_app_id: row.mini_app_id,
         item_code: row.item_code,
@@ -161,13 +165,13 @@ fn order_view(
         status_since: utc(row.status_since),
         deadlines,
         service: service.map(|s| ServiceView {
-            status: s.status,
-            termination_cause: s.termination_cause,
+            status: s.status.as_str().into(),
+            termination_cause: s.termination_cause.map(|c| c.as_str().into()),
             terminated_by: s.terminated_by,
             termination_reason: s.termination_reason,
         }),
-        open_tasks,
-        refund: row.refund,
+        open_tasks: open_tasks.iter().map(|t| t.as_str().into()).collect(),
+        refund: row.refund.map(|r| r.as_str().into()),
         alipay_reading: row.alipay_reading,
         reconciled_at: row.reconciled_at.map(utc),
         build,
@@ -177,9 +181,7 @@ fn order_view(
 
 impl Services {
     fn conn(&self) -> Result<crate::store::PooledConn, ViewError> {
-        self.pool
-            .get()
-            .map_err(|e| ViewError::Unavailable(e.to_string()))
+        self.pool.get().map_err(|e| ViewError::Store(e.into()))
     }
 
     pub fn order(&self, id: &str) -> Result<Option<OrderView>, ViewError> {
@@ -190,7 +192,11 @@ impl Services {
         }
     }
 
-    pub fn orders(&self, status: Option<&str>, limit: i64) -> Result<Vec<OrderView>, ViewError> {
+    pub fn orders(
+        &self,
+        status: Option<crate::domain::OrderStatus>,
+        limit: i64,
+    ) -> Result<Vec<OrderView>, ViewError> {
         let mut conn = self.conn()?;
         let rows = orders::list(&mut conn, status, limit)?;
         rows.into_iter()
@@ -204,7 +210,7 @@ impl Services {
             authorizations::find(&mut conn, auth_app_id)?.map(|a| AuthorizationView {
                 auth_app_id: a.auth_app_id,
                 user_id: a.user_id,
-                status: a.status,
+                status: a.status.as_str().into(),
                 auth_time: utc(a.auth_time),
                 updated_at: utc(a.updated_at),
                 attention: a.attention,

@@ -4,6 +4,7 @@
 use super::AnyConnection;
 use super::schema::authorizations as au;
 use crate::db_run;
+use crate::domain::lifecycle::AuthorizationStatus;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -12,7 +13,7 @@ use diesel::prelude::*;
 pub struct NewAuthorization {
     pub auth_app_id: String,
     pub user_id: Option<String>,
-    pub status: String,
+    pub status: AuthorizationStatus,
     pub auth_time: NaiveDateTime,
     pub auth_time_ms: i64,
     pub app_auth_token: Option<Vec<u8>>,
@@ -59,7 +60,7 @@ pub fn upsert_if_newer(conn: &mut AnyConnection, new: &NewAuthorization) -> Quer
 pub struct AuthorizationRow {
     pub auth_app_id: String,
     pub user_id: Option<String>,
-    pub status: String,
+    pub status: AuthorizationStatus,
     pub auth_time: NaiveDateTime,
     pub auth_time_ms: i64,
     pub source_notify_id: String,
@@ -89,7 +90,7 @@ pub fn cancel(
     db_run!(conn: {
         diesel::update(au::table.find(auth_app_id))
             .set((
-                au::status.eq("cancelled"),
+                au::status.eq(AuthorizationStatus::Cancelled),
                 au::app_auth_token.eq(None::<Vec<u8>>),
                 au::app_refresh_token.eq(None::<Vec<u8>>),
                 au::updated_at.eq(now),

@@ -6,16 +6,83 @@ use crate::db_run;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-/// Steps that the pipeline job works on; `await_audit` waits for Alipay's audit message, `done`,
-/// `rejected` and `failed` are final (a rejected or failed build waits for support's retry).
-pub const UPLOAD: &str = "upload";
-pub const BUILD_QUERY: &str = "build_query";
-pub const AUDIT_APPLY: &str = "audit_apply";
-pub const AWAIT_AUDIT: &str = "await_audit";
-pub const ONLINE: &str = "online";
-pub const DONE: &str = "done";
-pub const REJECTED: &str = "rejected";
-pub const FAILED: &str = "failed";
+/// `template_builds.step`. The pipeline job works on `upload`, `build_query`, `audit_apply` and
+/// `online`; `await_audit` waits for Alipay's audit message; `done`, `rejected`, `failed` and
+/// `cancelled` are final (a rejected or failed build waits for support's retry; a cancelled one
+/// was stopped because its service ended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildStep {
+    Upload,
+    BuildQuery,
+    AuditApply,
+    AwaitAudit,
+    Online,
+    Done,
+    Rejected,
+    Failed,
+    Cancelled,
+}
+
+impl BuildStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStep::Upload => "upload",
+            BuildStep::BuildQuery => "build_query",
+            BuildStep::AuditApply => "audit_apply",
+            BuildStep::AwaitAudit => "await_audit",
+            BuildStep::Online => "online",
+            BuildStep::Done => "done",
+            BuildStep::Rejected => "rejected",
+            BuildStep::Failed => "failed",
+            BuildStep::Cancelled => "cancelled",
+        }
+    }
+
+    /// Still going: a later step may call Alipay with the merchant's token.
+    pub fn in_flight(self) -> bool {
+        match self {
+            BuildStep::Upload
+            | BuildStep::BuildQuery
+            | BuildStep::AuditApply
+            | BuildStep::AwaitAudit
+            | BuildStep::Online => true,
+            BuildStep::Done | BuildStep::Rejected | BuildStep::Failed | BuildStep::Cancelled => {
+                false
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for BuildStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+crate::text_column!(
+    BuildStep,
+    "template_builds.step",
+    BuildStep::as_str,
+    [
+        BuildStep::Upload,
+        BuildStep::BuildQuery,
+        BuildStep::AuditApply,
+        BuildStep::AwaitAudit,
+        BuildStep::Online,
+        BuildStep::Done,
+        BuildStep::Rejected,
+        BuildStep::Failed,
+        BuildStep::Cancelled,
+    ]
+);
+
+const IN_FLIGHT: [BuildStep; 5] = [
+    BuildStep::Upload,
+    BuildStep::BuildQuery,
+    BuildStep::AuditApply,
+    BuildStep::AwaitAudit,
+    BuildStep::Online,
+];
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = tb)]
@@ -27,7 +94,7 @@ pub struct BuildRow {
     pub version_number: i32,
     pub template_id: String,
     pub template_version: Option<String>,
-    pub step: String,
+    pub step: BuildStep,
     pub attempts: i32,
     pub last_error: Option<String>,
 }
@@ -41,8 +108,8 @@ pub fn orders_needing_a_build(
     db_run!(conn: {
         od::table
             .inner_join(au::table.on(au::auth_app_id.nullable().eq(od::mini_app_id)))
-            .filter(od::status.eq("implementing"))
-            .filter(au::status.eq("active"))
+            .filter(od::status.eq(crate::domain::OrderStatus::Implementing))
+            .filter(au::status.eq(crate::domain::lifecycle::AuthorizationStatus::Active))
             .filter(diesel::dsl::not(diesel::dsl::exists(tb::table.filter(tb::commodity_order_id.eq(od::commodity_order_id)))))
             .select((od::commodity_order_id, au::auth_app_id, od::item_code))
             .limit(limit)
@@ -70,7 +137,7 @@ pub fn start(
                 tb::version_number.eq(number),
                 tb::template_id.eq(template.0),
                 tb::template_version.eq(template.1),
-                tb::step.eq(UPLOAD),
+                tb::step.eq(BuildStep::Upload),
                 tb::attempts.eq(0),
                 tb::next_attempt_at.eq(now),
                 tb::created_at.eq(now),
@@ -92,7 +159,7 @@ pub fn claim_due(
 ) -> QueryResult<Vec<BuildRow>> {
     db_run!(conn: {
         let due: Vec<BuildRow> = tb::table
-            .filter(tb::step.eq_any([UPLOAD, BUILD_QUERY, AUDIT_APPLY, ONLINE]))
+            .filter(tb::step.eq_any([BuildStep::Upload, BuildStep::BuildQuery, BuildStep::AuditApply, BuildStep::Online]))
             .filter(tb::next_attempt_at.le(now))
             .filter(tb::claimed_until.is_null().or(tb::claimed_until.lt(now)))
             .order((tb::next_attempt_at.asc(), tb::id.asc()))
@@ -101,7 +168,7 @@ pub fn claim_due(
             .load(conn)?;
         let mut claimed = Vec::with_capacity(due.len());
         for b in due {
-            let n = diesel::update(tb::table.find(b.id).filter(tb::step.eq(&b.step)).filter(tb::claimed_until.is_null().or(tb::claimed_until.lt(now))))
+            let n = diesel::update(tb::table.find(b.id).filter(tb::step.eq(b.step)).filter(tb::claimed_until.is_null().or(tb::claimed_until.lt(now))))
                 .set(tb::claimed_until.eq(Some(lease_until)))
                 .execute(conn)?;
             if n == 1 {
@@ -116,8 +183,8 @@ pub fn claim_due(
 pub fn advance(
     conn: &mut AnyConnection,
     id: i64,
-    from: &str,
-    to: &str,
+    from: BuildStep,
+    to: BuildStep,
     next_attempt_at: NaiveDateTime,
     note: Option<&str>,
     now: NaiveDateTime,
@@ -185,5 +252,39 @@ pub fn latest(conn: &mut AnyConnection, mini_app_id: &str) -> QueryResult<Option
             .select(BuildRow::as_select())
             .first(conn)
             .optional()
+    })
+}
+
+/// Stops every in-flight build of a mini program (its service ended): `step = cancelled`, so no
+/// further upload, build.query, audit.apply or online call is made. Returns the versions stopped
+/// with their orders;
+/// a second call stops nothing.
+pub fn cancel_in_flight(
+    conn: &mut AnyConnection,
+    mini_app_id: &str,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<(String, String)>> {
+    db_run!(conn: {
+        let in_flight: Vec<(i64, String, String)> = tb::table
+            .filter(tb::mini_app_id.eq(mini_app_id))
+            .filter(tb::step.eq_any(IN_FLIGHT))
+            .select((tb::id, tb::app_version, tb::commodity_order_id))
+            .load(conn)?;
+        let mut stopped = Vec::with_capacity(in_flight.len());
+        for (id, version, order) in in_flight {
+            // Guarded like every step change: a row that moved meanwhile is left alone.
+            let n = diesel::update(tb::table.find(id).filter(tb::step.eq_any(IN_FLIGHT)))
+                .set((
+                    tb::step.eq(BuildStep::Cancelled),
+                    tb::claimed_until.eq(None::<NaiveDateTime>),
+                    tb::last_error.eq(Some("stopped: the service ended")),
+                    tb::updated_at.eq(now),
+                ))
+                .execute(conn)?;
+            if n == 1 {
+                stopped.push((version, order));
+            }
+        }
+        Ok(stopped)
     })
 }

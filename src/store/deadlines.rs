@@ -3,13 +3,10 @@
 
 use super::AnyConnection;
 use crate::db_run;
+use crate::domain::lifecycle::DeadlineState;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Text, Timestamp};
-
-pub const PENDING: &str = "pending";
-pub const FIRED: &str = "fired";
-pub const CANCELLED: &str = "cancelled";
 
 #[derive(Debug, Clone, QueryableByName, PartialEq, Eq)]
 pub struct ClaimedDeadline {
@@ -92,10 +89,10 @@ pub fn explain_claim(conn: &mut AnyConnection, now: NaiveDateTime) -> QueryResul
 }
 
 /// Marks a claimed deadline done (`fired` or `cancelled`), guarded on it still being pending.
-pub fn finish(conn: &mut AnyConnection, id: i64, state: &str) -> QueryResult<bool> {
+pub fn finish(conn: &mut AnyConnection, id: i64, state: DeadlineState) -> QueryResult<bool> {
     use super::schema::deadlines as dl;
     db_run!(conn: {
-        diesel::update(dl::table.filter(dl::id.eq(id)).filter(dl::state.eq(PENDING)))
+        diesel::update(dl::table.filter(dl::id.eq(id)).filter(dl::state.eq(DeadlineState::Pending)))
             .set((dl::state.eq(state), dl::claimed_until.eq(None::<NaiveDateTime>)))
             .execute(conn)
             .map(|n| n == 1)

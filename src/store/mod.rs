@@ -4,9 +4,11 @@
 
 pub mod authorizations;
 pub mod builds;
+pub mod columns;
 mod conn;
 pub mod dashboard;
 pub mod deadlines;
+mod error;
 pub mod gauges;
 pub mod group_commit;
 pub mod merchant_orders;
@@ -17,6 +19,7 @@ pub mod schema;
 pub use conn::{
     AnyConnection, Backend, DbTarget, Pool, PooledConn, connect_pool, migrate, run_migrations,
 };
+pub use error::{StoreError, StoreResult};
 
 /// Runs `$body` with `$conn` bound to the concrete connection (`&mut PgConnection` or
 /// `&mut SqliteConnection`), so the same diesel DSL compiles once per backend.

@@ -5,15 +5,91 @@ use super::schema::{
     deadlines as dl, order_history as oh, orders as od, services as sv, support_tasks as st,
 };
 use crate::db_run;
+use crate::domain::lifecycle::{DeadlineState, Refund, ServiceStatus, Task, TerminationCause};
+use crate::domain::{CancelReason, OrderStatus};
+use crate::text_column;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+
+/// `services.termination_cause`: the cause without support's actor and reason, which have their
+/// own columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CauseCode {
+    AuthorizationCancelled,
+    OrderCancelled,
+    Refunded,
+    ImplementationTimeout,
+    Support,
+    Expired,
+}
+
+impl CauseCode {
+    pub fn of(cause: &TerminationCause) -> Self {
+        match cause {
+            TerminationCause::AuthorizationCancelled => CauseCode::AuthorizationCancelled,
+            TerminationCause::OrderCancelled => CauseCode::OrderCancelled,
+            TerminationCause::Refunded => CauseCode::Refunded,
+            TerminationCause::ImplementationTimeout => CauseCode::ImplementationTimeout,
+            TerminationCause::Support { .. } => CauseCode::Support,
+            TerminationCause::Expired => CauseCode::Expired,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CauseCode::AuthorizationCancelled => "authorization_cancelled",
+            CauseCode::OrderCancelled => "order_cancelled",
+            CauseCode::Refunded => "refunded",
+            CauseCode::ImplementationTimeout => "implementation_timeout",
+            CauseCode::Support => "support",
+            CauseCode::Expired => "expired",
+        }
+    }
+}
+
+text_column!(
+    CauseCode,
+    "services.termination_cause",
+    CauseCode::as_str,
+    [
+        CauseCode::AuthorizationCancelled,
+        CauseCode::OrderCancelled,
+        CauseCode::Refunded,
+        CauseCode::ImplementationTimeout,
+        CauseCode::Support,
+        CauseCode::Expired,
+    ]
+);
+
+/// `support_tasks.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    Open,
+    Closed,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Open => "open",
+            TaskState::Closed => "closed",
+        }
+    }
+}
+
+text_column!(
+    TaskState,
+    "support_tasks.state",
+    TaskState::as_str,
+    [TaskState::Open, TaskState::Closed]
+);
 
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = od)]
 pub struct NewOrder {
     pub commodity_order_id: String,
-    pub status: String,
-    pub cancel_reason: Option<String>,
+    pub status: OrderStatus,
+    pub cancel_reason: Option<CancelReason>,
     pub merchant_pid: Option<String>,
     pub mini_app_id: Option<String>,
     pub item_code: Option<String>,
@@ -29,8 +105,8 @@ pub struct NewOrder {
 #[diesel(table_name = od)]
 pub struct OrderRow {
     pub commodity_order_id: String,
-    pub status: String,
-    pub cancel_reason: Option<String>,
+    pub status: OrderStatus,
+    pub cancel_reason: Option<CancelReason>,
     pub merchant_pid: Option<String>,
     pub mini_app_id: Option<String>,
     pub item_code: Option<String>,
@@ -42,7 +118,7 @@ pub struct OrderRow {
     pub updated_at: NaiveDateTime,
     pub paid: bool,
     pub audit_passed_at: Option<NaiveDateTime>,
-    pub refund: Option<String>,
+    pub refund: Option<Refund>,
     pub alipay_reading: Option<String>,
     pub reconciled_at: Option<NaiveDateTime>,
 }
@@ -79,7 +155,7 @@ pub struct NewDeadline {
     pub commodity_order_id: String,
     pub kind: String,
     pub due_at: NaiveDateTime,
-    pub state: String,
+    pub state: DeadlineState,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -87,7 +163,7 @@ pub struct NewDeadline {
 pub struct DeadlineRow {
     pub kind: String,
     pub due_at: NaiveDateTime,
-    pub state: String,
+    pub state: DeadlineState,
 }
 
 /// Inserts the order unless it exists; returns whether it was new.
@@ -108,7 +184,7 @@ pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<OrderRow>>
 
 pub fn list(
     conn: &mut AnyConnection,
-    status: Option<&str>,
+    status: Option<OrderStatus>,
     limit: i64,
 ) -> QueryResult<Vec<OrderRow>> {
     db_run!(conn: {
@@ -151,12 +227,12 @@ pub fn deadlines(conn: &mut AnyConnection, id: &str) -> QueryResult<Vec<Deadline
 #[derive(Debug, Clone, AsChangeset)]
 #[diesel(table_name = od, treat_none_as_null = true)]
 pub struct OrderStateUpdate {
-    pub status: String,
-    pub cancel_reason: Option<String>,
+    pub status: OrderStatus,
+    pub cancel_reason: Option<CancelReason>,
     pub status_since: NaiveDateTime,
     pub paid: bool,
     pub audit_passed_at: Option<NaiveDateTime>,
-    pub refund: Option<String>,
+    pub refund: Option<Refund>,
     pub updated_at: NaiveDateTime,
 }
 
@@ -165,7 +241,7 @@ pub struct OrderStateUpdate {
 pub fn save_state(
     conn: &mut AnyConnection,
     id: &str,
-    expected: (&str, NaiveDateTime, NaiveDateTime),
+    expected: (OrderStatus, NaiveDateTime, NaiveDateTime),
     update: &OrderStateUpdate,
 ) -> QueryResult<bool> {
     let (status, since, updated_at) = expected;
@@ -190,7 +266,7 @@ pub fn upsert_deadline(
     id: &str,
     kind: &str,
     due_at: NaiveDateTime,
-    state: &str,
+    state: DeadlineState,
 ) -> QueryResult<()> {
     db_run!(conn: {
         diesel::insert_into(dl::table)
@@ -207,8 +283,8 @@ pub fn upsert_deadline(
 #[diesel(table_name = sv)]
 pub struct ServiceRow {
     pub service_key: String,
-    pub status: String,
-    pub termination_cause: Option<String>,
+    pub status: ServiceStatus,
+    pub termination_cause: Option<CauseCode>,
     pub terminated_by: Option<String>,
     pub termination_reason: Option<String>,
     pub since: NaiveDateTime,
@@ -218,8 +294,8 @@ pub struct ServiceRow {
 #[diesel(table_name = sv, treat_none_as_null = true)]
 pub struct ServiceUpdate<'a> {
     pub service_key: &'a str,
-    pub status: &'a str,
-    pub termination_cause: Option<&'a str>,
+    pub status: ServiceStatus,
+    pub termination_cause: Option<CauseCode>,
     pub terminated_by: Option<&'a str>,
     pub termination_reason: Option<&'a str>,
     pub since: NaiveDateTime,
@@ -245,7 +321,7 @@ pub fn save_service(conn: &mut AnyConnection, service: &ServiceUpdate<'_>) -> Qu
 /// Opens a support task unless one of the same kind is already open for the subject.
 pub fn open_task(
     conn: &mut AnyConnection,
-    kind: &str,
+    kind: Task,
     subject: &str,
     now: NaiveDateTime,
 ) -> QueryResult<()> {
@@ -253,12 +329,12 @@ pub fn open_task(
         let open: i64 = st::table
             .filter(st::kind.eq(kind))
             .filter(st::subject.eq(subject))
-            .filter(st::state.eq("open"))
+            .filter(st::state.eq(TaskState::Open))
             .count()
             .get_result(conn)?;
         if open == 0 {
             diesel::insert_into(st::table)
-                .values((st::kind.eq(kind), st::subject.eq(subject), st::state.eq("open"), st::opened_at.eq(now)))
+                .values((st::kind.eq(kind), st::subject.eq(subject), st::state.eq(TaskState::Open), st::opened_at.eq(now)))
                 .execute(conn)?;
         }
         Ok(())
@@ -267,20 +343,20 @@ pub fn open_task(
 
 pub fn close_tasks(
     conn: &mut AnyConnection,
-    kind: &str,
+    kind: Task,
     subject: &str,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
     db_run!(conn: {
-        diesel::update(st::table.filter(st::kind.eq(kind)).filter(st::subject.eq(subject)).filter(st::state.eq("open")))
-            .set((st::state.eq("closed"), st::closed_at.eq(Some(now))))
+        diesel::update(st::table.filter(st::kind.eq(kind)).filter(st::subject.eq(subject)).filter(st::state.eq(TaskState::Open)))
+            .set((st::state.eq(TaskState::Closed), st::closed_at.eq(Some(now))))
             .execute(conn)
     })
 }
 
-pub fn open_tasks(conn: &mut AnyConnection, subject: &str) -> QueryResult<Vec<String>> {
+pub fn open_tasks(conn: &mut AnyConnection, subject: &str) -> QueryResult<Vec<Task>> {
     db_run!(conn: {
-        st::table.filter(st::subject.eq(subject)).filter(st::state.eq("open")).select(st::kind).load(conn)
+        st::table.filter(st::subject.eq(subject)).filter(st::state.eq(TaskState::Open)).select(st::kind).load(conn)
     })
 }
 
@@ -295,7 +371,7 @@ pub fn ids_for_mini_app(conn: &mut AnyConnection, mini_app_id: &str) -> QueryRes
 pub fn open_ids(conn: &mut AnyConnection, after: &str, limit: i64) -> QueryResult<Vec<String>> {
     db_run!(conn: {
         od::table
-            .filter(od::status.ne_all(["completed", "cancelled"]))
+            .filter(od::status.ne_all([OrderStatus::Completed, OrderStatus::Cancelled]))
             .filter(od::commodity_order_id.gt(after))
             .order(od::commodity_order_id.asc())
             .limit(limit)

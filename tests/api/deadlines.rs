@@ -45,9 +45,21 @@ async fn claims_are_leases(app: TestApp) {
     // Finished rows are never claimed again.
     let mut conn = app.services.pool.get().unwrap();
     for d in &again {
-        assert!(deadlines::finish(&mut conn, d.id, deadlines::FIRED).unwrap());
         assert!(
-            !deadlines::finish(&mut conn, d.id, deadlines::FIRED).unwrap(),
+            deadlines::finish(
+                &mut conn,
+                d.id,
+                isv_lifecycle::domain::lifecycle::DeadlineState::Fired
+            )
+            .unwrap()
+        );
+        assert!(
+            !deadlines::finish(
+                &mut conn,
+                d.id,
+                isv_lifecycle::domain::lifecycle::DeadlineState::Fired
+            )
+            .unwrap(),
             "finish is guarded"
         );
     }

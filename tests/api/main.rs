@@ -13,5 +13,6 @@ mod lifecycle;
 mod merchant_orders;
 mod metrics;
 mod pipeline;
+mod seam;
 mod secrets;
 mod support;

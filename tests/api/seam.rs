@@ -1,0 +1,118 @@
+//! The seam between the use cases and the store: a stored state the code does not know is an
+//! error that names its column (never a default), and every effect of a transition is carried
+//! out — a service that ends stops its build in the same transaction.
+
+use crate::both_backends;
+use crate::common::{self, Db};
+use crate::helpers::TestApp;
+use diesel::connection::SimpleConnection as _;
+use isv_lifecycle::domain::lifecycle::OrderEvent;
+use isv_lifecycle::service::lifecycle::LifecycleError;
+use isv_lifecycle::store::StoreError;
+
+async fn unknown_state_is_an_error_naming_the_column(app: TestApp) {
+    let key = common::platform_private_key();
+    let body = common::order_notification(&key, "SEAM1", "n-seam-1", "9.90");
+    assert_eq!(app.post_notify(body).await.1, "success");
+    app.run_pending_jobs().await;
+    let (status, order) = app.admin_get("/admin/api/orders/SEAM1").await;
+    assert_eq!(status, 200, "{order}");
+    assert_eq!(order["status"], "awaiting_payment");
+
+    // A value written by something else (a newer version, a hand edit): no code writes it.
+    let mut conn = app.services.pool.get().unwrap();
+    conn.batch_execute("UPDATE orders SET status = 'on_hold' WHERE commodity_order_id = 'SEAM1'")
+        .unwrap();
+    drop(conn);
+
+    let (status, body) = app.admin_get("/admin/api/orders/SEAM1").await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"], "corrupt_data");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("orders.status") && message.contains("on_hold"),
+        "{message}"
+    );
+
+    // The rules are never run on a guess: the use case fails with the same words.
+    let event = OrderEvent::SupportTerminates {
+        actor: "api".into(),
+        reason: "test".into(),
+    };
+    match app.services.order_event_now("SEAM1", event).await {
+        Err(LifecycleError::Store(StoreError::Corrupt(m))) => {
+            assert!(m.contains("orders.status"), "{m}")
+        }
+        other => panic!("expected a corrupt-data error, got {other:?}"),
+    }
+    app.stop().await;
+}
+both_backends!(
+    unknown_state_is_an_error_naming_the_column,
+    unknown_state_is_an_error_naming_the_column
+);
+
+async fn support_termination_stops_the_build_in_flight(db: Db) {
+    let app = TestApp::spawn_with(db, |s| {
+        s.templates.default_template_id = "2021000000000009".into();
+        s.templates.build_poll_seconds = 10;
+    })
+    .await;
+    // The merchant's authorization (vector N035, mini program 2021004199990002), then a free
+    // order for it: implementing at once, so the build starts.
+    let auth = common::vectors("notifications.jsonl")
+        .into_iter()
+        .find(|v| v["id"] == "N035")
+        .unwrap();
+    assert_eq!(
+        app.post_notify(auth["body"].as_str().unwrap()).await.1,
+        "success"
+    );
+    let key = common::platform_private_key();
+    let order = common::order_notification(&key, "SEAM2", "n-seam-2", "0.00");
+    assert_eq!(app.post_notify(order).await.1, "success");
+    app.run_pending_jobs().await;
+    // One pass: the build starts and uploads; build.query comes next.
+    app.services.run_pipeline(50).await.unwrap();
+    let (_, order) = app.admin_get("/admin/api/orders/SEAM2").await;
+    assert_eq!(order["build"]["step"], "build_query", "{order}");
+
+    let (status, order) = app
+        .admin_post(
+            "/admin/api/orders/SEAM2/terminate",
+            r#"{"reason": "merchant asked"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{order}");
+    assert_eq!(order["service"]["status"], "terminated");
+    assert_eq!(order["build"]["step"], "cancelled", "{order}");
+    let history = order["history"].as_array().unwrap();
+    assert!(
+        history.iter().any(|h| h["cause"] == "build_cancelled"),
+        "{history:?}"
+    );
+
+    // No further call is made with the merchant's token, however long the pipeline runs.
+    let before = app.alipay.calls().len();
+    app.clock.advance(chrono::Duration::hours(1));
+    for _ in 0..6 {
+        app.services.run_pipeline(50).await.unwrap();
+    }
+    assert_eq!(app.alipay.calls().len(), before);
+    let (_, order) = app.admin_get("/admin/api/orders/SEAM2").await;
+    assert_eq!(order["build"]["step"], "cancelled");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn support_termination_stops_the_build_in_flight_sqlite() {
+    support_termination_stops_the_build_in_flight(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn support_termination_stops_the_build_in_flight_postgres() {
+    if common::skip_postgres() {
+        return;
+    }
+    support_termination_stops_the_build_in_flight(Db::Postgres).await;
+}
