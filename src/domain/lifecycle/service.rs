@@ -1,0 +1,180 @@
+//! The service aggregate (one mini program of one merchant, fed by orders).
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use super::{Effect, RuleError, Task};
+
+// ---------------------------------------------------------------------------------------------
+// Service (one mini program of one merchant, fed by orders)
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TerminationCause {
+    AuthorizationCancelled,
+    OrderCancelled,
+    Refunded,
+    ImplementationTimeout,
+    Support {
+        actor: String,
+        reason: String,
+    },
+    /// The ordered period ran out with no renewal.
+    Expired,
+}
+
+impl TerminationCause {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TerminationCause::AuthorizationCancelled => "authorization_cancelled",
+            TerminationCause::OrderCancelled => "order_cancelled",
+            TerminationCause::Refunded => "refunded",
+            TerminationCause::ImplementationTimeout => "implementation_timeout",
+            TerminationCause::Support { .. } => "support",
+            TerminationCause::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for TerminationCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServiceStatus {
+    Provisioning,
+    Live,
+    Terminated,
+}
+
+impl ServiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceStatus::Provisioning => "provisioning",
+            ServiceStatus::Live => "live",
+            ServiceStatus::Terminated => "terminated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceState {
+    pub status: ServiceStatus,
+    /// `Some` exactly when terminated; the first cause stays.
+    pub termination_cause: Option<TerminationCause>,
+    pub since: DateTime<Utc>,
+    pub open_tasks: Vec<Task>,
+}
+
+impl ServiceState {
+    /// A new service, building from the template.
+    pub fn provisioning(since: DateTime<Utc>) -> Self {
+        ServiceState {
+            status: ServiceStatus::Provisioning,
+            termination_cause: None,
+            since,
+            open_tasks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceEvent {
+    /// The merchant's version is online.
+    WentLive { at: DateTime<Utc> },
+    /// Terminate, from [`Effect::TerminateService`]. `authorization_active`: whether the app's
+    /// authorization is still active (the shell reads it from the authorization). With cause
+    /// `AuthorizationCancelled` this is also how the authorization's end reaches a service that
+    /// is already terminated: it closes the merchant's task.
+    Terminate {
+        cause: TerminationCause,
+        authorization_active: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceTransition {
+    pub state: ServiceState,
+    pub effects: Vec<Effect>,
+    pub ignored: Option<String>,
+}
+
+/// `provisioning → live → terminated(cause)`; termination is idempotent (the first cause stays).
+pub fn handle_service(
+    current: &ServiceState,
+    event: ServiceEvent,
+    now: DateTime<Utc>,
+) -> Result<ServiceTransition, RuleError> {
+    let unchanged = |why: String| ServiceTransition {
+        state: current.clone(),
+        effects: Vec::new(),
+        ignored: Some(why),
+    };
+    Ok(match event {
+        ServiceEvent::WentLive { at } if current.status == ServiceStatus::Provisioning => {
+            ServiceTransition {
+                state: ServiceState {
+                    status: ServiceStatus::Live,
+                    since: at,
+                    ..current.clone()
+                },
+                effects: Vec::new(),
+                ignored: None,
+            }
+        }
+        ServiceEvent::WentLive { .. } => {
+            unchanged(format!("service is already {}", current.status.as_str()))
+        }
+        ServiceEvent::Terminate { cause, .. } if current.status == ServiceStatus::Terminated => {
+            let task = Task::MerchantMustCancelAuthorization;
+            if cause == TerminationCause::AuthorizationCancelled
+                && current.open_tasks.contains(&task)
+            {
+                let mut state = current.clone();
+                state.open_tasks.retain(|t| *t != task);
+                ServiceTransition {
+                    state,
+                    effects: vec![Effect::CloseTask(task)],
+                    ignored: None,
+                }
+            } else {
+                unchanged(format!(
+                    "service already terminated ({})",
+                    current
+                        .termination_cause
+                        .as_ref()
+                        .map_or("unknown", |c| c.as_str())
+                ))
+            }
+        }
+        ServiceEvent::Terminate {
+            cause,
+            authorization_active,
+        } => {
+            let mut effects = vec![Effect::StopProvisioning];
+            let mut open_tasks = current.open_tasks.clone();
+            // An authorization-cancelled termination has no authorization left to cancel.
+            if authorization_active && cause != TerminationCause::AuthorizationCancelled {
+                let task = Task::MerchantMustCancelAuthorization;
+                open_tasks.push(task);
+                effects.push(Effect::OpenTask(task));
+            }
+            ServiceTransition {
+                state: ServiceState {
+                    status: ServiceStatus::Terminated,
+                    termination_cause: Some(cause),
+                    since: now,
+                    open_tasks,
+                },
+                effects,
+                ignored: None,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;
