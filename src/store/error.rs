@@ -2,7 +2,6 @@
 //! (retry later, tell the caller it raced, say "no such thing", or stop and alert: the data is bad).
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use std::error::Error as _;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
