@@ -287,7 +287,7 @@ impl Prepared {
             ));
         }
         if let Err(problem) = crate::service::alerts::Alerter::new(&settings.alerts.webhook_url) {
-            return Err(err("alerts.webhook_url", problem));
+            return Err(err("alerts.webhook_url", problem.to_string()));
         }
         if !matches!(settings.log.format.as_str(), "text" | "json") {
             return Err(err(

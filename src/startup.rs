@@ -15,11 +15,8 @@ use tokio::sync::Notify;
 
 pub fn open_database(prepared: &Prepared) -> anyhow::Result<store::Pool> {
     let pool = store::connect_pool(&prepared.database, prepared.settings.database.pool_size)
-        .map_err(anyhow::Error::msg)
         .context("database.url: cannot open the database")?;
-    let applied = store::migrate(&pool)
-        .map_err(anyhow::Error::msg)
-        .context("database migrations failed")?;
+    let applied = store::migrate(&pool).context("database migrations failed")?;
     if applied > 0 {
         tracing::info!(applied, "database migrations applied");
     }
@@ -91,7 +88,6 @@ pub fn services(
             reconcile_rate: prepared.settings.scheduler.reconcile_rate_per_second,
         }),
         alerts: crate::service::alerts::Alerter::new(&prepared.settings.alerts.webhook_url)
-            .map_err(anyhow::Error::msg)
             .context("alerts.webhook_url")?,
         inbox: crate::service::ingest::start_inbox(pool.clone(), writers, inbox.batch_size),
         merchant_syncs: crate::service::merchant_sync::start_sync_writer(

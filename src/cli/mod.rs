@@ -268,10 +268,8 @@ pub fn main() -> ExitCode {
 }
 
 fn migrate(prepared: &Prepared) -> anyhow::Result<()> {
-    let pool = crate::store::connect_pool(&prepared.database, 1)
-        .map_err(anyhow::Error::msg)
-        .context("database.url")?;
-    let applied = crate::store::migrate(&pool).map_err(anyhow::Error::msg)?;
+    let pool = crate::store::connect_pool(&prepared.database, 1).context("database.url")?;
+    let applied = crate::store::migrate(&pool)?;
     println!("migrations applied: {applied}");
     Ok(())
 }

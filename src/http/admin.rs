@@ -96,7 +96,7 @@ async fn messages(
     state: web::Data<AppState>,
     query: web::Query<MessageFilter>,
 ) -> HttpResponse {
-    use crate::service::support::MESSAGE_STATES;
+    use crate::store::messages::MessageState;
     if let Err(r) = authorize(&req, &state) {
         return r;
     }
@@ -104,21 +104,22 @@ async fn messages(
         Ok(l) => l,
         Err(r) => return r,
     };
-    let filter = query.into_inner().state;
-    if let Some(s) = &filter
-        && !MESSAGE_STATES.contains(&s.as_str())
-    {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            format!(
-                "state {s:?} is not a message state ({})",
-                MESSAGE_STATES.join(", ")
-            ),
-        );
-    }
+    let filter = match query.into_inner().state {
+        None => None,
+        Some(s) => match MessageState::parse(&s) {
+            Some(state) => Some(state),
+            None => {
+                let all: Vec<&str> = MessageState::ALL.iter().map(|s| s.as_str()).collect();
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_field",
+                    format!("state {s:?} is not a message state ({})", all.join(", ")),
+                );
+            }
+        },
+    };
     let services = state.services.clone();
-    match blocking(move || services.messages_in_state(filter.as_deref(), limit)).await {
+    match blocking(move || services.messages_in_state(filter, limit)).await {
         Ok(Ok(list)) => HttpResponse::Ok().json(list),
         Ok(Err(e)) => support_error(("messages", ""), e),
         Err(e) => respond_error(e),

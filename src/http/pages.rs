@@ -10,6 +10,7 @@ use super::AppState;
 use crate::alipay::form;
 use crate::domain::lifecycle::OrderEvent;
 use crate::service::blocking;
+use crate::store::messages::MessageState;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use aws_lc_rs::hmac;
@@ -550,8 +551,8 @@ async fn messages_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     let services = state.services.clone();
     let found = blocking(move || {
         Ok::<_, crate::service::support::SupportError>((
-            services.messages_in_state(Some("quarantined"), 200)?,
-            services.messages_in_state(Some("failed"), 200)?,
+            services.messages_in_state(Some(MessageState::Quarantined), 200)?,
+            services.messages_in_state(Some(MessageState::Failed), 200)?,
         ))
     })
     .await;

@@ -14,6 +14,14 @@ pub struct Alert {
     pub message: String,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum AlerterError {
+    #[error("{0:?} is not a URL: {1}")]
+    NotAUrl(String, String),
+    #[error("the HTTP client could not be built: {0}")]
+    Client(String),
+}
+
 #[derive(Clone)]
 pub struct Alerter {
     webhook: Option<reqwest::Url>,
@@ -21,18 +29,19 @@ pub struct Alerter {
 }
 
 impl Alerter {
-    pub fn new(webhook_url: &str) -> Result<Self, String> {
+    pub fn new(webhook_url: &str) -> Result<Self, AlerterError> {
         let webhook = match webhook_url.trim() {
             "" => None,
-            url => {
-                Some(reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?)
-            }
+            url => Some(
+                reqwest::Url::parse(url)
+                    .map_err(|e| AlerterError::NotAUrl(url.to_string(), e.to_string()))?,
+            ),
         };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| AlerterError::Client(e.to_string()))?;
         Ok(Self { webhook, http })
     }
 

@@ -173,7 +173,7 @@ impl Services {
             if !messages::finish(
                 conn,
                 pending.id,
-                messages::STATE_APPLIED,
+                messages::MessageState::Applied,
                 to_db_time(now),
                 None,
             )? {
@@ -221,7 +221,12 @@ impl Services {
                 GatewayMessage::Other { .. } => Applied::Done,
             };
             if let Applied::Quarantined(reason) = &outcome {
-                messages::set_state(conn, pending.id, messages::STATE_QUARANTINED, Some(reason))?;
+                messages::set_state(
+                    conn,
+                    pending.id,
+                    messages::MessageState::Quarantined,
+                    Some(reason),
+                )?;
             }
             Ok(outcome)
         })

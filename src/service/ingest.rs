@@ -27,7 +27,7 @@ pub enum IngestError {
     #[error("message refused: {0}")]
     Rejected(#[from] Rejection),
     #[error("message could not be stored: {0}")]
-    Storage(String),
+    Storage(#[from] crate::store::StoreError),
 }
 
 impl Services {
@@ -54,11 +54,10 @@ impl Services {
             kind: kind.clone(),
             sign_variant: verified.variant.as_str().to_string(),
             state: if foreign {
-                messages::STATE_QUARANTINED
+                messages::MessageState::Quarantined
             } else {
-                messages::STATE_RECEIVED
-            }
-            .to_string(),
+                messages::MessageState::Received
+            },
             params: serde_json::to_string(&message::masked(&params))
                 .expect("a string map serialises"),
             raw_body: self.sealer.seal(super::raw_body_context(), body),

@@ -3,11 +3,11 @@
 //! latest anyway), retried with backoff and jitter. A refused token stops the order's delivery and
 //! flags the authorization for support instead of looping.
 
-use super::{Services, blocking};
+use super::Services;
 use crate::service::alerts::Alert;
 use crate::service::apply::token_context;
 use crate::store::merchant_orders as store;
-use crate::store::{authorizations, to_db_time};
+use crate::store::{StoreError, authorizations, to_db_time};
 use chrono::Duration;
 use secrecy::SecretString;
 use std::sync::atomic::Ordering::Relaxed;
@@ -36,17 +36,26 @@ enum Outcome {
     Nothing,
 }
 
+/// Why a delivery pass could not record its work.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<diesel::result::Error> for DeliveryError {
+    fn from(e: diesel::result::Error) -> Self {
+        DeliveryError::Store(e.into())
+    }
+}
+
 impl Services {
     /// Delivers what is due. Async: the Alipay calls are awaited, the database work is blocking.
-    pub async fn deliver_merchant_orders(&self, limit: i64) -> Result<DeliveryPass, String> {
+    pub async fn deliver_merchant_orders(&self, limit: i64) -> Result<DeliveryPass, DeliveryError> {
         let now = to_db_time(self.clock.now());
-        let s = self.clone();
-        let due = blocking(move || {
-            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
-            store::orders_due(&mut conn, now, limit).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let due = self
+            .db(move |conn| store::orders_due(conn, now, limit).map_err(DeliveryError::from))
+            .await?;
         let mut pass = DeliveryPass {
             orders: due.len(),
             ..DeliveryPass::default()
@@ -65,64 +74,49 @@ impl Services {
         Ok(pass)
     }
 
-    async fn deliver_order(&self, tiny_app_id: &str, out_biz_no: &str) -> Result<Outcome, String> {
+    async fn deliver_order(
+        &self,
+        tiny_app_id: &str,
+        out_biz_no: &str,
+    ) -> Result<Outcome, DeliveryError> {
         let now = self.clock.now();
         let (tiny, out) = (tiny_app_id.to_string(), out_biz_no.to_string());
         let s = self.clone();
         // Claim the order, coalesce its queued syncs to the newest, and read the token.
-        let prepared = blocking(
-            move || -> Result<Option<(store::SyncRow, Option<SecretString>)>, String> {
-                let mut conn = s.pool.get().map_err(|e| e.to_string())?;
-                let _writer = s.pool.write_guard();
+        let prepared = self
+            .db_write(move |conn| -> Result<_, DeliveryError> {
                 let db_now = to_db_time(now);
-                if !store::claim(
-                    &mut conn,
-                    &tiny,
-                    &out,
-                    db_now,
-                    to_db_time(now + Duration::seconds(LEASE)),
-                )
-                .map_err(|e| e.to_string())?
-                {
+                let lease = to_db_time(now + Duration::seconds(LEASE));
+                if !store::claim(conn, &tiny, &out, db_now, lease)? {
                     return Ok(None);
                 }
-                let mut queued = store::syncs(&mut conn, &tiny, &out, Some(store::SYNC_QUEUED))
-                    .map_err(|e| e.to_string())?;
+                let mut queued = store::syncs(conn, &tiny, &out, Some(store::SyncState::Queued))?;
                 let Some(newest) = queued.pop() else {
-                    store::release(&mut conn, &tiny, &out).map_err(|e| e.to_string())?;
+                    store::release(conn, &tiny, &out)?;
                     return Ok(None);
                 };
                 for older in queued {
                     store::set_sync_state(
-                        &mut conn,
+                        conn,
                         older.id,
-                        store::SYNC_SUPERSEDED,
+                        store::SyncState::Superseded,
                         db_now,
                         None,
                         None,
-                    )
-                    .map_err(|e| e.to_string())?;
+                    )?;
                 }
-                let token = match authorizations::sealed_token(&mut conn, &tiny)
-                    .map_err(|e| e.to_string())?
-                {
-                    Some(sealed) => {
-                        let plain = s
-                            .sealer
-                            .open(&token_context("app_auth_token", &tiny), &sealed)
-                            .map_err(|e| e.to_string())?;
-                        Some(SecretString::from(
-                            String::from_utf8(plain)
-                                .map_err(|_| "stored token is not UTF-8".to_string())?,
-                        ))
-                    }
-                    None => None,
-                };
+                // A token that does not open is reported on the delivery (never in clear).
+                let token = authorizations::sealed_token(conn, &tiny)?.map(|sealed| {
+                    s.sealer
+                        .open(&token_context("app_auth_token", &tiny), &sealed)
+                        .ok()
+                        .and_then(|plain| String::from_utf8(plain).ok())
+                        .map(SecretString::from)
+                        .ok_or(())
+                });
                 Ok(Some((newest, token)))
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())??;
+            })
+            .await?;
         let Some((sync, token)) = prepared else {
             return Ok(Outcome::Nothing);
         };
@@ -132,7 +126,11 @@ impl Services {
                 Some("not_authorized"),
                 "no token for this mini program".into(),
             ),
-            Some(token) => match serde_json::from_str::<serde_json::Value>(&sync.biz_content) {
+            Some(Err(())) => Finish::failed(
+                None,
+                "the stored token of this mini program does not open".into(),
+            ),
+            Some(Ok(token)) => match serde_json::from_str::<serde_json::Value>(&sync.biz_content) {
                 Err(e) => Finish::failed(None, format!("stored sync does not read: {e}")),
                 Ok(biz) => match self.alipay.merchant_order_sync(&token, &biz).await {
                     Ok(response) => {
@@ -183,54 +181,51 @@ impl Services {
         out_biz_no: &str,
         sync: &store::SyncRow,
         finish: Finish,
-    ) -> Result<Outcome, String> {
+    ) -> Result<Outcome, DeliveryError> {
         let now = self.clock.now();
         if finish.outcome == Outcome::Failed {
             tracing::warn!(%tiny_app_id, %out_biz_no, sub_code = ?finish.sub_code, error = ?finish.error, "merchant order sync not delivered");
         }
-        let (s, tiny, out) = (
-            self.clone(),
-            tiny_app_id.to_string(),
-            out_biz_no.to_string(),
-        );
+        let (tiny, out) = (tiny_app_id.to_string(), out_biz_no.to_string());
         let (id, attempts, modified) = (sync.id, sync.attempts, sync.order_modified_time);
         let outcome = finish.outcome;
-        blocking(move || -> Result<(), String> {
-            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
-            let _writer = s.pool.write_guard();
+        self.db_write(move |conn| -> Result<(), DeliveryError> {
             let db_now = to_db_time(now);
-            let e = |e: diesel::result::Error| e.to_string();
             let (sub_code, error) = (finish.sub_code.as_deref(), finish.error.as_deref());
             let delivery = match finish.outcome {
                 Outcome::Delivered => {
-                    store::set_sync_state(&mut conn, id, store::SYNC_DELIVERED, db_now, None, None)
-                        .map_err(e)?;
-                    store::DELIVERY_DELIVERED
+                    store::set_sync_state(
+                        conn,
+                        id,
+                        store::SyncState::Delivered,
+                        db_now,
+                        None,
+                        None,
+                    )?;
+                    store::Delivery::Delivered
                 }
                 Outcome::Retry => {
                     let next = to_db_time(now + crate::backoff::queued(attempts, BACKOFF_CAP));
                     store::retry_sync(
-                        &mut conn,
+                        conn,
                         id,
                         attempts + 1,
                         next,
                         sub_code,
                         error.unwrap_or_default(),
-                    )
-                    .map_err(e)?;
-                    store::DELIVERY_QUEUED
+                    )?;
+                    store::Delivery::Queued
                 }
-                _ => {
+                Outcome::Failed | Outcome::Nothing => {
                     store::set_sync_state(
-                        &mut conn,
+                        conn,
                         id,
-                        store::SYNC_FAILED,
+                        store::SyncState::Failed,
                         db_now,
                         sub_code,
                         error,
-                    )
-                    .map_err(e)?;
-                    store::DELIVERY_FAILED
+                    )?;
+                    store::Delivery::Failed
                 }
             };
             let ids = (
@@ -238,22 +233,14 @@ impl Services {
                 finish.record_id.as_deref(),
             );
             store::set_delivery(
-                &mut conn, &tiny, &out, modified, delivery, ids.0, ids.1, sub_code, error, db_now,
-            )
-            .map_err(e)?;
+                conn, &tiny, &out, modified, delivery, ids.0, ids.1, sub_code, error, db_now,
+            )?;
             if finish.flag_authorization {
-                store::flag_authorization(
-                    &mut conn,
-                    &tiny,
-                    error.unwrap_or("token refused"),
-                    db_now,
-                )
-                .map_err(e)?;
+                store::flag_authorization(conn, &tiny, error.unwrap_or("token refused"), db_now)?;
             }
-            store::release(&mut conn, &tiny, &out).map_err(e)
+            Ok(store::release(conn, &tiny, &out)?)
         })
-        .await
-        .map_err(|e| e.to_string())??;
+        .await?;
         Ok(outcome)
     }
 }

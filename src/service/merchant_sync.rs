@@ -123,7 +123,7 @@ fn accept_one(conn: &mut AnyConnection, job: &SyncJob) -> Result<Option<SyncOutc
     match rules::decide(previous.as_ref(), checked).map_err(SyncError::Invalid)? {
         SyncDecision::Duplicate => Ok(Some(SyncOutcome::Duplicate)),
         SyncDecision::Stale => {
-            store::insert_sync(conn, &sync(store::SYNC_STALE))?;
+            store::insert_sync(conn, &sync(store::SyncState::Stale))?;
             Ok(Some(SyncOutcome::Stale))
         }
         SyncDecision::First | SyncDecision::Accept => {
@@ -137,7 +137,7 @@ fn accept_one(conn: &mut AnyConnection, job: &SyncJob) -> Result<Option<SyncOutc
                     status: checked.status.as_str(),
                     order_modified_time: checked.order_modified_time,
                     record: &record_json,
-                    delivery: store::DELIVERY_QUEUED,
+                    delivery: store::Delivery::Queued,
                     created_at: *now,
                     updated_at: *now,
                 },
@@ -146,7 +146,7 @@ fn accept_one(conn: &mut AnyConnection, job: &SyncJob) -> Result<Option<SyncOutc
             if !saved {
                 return Ok(None);
             }
-            store::insert_sync(conn, &sync(store::SYNC_QUEUED))?;
+            store::insert_sync(conn, &sync(store::SyncState::Queued))?;
             Ok(Some(SyncOutcome::Queued {
                 status: checked.status.as_str().to_string(),
                 order_modified_time: checked
@@ -171,7 +171,7 @@ impl Services {
             .merchant_syncs
             .submit(SyncJob { checked, raw, now })
             .await
-            .map_err(|e| SyncError::Store(StoreError::Unavailable(e)))??;
+            .map_err(SyncError::Store)??;
         if matches!(outcome, SyncOutcome::Queued { .. }) {
             self.delivery_wakeup.notify_one();
         }
@@ -190,7 +190,7 @@ impl Services {
                 out_biz_no: row.out_biz_no,
                 status: row.status,
                 order_modified_time: row.order_modified_time.format(MODIFIED_FORMAT).to_string(),
-                delivery: row.delivery,
+                delivery: row.delivery.as_str().into(),
                 alipay_order_id: row.alipay_order_id,
                 record_id: row.record_id,
                 sub_code: row.sub_code,

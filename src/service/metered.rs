@@ -179,17 +179,16 @@ impl super::Services {
         method: &'static str,
         error: Option<&AlipayError>,
     ) {
-        let (s, id, result) = (self.clone(), order_id.to_string(), result_code(error));
+        let (id, result) = (order_id.to_string(), result_code(error));
         let at = crate::store::to_db_time(self.clock.now());
-        let recorded = super::blocking(move || {
-            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
-            let _writer = s.pool.write_guard();
-            crate::store::dashboard::record_call(&mut conn, &id, method, &result, at)
-                .map_err(|e| e.to_string())
-        })
-        .await;
-        if !matches!(recorded, Ok(Ok(()))) {
-            tracing::warn!(order = %order_id, method, "an Alipay call could not be recorded");
+        let recorded = self
+            .db_write(move |conn| {
+                crate::store::dashboard::record_call(conn, &id, method, &result, at)
+                    .map_err(crate::store::StoreError::from)
+            })
+            .await;
+        if let Err(error) = recorded {
+            tracing::warn!(order = %order_id, method, %error, "an Alipay call could not be recorded");
         }
     }
 }

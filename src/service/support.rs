@@ -14,20 +14,11 @@ use super::Services;
 use super::merchant_sync::{MODIFIED_FORMAT, MerchantOrderView};
 use super::views::MessageView;
 use crate::store::merchant_orders as mo;
-use crate::store::messages::{self, MessageSummary};
+use crate::store::messages::{self, MessageState, MessageSummary};
 use crate::store::{from_db_time, to_db_time};
 
 /// The message states `replay_message` moves back to `received`.
-pub const REPLAYABLE: &[&str] = &[messages::STATE_FAILED, messages::STATE_QUARANTINED];
-
-/// Every state a stored gateway message can be in.
-pub const MESSAGE_STATES: &[&str] = &[
-    messages::STATE_RECEIVED,
-    messages::STATE_APPLIED,
-    messages::STATE_PARKED,
-    messages::STATE_QUARANTINED,
-    messages::STATE_FAILED,
-];
+pub const REPLAYABLE: &[MessageState] = &[MessageState::Failed, MessageState::Quarantined];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupportError {
@@ -52,7 +43,7 @@ fn message_view(m: MessageSummary) -> MessageView {
         app_id: m.app_id,
         kind: m.kind,
         received_at: from_db_time(m.received_at),
-        state: m.state,
+        state: m.state.as_str().into(),
         sign_variant: m.sign_variant,
         attempts: m.attempts,
         last_error: m.last_error,
@@ -66,7 +57,7 @@ fn merchant_order_view(row: mo::MerchantOrderRow) -> MerchantOrderView {
         out_biz_no: row.out_biz_no,
         status: row.status,
         order_modified_time: row.order_modified_time.format(MODIFIED_FORMAT).to_string(),
-        delivery: row.delivery,
+        delivery: row.delivery.as_str().into(),
         alipay_order_id: row.alipay_order_id,
         record_id: row.record_id,
         sub_code: row.sub_code,
@@ -82,7 +73,7 @@ impl Services {
     /// Stored messages, newest first, only those in `state` when given. Blocking.
     pub fn messages_in_state(
         &self,
-        state: Option<&str>,
+        state: Option<MessageState>,
         limit: i64,
     ) -> Result<Vec<MessageView>, SupportError> {
         let mut conn = self.support_conn()?;
@@ -113,11 +104,15 @@ impl Services {
         let now = to_db_time(self.clock.now());
         let mut conn = self.support_conn()?;
         let stored = messages::find(&mut conn, app_id, notify_id)?.ok_or(SupportError::NotFound)?;
-        if !REPLAYABLE.contains(&stored.state.as_str()) {
+        if !REPLAYABLE.contains(&stored.state) {
             return Err(SupportError::Conflict(format!(
                 "message {notify_id:?} is {}; only {} messages can be replayed",
                 stored.state,
-                REPLAYABLE.join(" or ")
+                REPLAYABLE
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             )));
         }
         if !stored.app_id.is_empty() && stored.app_id != *self.app_id {
@@ -155,8 +150,8 @@ impl Services {
         let newest = mo::latest_sync(&mut conn, tiny_app_id, out_biz_no)?;
         let sync = match newest {
             Some(sync)
-                if order.delivery == mo::DELIVERY_FAILED
-                    && sync.state == mo::SYNC_FAILED
+                if order.delivery == mo::Delivery::Failed
+                    && sync.state == mo::SyncState::Failed
                     && sync.order_modified_time == order.order_modified_time =>
             {
                 sync
@@ -164,7 +159,7 @@ impl Services {
             _ => {
                 return Err(SupportError::Conflict(format!(
                     "merchant order {tiny_app_id}/{out_biz_no}: delivery is {}; only a failed delivery can be resent",
-                    order.delivery
+                    order.delivery.as_str()
                 )));
             }
         };
@@ -180,7 +175,7 @@ impl Services {
                     tiny_app_id,
                     out_biz_no,
                     sync.order_modified_time,
-                    mo::DELIVERY_QUEUED,
+                    mo::Delivery::Queued,
                     None,
                     None,
                     None,

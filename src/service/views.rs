@@ -227,7 +227,7 @@ impl Services {
                 app_id: m.app_id,
                 kind: m.kind,
                 received_at: utc(m.received_at),
-                state: m.state,
+                state: m.state.as_str().into(),
                 sign_variant: m.sign_variant,
                 attempts: m.attempts,
                 last_error: m.last_error,

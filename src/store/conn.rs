@@ -6,6 +6,8 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::StoreError;
+
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgresql");
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
@@ -123,14 +125,15 @@ impl Pool {
     }
 }
 
-pub fn connect_pool(target: &DbTarget, size: u32) -> Result<Pool, String> {
+pub fn connect_pool(target: &DbTarget, size: u32) -> Result<Pool, StoreError> {
     if let DbTarget::Sqlite(path) = target {
         if let Some(dir) = std::path::Path::new(path)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
         {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
     }
     let inner = r2d2::Pool::builder()
@@ -147,7 +150,7 @@ pub fn connect_pool(target: &DbTarget, size: u32) -> Result<Pool, String> {
         .build(Manager {
             target: target.clone(),
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let backend = target.backend();
     let sqlite_writer = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
     Ok(Pool {
@@ -157,29 +160,44 @@ pub fn connect_pool(target: &DbTarget, size: u32) -> Result<Pool, String> {
     })
 }
 
+/// A migration that did not apply (the database refused a statement, or was unreachable).
+#[derive(Debug, thiserror::Error)]
+#[error("migration failed: {0}")]
+pub struct MigrationError(String);
+
+impl From<diesel::result::Error> for MigrationError {
+    fn from(e: diesel::result::Error) -> Self {
+        MigrationError(e.to_string())
+    }
+}
+
 /// Applies pending migrations; returns how many ran.
-pub fn run_migrations(conn: &mut AnyConnection) -> Result<usize, String> {
-    let applied = match conn {
+pub fn run_migrations(conn: &mut AnyConnection) -> Result<usize, MigrationError> {
+    let failed = |e: Box<dyn std::error::Error + Send + Sync>| MigrationError(e.to_string());
+    match conn {
         // Replicas starting together on an empty database take turns: a session-level advisory
         // lock (an arbitrary, fixed key) around the migrations.
         AnyConnection::Postgresql(c) => {
-            c.batch_execute("SELECT pg_advisory_lock(7218034511)")
-                .map_err(|e| e.to_string())?;
+            c.batch_execute("SELECT pg_advisory_lock(7218034511)")?;
             let applied = c
                 .run_pending_migrations(POSTGRES_MIGRATIONS)
                 .map(|v| v.len());
             let unlocked = c.batch_execute("SELECT pg_advisory_unlock(7218034511)");
-            let applied = applied.map_err(|e| e.to_string())?;
-            unlocked.map_err(|e| e.to_string())?;
-            return Ok(applied);
+            let applied = applied.map_err(failed)?;
+            unlocked?;
+            Ok(applied)
         }
-        AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-    };
-    applied.map_err(|e| e.to_string())
+        AnyConnection::Sqlite(c) => c
+            .run_pending_migrations(SQLITE_MIGRATIONS)
+            .map(|v| v.len())
+            .map_err(failed),
+    }
 }
 
-pub fn migrate(pool: &Pool) -> Result<usize, String> {
-    let mut conn = pool.get().map_err(|e| e.to_string())?;
+pub fn migrate(pool: &Pool) -> Result<usize, MigrationError> {
+    let mut conn = pool
+        .get()
+        .map_err(|e| MigrationError(format!("no database connection: {e}")))?;
     run_migrations(&mut conn)
 }
 

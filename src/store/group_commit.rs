@@ -2,7 +2,7 @@
 //! (up to `batch_size` jobs) in one transaction and then answer each request. One commit (one
 //! fsync) serves many requests, and each answer still waits for its own commit.
 
-use super::{AnyConnection, Pool};
+use super::{AnyConnection, Pool, StoreError};
 use diesel::QueryResult;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -13,7 +13,7 @@ pub type BatchWork<J, R> = dyn Fn(&mut AnyConnection, Vec<J>) -> QueryResult<Vec
 
 struct Job<J, R> {
     job: J,
-    reply: oneshot::Sender<Result<R, String>>,
+    reply: oneshot::Sender<Result<R, StoreError>>,
 }
 
 /// Cloning shares the same writer threads.
@@ -51,13 +51,14 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
     }
 
     /// Resolves once the job's batch is committed; `Err` when it could not be.
-    pub async fn submit(&self, job: J) -> Result<R, String> {
+    pub async fn submit(&self, job: J) -> Result<R, StoreError> {
+        let stopped = || StoreError::Unavailable("the group-commit writer stopped".into());
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Job { job, reply })
             .await
-            .map_err(|_| "writer stopped".to_string())?;
-        answer.await.map_err(|_| "writer stopped".to_string())?
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 }
 
@@ -84,13 +85,10 @@ fn writer_loop<J, R>(
         }
         let (batch, replies): (Vec<J>, Vec<_>) = jobs.into_iter().map(|j| (j.job, j.reply)).unzip();
         let size = batch.len();
-        let result = pool
-            .get()
-            .map_err(|e| format!("no database connection: {e}"))
-            .and_then(|mut conn| {
-                let _writer = pool.write_guard();
-                work(&mut conn, batch).map_err(|e| format!("database: {e}"))
-            });
+        let result = pool.get().map_err(StoreError::from).and_then(|mut conn| {
+            let _writer = pool.write_guard();
+            work(&mut conn, batch).map_err(StoreError::from)
+        });
         match result {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {

@@ -6,17 +6,67 @@ use crate::db_run;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-pub const SYNC_QUEUED: &str = "queued";
-pub const SYNC_DELIVERED: &str = "delivered";
-/// A queued sync overtaken by a newer one of the same order before it was sent.
-pub const SYNC_SUPERSEDED: &str = "superseded";
-/// Older than what we held when it arrived: stored for the record, never delivered.
-pub const SYNC_STALE: &str = "stale";
-pub const SYNC_FAILED: &str = "failed";
+/// `merchant_order_syncs.state`: one sync's way to Alipay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncState {
+    Queued,
+    Delivered,
+    /// A queued sync overtaken by a newer one of the same order before it was sent.
+    Superseded,
+    /// Older than what we held when it arrived: stored for the record, never delivered.
+    Stale,
+    Failed,
+}
 
-pub const DELIVERY_QUEUED: &str = "queued";
-pub const DELIVERY_DELIVERED: &str = "delivered";
-pub const DELIVERY_FAILED: &str = "failed";
+impl SyncState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::Queued => "queued",
+            SyncState::Delivered => "delivered",
+            SyncState::Superseded => "superseded",
+            SyncState::Stale => "stale",
+            SyncState::Failed => "failed",
+        }
+    }
+}
+
+crate::text_column!(
+    SyncState,
+    "merchant_order_syncs.state",
+    SyncState::as_str,
+    [
+        SyncState::Queued,
+        SyncState::Delivered,
+        SyncState::Superseded,
+        SyncState::Stale,
+        SyncState::Failed,
+    ]
+);
+
+/// `merchant_orders.delivery`: where the order's newest sync stands (INTERFACE.md `delivery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Queued,
+    Delivered,
+    Failed,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Queued => "queued",
+            Delivery::Delivered => "delivered",
+            Delivery::Failed => "failed",
+        }
+    }
+}
+
+crate::text_column!(
+    Delivery,
+    "merchant_orders.delivery",
+    Delivery::as_str,
+    [Delivery::Queued, Delivery::Delivered, Delivery::Failed]
+);
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = mo)]
@@ -26,7 +76,7 @@ pub struct MerchantOrderRow {
     pub status: String,
     pub order_modified_time: NaiveDateTime,
     pub record: String,
-    pub delivery: String,
+    pub delivery: Delivery,
     pub alipay_order_id: Option<String>,
     pub record_id: Option<String>,
     pub sub_code: Option<String>,
@@ -41,7 +91,7 @@ pub struct NewMerchantOrder<'a> {
     pub status: &'a str,
     pub order_modified_time: NaiveDateTime,
     pub record: &'a str,
-    pub delivery: &'a str,
+    pub delivery: Delivery,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
@@ -54,7 +104,7 @@ pub struct NewSync<'a> {
     pub order_modified_time: NaiveDateTime,
     pub status: &'a str,
     pub biz_content: &'a str,
-    pub state: &'a str,
+    pub state: SyncState,
     pub attempts: i32,
     pub next_attempt_at: NaiveDateTime,
     pub received_at: NaiveDateTime,
@@ -67,7 +117,7 @@ pub struct SyncRow {
     pub order_modified_time: NaiveDateTime,
     pub status: String,
     pub biz_content: String,
-    pub state: String,
+    pub state: SyncState,
     pub attempts: i32,
 }
 
@@ -127,7 +177,7 @@ pub fn orders_due(
 ) -> QueryResult<Vec<(String, String)>> {
     db_run!(conn: {
         ms::table
-            .filter(ms::state.eq(SYNC_QUEUED))
+            .filter(ms::state.eq(SyncState::Queued))
             .filter(ms::next_attempt_at.le(now))
             .select((ms::tiny_app_id, ms::out_biz_no))
             .distinct()
@@ -170,7 +220,7 @@ pub fn syncs(
     conn: &mut AnyConnection,
     tiny_app_id: &str,
     out_biz_no: &str,
-    state: Option<&str>,
+    state: Option<SyncState>,
 ) -> QueryResult<Vec<SyncRow>> {
     db_run!(conn: {
         let mut query = ms::table
@@ -189,13 +239,13 @@ pub fn syncs(
 pub fn set_sync_state(
     conn: &mut AnyConnection,
     id: i64,
-    state: &str,
+    state: SyncState,
     now: NaiveDateTime,
     sub_code: Option<&str>,
     error: Option<&str>,
 ) -> QueryResult<()> {
     db_run!(conn: {
-        let delivered_at = (state == SYNC_DELIVERED).then_some(now);
+        let delivered_at = (state == SyncState::Delivered).then_some(now);
         diesel::update(ms::table.find(id))
             .set((ms::state.eq(state), ms::delivered_at.eq(delivered_at), ms::sub_code.eq(sub_code), ms::last_error.eq(error)))
             .execute(conn)
@@ -227,7 +277,7 @@ pub fn set_delivery(
     tiny_app_id: &str,
     out_biz_no: &str,
     modified: NaiveDateTime,
-    delivery: &str,
+    delivery: Delivery,
     alipay_order_id: Option<&str>,
     record_id: Option<&str>,
     sub_code: Option<&str>,
@@ -286,9 +336,9 @@ pub fn requeue_failed_sync(
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
     db_run!(conn: {
-        diesel::update(ms::table.find(id).filter(ms::state.eq(SYNC_FAILED)))
+        diesel::update(ms::table.find(id).filter(ms::state.eq(SyncState::Failed)))
             .set((
-                ms::state.eq(SYNC_QUEUED),
+                ms::state.eq(SyncState::Queued),
                 ms::attempts.eq(0),
                 ms::next_attempt_at.eq(now),
                 ms::delivered_at.eq(None::<NaiveDateTime>),

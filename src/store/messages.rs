@@ -6,11 +6,62 @@ use crate::db_run;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-pub const STATE_RECEIVED: &str = "received";
-pub const STATE_APPLIED: &str = "applied";
-pub const STATE_PARKED: &str = "parked";
-pub const STATE_QUARANTINED: &str = "quarantined";
-pub const STATE_FAILED: &str = "failed";
+/// `gateway_messages.state` (INTERFACE.md: the messages list's `state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageState {
+    /// Stored and acknowledged; waiting for the apply worker.
+    Received,
+    Applied,
+    /// Waiting for a prerequisite message.
+    Parked,
+    /// Verified but not ours to apply as it is: shown to support.
+    Quarantined,
+    /// The apply gave up: shown to support, who can replay it.
+    Failed,
+}
+
+impl MessageState {
+    pub const ALL: [MessageState; 5] = [
+        MessageState::Received,
+        MessageState::Applied,
+        MessageState::Parked,
+        MessageState::Quarantined,
+        MessageState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Received => "received",
+            MessageState::Applied => "applied",
+            MessageState::Parked => "parked",
+            MessageState::Quarantined => "quarantined",
+            MessageState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for MessageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+crate::text_column!(
+    MessageState,
+    "gateway_messages.state",
+    MessageState::as_str,
+    [
+        MessageState::Received,
+        MessageState::Applied,
+        MessageState::Parked,
+        MessageState::Quarantined,
+        MessageState::Failed,
+    ]
+);
 
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = gm)]
@@ -19,7 +70,7 @@ pub struct NewMessage {
     pub notify_id: String,
     pub kind: String,
     pub sign_variant: String,
-    pub state: String,
+    pub state: MessageState,
     pub params: String,
     pub raw_body: Vec<u8>,
     pub received_at: NaiveDateTime,
@@ -68,7 +119,7 @@ pub fn due(
 ) -> QueryResult<Vec<PendingMessage>> {
     db_run!(conn: {
         gm::table
-            .filter(gm::state.eq(STATE_RECEIVED))
+            .filter(gm::state.eq(MessageState::Received))
             .filter(gm::next_attempt_at.le(now))
             .order((gm::next_attempt_at.asc(), gm::id.asc()))
             .limit(limit)
@@ -82,12 +133,12 @@ pub fn due(
 pub fn finish(
     conn: &mut AnyConnection,
     id: i64,
-    state: &str,
+    state: MessageState,
     now: NaiveDateTime,
     note: Option<&str>,
 ) -> QueryResult<bool> {
     let updated = db_run!(conn: {
-        diesel::update(gm::table.filter(gm::id.eq(id)).filter(gm::state.eq(STATE_RECEIVED)))
+        diesel::update(gm::table.filter(gm::id.eq(id)).filter(gm::state.eq(MessageState::Received)))
             .set((gm::state.eq(state), gm::applied_at.eq(Some(now)), gm::last_error.eq(note)))
             .execute(conn)
     })?;
@@ -104,12 +155,12 @@ pub fn record_failure(
     give_up: bool,
 ) -> QueryResult<()> {
     let state = if give_up {
-        STATE_FAILED
+        MessageState::Failed
     } else {
-        STATE_RECEIVED
+        MessageState::Received
     };
     db_run!(conn: {
-        diesel::update(gm::table.filter(gm::id.eq(id)).filter(gm::state.eq(STATE_RECEIVED)))
+        diesel::update(gm::table.filter(gm::id.eq(id)).filter(gm::state.eq(MessageState::Received)))
             .set((
                 gm::state.eq(state),
                 gm::attempts.eq(attempts),
@@ -129,7 +180,7 @@ pub struct MessageSummary {
     pub notify_id: String,
     pub kind: String,
     pub sign_variant: String,
-    pub state: String,
+    pub state: MessageState,
     pub received_at: NaiveDateTime,
     pub attempts: i32,
     pub last_error: Option<String>,
@@ -159,7 +210,7 @@ pub fn identities(conn: &mut AnyConnection) -> QueryResult<Vec<(String, String, 
 pub fn set_state(
     conn: &mut AnyConnection,
     id: i64,
-    state: &str,
+    state: MessageState,
     note: Option<&str>,
 ) -> QueryResult<()> {
     db_run!(conn: {
@@ -189,7 +240,7 @@ pub fn find(
 /// Newest first, only those in `state` when given.
 pub fn recent_in_state(
     conn: &mut AnyConnection,
-    state: Option<&str>,
+    state: Option<MessageState>,
     limit: i64,
 ) -> QueryResult<Vec<MessageSummary>> {
     db_run!(conn: {
@@ -210,13 +261,13 @@ pub fn recent_in_state(
 pub fn requeue(
     conn: &mut AnyConnection,
     id: i64,
-    from: &[&str],
+    from: &[MessageState],
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
     let updated = db_run!(conn: {
         diesel::update(gm::table.filter(gm::id.eq(id)).filter(gm::state.eq_any(from)))
             .set((
-                gm::state.eq(STATE_RECEIVED),
+                gm::state.eq(MessageState::Received),
                 gm::attempts.eq(0),
                 gm::next_attempt_at.eq(now),
                 gm::applied_at.eq(None::<NaiveDateTime>),
