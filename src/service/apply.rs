@@ -9,11 +9,11 @@ use crate::alipay::message::{
     self, AuthorizationNotification, GatewayMessage, OrderNotification, Params,
 };
 use crate::domain::OrderStatus;
-use crate::domain::lifecycle::OrderEvent;
+use crate::domain::lifecycle::{AuthorizationEvent, OrderEvent};
 use crate::domain::order::OrderPlaced;
-use crate::service::lifecycle::LifecycleError;
+use crate::service::lifecycle::{Grant, LifecycleError};
 use crate::store::messages::{self, PendingMessage};
-use crate::store::{AnyConnection, StoreError, authorizations, orders, to_db_time};
+use crate::store::{AnyConnection, StoreError, orders, to_db_time};
 use chrono::{DateTime, Utc};
 use diesel::Connection as _;
 use secrecy::ExposeSecret;
@@ -185,7 +185,13 @@ impl Services {
                     self.apply_authorization(conn, a, &pending.notify_id, now)?
                 }
                 GatewayMessage::AuthorizationCancelled { auth_app_id } => {
-                    self.authorization_cancelled(conn, auth_app_id, now)?;
+                    self.authorization_event(
+                        conn,
+                        auth_app_id,
+                        AuthorizationEvent::Cancelled { at: now },
+                        None,
+                        now,
+                    )?;
                     Applied::Done
                 }
                 GatewayMessage::AuditPassed {
@@ -312,25 +318,25 @@ impl Services {
             self.sealer
                 .seal(&token_context(what, &a.auth_app_id), secret.as_bytes())
         };
-        let now_db = to_db_time(now);
-        // An older auth_time arriving late changes nothing: upsert_if_newer guards on it.
-        authorizations::upsert_if_newer(
+        let grant = Grant {
+            user_id: a.user_id.clone(),
+            auth_time,
+            sealed_token: seal("app_auth_token", a.app_auth_token.expose_secret()),
+            sealed_refresh_token: a
+                .app_refresh_token
+                .as_ref()
+                .map(|t| seal("app_refresh_token", t.expose_secret())),
+            notify_id: notify_id.to_string(),
+        };
+        // The rules decide (an older auth_time arriving late changes nothing).
+        self.authorization_event(
             conn,
-            &authorizations::NewAuthorization {
-                auth_app_id: a.auth_app_id.clone(),
-                user_id: a.user_id.clone(),
-                status: crate::domain::lifecycle::AuthorizationStatus::Active,
-                auth_time: to_db_time(auth_time),
+            &a.auth_app_id,
+            AuthorizationEvent::Granted {
                 auth_time_ms: a.auth_time_ms,
-                app_auth_token: Some(seal("app_auth_token", a.app_auth_token.expose_secret())),
-                app_refresh_token: a
-                    .app_refresh_token
-                    .as_ref()
-                    .map(|t| seal("app_refresh_token", t.expose_secret())),
-                source_notify_id: notify_id.to_string(),
-                created_at: now_db,
-                updated_at: now_db,
             },
+            Some(&grant),
+            now,
         )?;
         Ok(Applied::Done)
     }

@@ -8,11 +8,11 @@ use super::Services;
 use super::alerts::Alert as AlertMessage;
 use crate::alipay::api::OrderQueryRequest;
 use crate::alipay::client::AlipayError;
-use crate::domain::lifecycle::AuthorizationStatus;
 use crate::domain::lifecycle::{
     self as lc, Deadline, DeadlineState, Effect, LifecycleRules, Order, OrderEvent, ServiceEvent,
     ServiceState, TerminationCause, Transition, Warning,
 };
+use crate::domain::lifecycle::{AuthorizationEvent, AuthorizationState, AuthorizationStatus};
 use crate::domain::order::OrderPlaced;
 use crate::domain::{DeadlineKind, OrderStatus};
 use crate::store::orders::CauseCode;
@@ -50,6 +50,16 @@ impl From<diesel::result::Error> for LifecycleError {
     fn from(e: diesel::result::Error) -> Self {
         LifecycleError::Store(e.into())
     }
+}
+
+/// A grant's own data, sealed, for [`Services::authorization_event`].
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub user_id: Option<String>,
+    pub auth_time: DateTime<Utc>,
+    pub sealed_token: Vec<u8>,
+    pub sealed_refresh_token: Option<Vec<u8>>,
+    pub notify_id: String,
 }
 
 /// What a persisted transition leaves to do after the commit.
@@ -546,7 +556,7 @@ impl Services {
                 }
             }
             Effect::EraseToken => {
-                authorizations::cancel(conn, key, to_db_time(now))?;
+                authorizations::erase_tokens(conn, key, to_db_time(now))?;
             }
             // The token is sealed and stored by the authorization notice's own apply
             // (`service::apply`), which holds the plaintext; nothing is left to do here.
@@ -584,25 +594,109 @@ impl Services {
         Ok(())
     }
 
-    /// `alipay.open.auth.appauth.cancelled`: the authorization ends, its token is erased, and the
-    /// mini program's service is terminated (closing the "merchant must cancel" task).
-    pub fn authorization_cancelled(
+    /// An authorization event (a grant from the authorization notice, or
+    /// `alipay.open.auth.appauth.cancelled`), decided by `domain::lifecycle::handle_authorization`
+    /// alone and persisted in the caller's transaction with its effects: the grant's sealed
+    /// tokens stored, a cancellation's tokens erased and the mini program's service terminated
+    /// (closing the "merchant must cancel" task). Returns whether anything changed.
+    pub fn authorization_event(
         &self,
         conn: &mut AnyConnection,
         auth_app_id: &str,
+        event: AuthorizationEvent,
+        grant: Option<&Grant>,
         now: DateTime<Utc>,
-    ) -> Result<(), LifecycleError> {
-        authorizations::cancel(conn, auth_app_id, to_db_time(now))?;
-        let service = load_service(conn, auth_app_id, now)?;
-        let st = lc::handle_service(
-            &service,
-            ServiceEvent::Terminate {
-                cause: TerminationCause::AuthorizationCancelled,
-                authorization_active: false,
+    ) -> Result<bool, LifecycleError> {
+        let row = authorizations::find(conn, auth_app_id)?;
+        let current = row.as_ref().map(|r| AuthorizationState {
+            status: r.status,
+            auth_time_ms: Some(r.auth_time_ms),
+            since: match r.status {
+                AuthorizationStatus::Cancelled => from_db_time(r.updated_at),
+                AuthorizationStatus::Active | AuthorizationStatus::Superseded => {
+                    from_db_time(r.auth_time)
+                }
             },
-            now,
-        )?;
-        self.save_service(conn, auth_app_id, &st.state, &st.effects, now)
+        });
+        let t = lc::handle_authorization(current.as_ref(), event, now)?;
+        if let Some(why) = &t.ignored {
+            tracing::debug!(%auth_app_id, reason = %why, "authorization event ignored by the rules");
+            return Ok(false);
+        }
+        let expected = row.as_ref().map(|r| (r.auth_time_ms, r.status));
+        for effect in &t.effects {
+            match effect {
+                Effect::StoreToken { auth_time_ms } => {
+                    let grant = grant.ok_or_else(|| {
+                        LifecycleError::Unexpected(format!(
+                            "a grant of {auth_app_id} without its tokens"
+                        ))
+                    })?;
+                    let saved = authorizations::save(
+                        conn,
+                        &authorizations::NewAuthorization {
+                            auth_app_id: auth_app_id.to_string(),
+                            user_id: grant.user_id.clone(),
+                            status: t.state.status,
+                            auth_time: to_db_time(grant.auth_time),
+                            auth_time_ms: *auth_time_ms,
+                            app_auth_token: Some(grant.sealed_token.clone()),
+                            app_refresh_token: grant.sealed_refresh_token.clone(),
+                            source_notify_id: grant.notify_id.clone(),
+                            created_at: to_db_time(now),
+                            updated_at: to_db_time(now),
+                        },
+                        expected,
+                    )?;
+                    if !saved {
+                        return Err(LifecycleError::Conflict);
+                    }
+                }
+                Effect::EraseToken => {
+                    if let Some(expected) = expected {
+                        if !authorizations::set_status(
+                            conn,
+                            auth_app_id,
+                            expected,
+                            t.state.status,
+                            to_db_time(now),
+                        )? {
+                            return Err(LifecycleError::Conflict);
+                        }
+                        authorizations::erase_tokens(conn, auth_app_id, to_db_time(now))?;
+                    }
+                    // A cancellation before any grant leaves no row to end (LIFECYCLE.md asks
+                    // to remember it: issue 12).
+                }
+                Effect::TerminateService { cause } => {
+                    let service = load_service(conn, auth_app_id, now)?;
+                    let st = lc::handle_service(
+                        &service,
+                        ServiceEvent::Terminate {
+                            cause: cause.clone(),
+                            authorization_active: false,
+                        },
+                        now,
+                    )?;
+                    self.save_service(conn, auth_app_id, &st.state, &st.effects, now)?;
+                }
+                Effect::ScheduleDeadline { .. }
+                | Effect::CancelDeadline { .. }
+                | Effect::ScheduleWarning { .. }
+                | Effect::CancelWarnings
+                | Effect::QueryAlipay { .. }
+                | Effect::RecordRefund { .. }
+                | Effect::Alert(_)
+                | Effect::StopProvisioning
+                | Effect::OpenTask(_)
+                | Effect::CloseTask(_) => {
+                    return Err(LifecycleError::Unexpected(format!(
+                        "{effect:?} from authorization {auth_app_id}"
+                    )));
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// One scheduler tick: claims due deadlines, warnings and queued queries, and fires each.

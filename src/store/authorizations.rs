@@ -23,21 +23,29 @@ pub struct NewAuthorization {
     pub updated_at: NaiveDateTime,
 }
 
-/// Stores the authorization unless we already hold one at least as new: Alipay asks receivers to
-/// make tokens idempotent on `auth_time`, and redeliveries arrive out of order. Returns whether
-/// anything changed.
-pub fn upsert_if_newer(conn: &mut AnyConnection, new: &NewAuthorization) -> QueryResult<bool> {
+/// Writes the app's authorization as the rules decided it (`domain::lifecycle::
+/// handle_authorization` decides; this only persists), guarded on the row being as it was read
+/// (`expected`: its `auth_time_ms` and status, or absent): false when a concurrent writer changed
+/// it first, and the caller decides again.
+pub fn save(
+    conn: &mut AnyConnection,
+    new: &NewAuthorization,
+    expected: Option<(i64, AuthorizationStatus)>,
+) -> QueryResult<bool> {
     db_run!(conn: {
-        let inserted = diesel::insert_into(au::table)
-            .values(new)
-            .on_conflict(au::auth_app_id)
-            .do_nothing()
-            .execute(conn)?;
-        if inserted == 1 {
-            return Ok(true);
-        }
-        let updated = diesel::update(
-            au::table.filter(au::auth_app_id.eq(&new.auth_app_id)).filter(au::auth_time_ms.lt(new.auth_time_ms)),
+        let Some((auth_time_ms, status)) = expected else {
+            return diesel::insert_into(au::table)
+                .values(new)
+                .on_conflict(au::auth_app_id)
+                .do_nothing()
+                .execute(conn)
+                .map(|n| n == 1);
+        };
+        diesel::update(
+            au::table
+                .filter(au::auth_app_id.eq(&new.auth_app_id))
+                .filter(au::auth_time_ms.eq(auth_time_ms))
+                .filter(au::status.eq(status)),
         )
         .set((
             au::user_id.eq(&new.user_id),
@@ -49,8 +57,8 @@ pub fn upsert_if_newer(conn: &mut AnyConnection, new: &NewAuthorization) -> Quer
             au::source_notify_id.eq(&new.source_notify_id),
             au::updated_at.eq(new.updated_at),
         ))
-        .execute(conn)?;
-        Ok(updated == 1)
+        .execute(conn)
+        .map(|n| n == 1)
     })
 }
 
@@ -81,21 +89,41 @@ pub fn sealed_token(conn: &mut AnyConnection, auth_app_id: &str) -> QueryResult<
     })
 }
 
-/// `alipay.open.auth.appauth.cancelled`: the authorization ends and its tokens are erased.
-pub fn cancel(
+/// A new status for the app's authorization (a cancellation), guarded like [`save`].
+pub fn set_status(
     conn: &mut AnyConnection,
     auth_app_id: &str,
+    expected: (i64, AuthorizationStatus),
+    status: AuthorizationStatus,
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
     db_run!(conn: {
+        diesel::update(
+            au::table
+                .find(auth_app_id)
+                .filter(au::auth_time_ms.eq(expected.0))
+                .filter(au::status.eq(expected.1)),
+        )
+        .set((au::status.eq(status), au::updated_at.eq(now)))
+        .execute(conn)
+        .map(|n| n == 1)
+    })
+}
+
+/// Erases the app's tokens (the authorization ended): nothing can be called for the merchant.
+pub fn erase_tokens(
+    conn: &mut AnyConnection,
+    auth_app_id: &str,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    db_run!(conn: {
         diesel::update(au::table.find(auth_app_id))
             .set((
-                au::status.eq(AuthorizationStatus::Cancelled),
                 au::app_auth_token.eq(None::<Vec<u8>>),
                 au::app_refresh_token.eq(None::<Vec<u8>>),
                 au::updated_at.eq(now),
             ))
             .execute(conn)
-            .map(|n| n == 1)
+            .map(|_| ())
     })
 }

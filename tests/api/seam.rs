@@ -116,3 +116,121 @@ async fn support_termination_stops_the_build_in_flight_postgres() {
     }
     support_termination_stops_the_build_in_flight(Db::Postgres).await;
 }
+
+const MINI_APP: &str = "2021004199990002";
+
+fn signed(params: &[(&str, String)]) -> String {
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    isv_lifecycle::alipay::notify::sign_message(&params, &common::platform_private_key())
+}
+
+fn grant(notify_id: &str, auth_time_ms: i64, token: &str) -> String {
+    let biz = serde_json::json!({"detail": {"app_auth_token": token, "app_refresh_token": format!("{token}R"),
+        "auth_app_id": MINI_APP, "user_id": "2088102177846880", "auth_time": auth_time_ms,
+        "expires_in": 31536000, "re_expires_in": 32140800}});
+    signed(&[
+        ("notify_id", notify_id.into()),
+        ("utc_timestamp", auth_time_ms.to_string()),
+        ("msg_method", "alipay.open.auth.appauth.notify".into()),
+        ("notify_type", "open_app_auth_notify".into()),
+        ("app_id", common::APP_ID.into()),
+        ("version", "1.1".into()),
+        ("charset", "utf-8".into()),
+        ("sign_type", "RSA2".into()),
+        ("biz_content", biz.to_string()),
+    ])
+}
+
+fn cancellation(notify_id: &str) -> String {
+    let biz = serde_json::json!({"auth_app_id": MINI_APP, "user_id": "2088102177846880"});
+    signed(&[
+        ("notify_id", notify_id.into()),
+        ("msg_method", "alipay.open.auth.appauth.cancelled".into()),
+        ("app_id", common::APP_ID.into()),
+        ("version", "1.1".into()),
+        ("charset", "UTF-8".into()),
+        ("sign_type", "RSA2".into()),
+        ("biz_content", biz.to_string()),
+    ])
+}
+
+async fn authorization_status(app: &TestApp) -> String {
+    let (_, auth) = app
+        .admin_get(&format!("/admin/api/authorizations/{MINI_APP}"))
+        .await;
+    auth["status"].as_str().unwrap_or("none").to_string()
+}
+
+/// Grants and cancellations are decided by `domain::lifecycle::handle_authorization` alone. The
+/// SQL rule this replaced ("newer auth_time wins") re-activated a cancelled app on a late grant
+/// issued before the cancellation.
+async fn authorizations_follow_the_domain_rules(app: TestApp) {
+    let now_ms = app.clock_now_ms();
+    let hour = 3_600_000;
+    assert_eq!(
+        app.post_notify(grant("g1", now_ms - hour, "TOKEN1"))
+            .await
+            .1,
+        "success"
+    );
+    app.run_pending_jobs().await;
+    assert_eq!(authorization_status(&app).await, "active");
+
+    assert_eq!(app.post_notify(cancellation("c1")).await.1, "success");
+    app.run_pending_jobs().await;
+    assert_eq!(authorization_status(&app).await, "cancelled");
+
+    // A grant from before the cancellation, delivered late: it stays cancelled, no token.
+    assert_eq!(
+        app.post_notify(grant("g2", now_ms - hour / 2, "TOKEN2"))
+            .await
+            .1,
+        "success"
+    );
+    app.run_pending_jobs().await;
+    assert_eq!(authorization_status(&app).await, "cancelled");
+    let mut conn = app.services.pool.get().unwrap();
+    assert_eq!(
+        isv_lifecycle::store::authorizations::sealed_token(&mut conn, MINI_APP).unwrap(),
+        None
+    );
+    drop(conn);
+
+    // The merchant authorizes again after the cancellation: a new active grant.
+    app.clock.advance(chrono::Duration::minutes(5));
+    assert_eq!(
+        app.post_notify(grant("g3", now_ms + 60_000, "TOKEN3"))
+            .await
+            .1,
+        "success"
+    );
+    app.run_pending_jobs().await;
+    assert_eq!(authorization_status(&app).await, "active");
+    // An older grant redelivered changes nothing.
+    assert_eq!(
+        app.post_notify(grant("g1-again", now_ms - hour + 1, "TOKEN1"))
+            .await
+            .1,
+        "success"
+    );
+    app.run_pending_jobs().await;
+    let (_, auth) = app
+        .admin_get(&format!("/admin/api/authorizations/{MINI_APP}"))
+        .await;
+    assert_eq!(auth["status"], "active");
+    assert_eq!(
+        auth["auth_time"]
+            .as_str()
+            .map(|t| t.starts_with("2024-06-10T05:31:00")),
+        Some(true),
+        "{auth}"
+    );
+    app.stop().await;
+}
+both_backends!(
+    authorizations_follow_the_domain_rules,
+    authorizations_follow_the_domain_rules
+);
