@@ -777,6 +777,9 @@ impl Services {
         // Alipay is the source of truth.
         let answer = self.read_alipay(id).await;
         let mut moved = false;
+        // An answer we cannot read says nothing: it never lets a rule be applied by inference
+        // (a refund against what Alipay may be saying); the deadline is looked at again.
+        let unreadable = matches!(answer, Ok(lc::QueryReading::Unknown { .. }));
         let (answered, after) = match answer {
             Ok(reading) => {
                 let t = self
@@ -804,7 +807,7 @@ impl Services {
         let open_since = order.inference_allowed_from(kind, self.lifecycle_rules());
         match open_since {
             None => Ok(moved),
-            Some(from) if now >= from => {
+            Some(from) if now >= from && !unreadable => {
                 let t = self
                     .order_event_now(
                         id,
@@ -818,6 +821,7 @@ impl Services {
             }
             Some(_) => {
                 // Alipay unreachable before the grace period ends: an error, retried next tick.
+                // (An unreadable answer, before or after it, is looked at again below.)
                 answered?;
                 // Alipay shows no change yet: look again next tick.
                 self.release_row(
@@ -907,11 +911,20 @@ impl Services {
             .order_level_status()
             .map(|s| s.as_str().to_string());
         let items: Vec<&str> = items.iter().map(String::as_str).collect();
-        Ok(lc::read_order_query(
-            order_status.as_deref(),
-            &items,
-            self.lifecycle_rules(),
-        ))
+        let rules = self.lifecycle_rules();
+        if let Some(unread) = lc::unread_values(order_status.as_deref(), &items, rules) {
+            // The items decided; what they did not need is still support's to see.
+            self.alerts
+                .raise(AlertMessage {
+                    kind: "unknown_alipay_status".into(),
+                    subject: id.to_string(),
+                    message: format!(
+                        "order.query returned {unread}, outside the table; read from the items"
+                    ),
+                })
+                .await;
+        }
+        Ok(lc::read_order_query(order_status.as_deref(), &items, rules))
     }
 
     /// Asks Alipay about one order now and applies what it says.

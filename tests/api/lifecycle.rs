@@ -414,3 +414,63 @@ async fn a_timed_out_order_query_changes_nothing() {
     );
     app.stop().await;
 }
+
+/// Issue 12's wrong refund: an order 31 days into implementation whose item Alipay shows
+/// `TO_CONFIRM` beside an order-level status we do not know moves to awaiting confirmation; it is
+/// not cancelled by inference. Support hears of the unknown value.
+async fn known_items_decide_beside_an_unknown_order_status(app: TestApp) {
+    place(&app, "K1", "0.00").await;
+    assert_eq!(order(&app, "K1").await["status"], "implementing");
+    app.alipay.set_order("K1", "SOMETHING_NEW", &["TO_CONFIRM"]);
+    app.clock.advance(days(31));
+    app.tick().await;
+    app.clock.advance(Duration::hours(7));
+    app.tick().await;
+    let o = order(&app, "K1").await;
+    assert_eq!(o["status"], "awaiting_confirmation", "{o}");
+    assert!(
+        app.alipay
+            .alerts()
+            .iter()
+            .any(|a| a["kind"] == "unknown_alipay_status" && a["subject"] == "K1"),
+        "{:?}",
+        app.alipay.alerts()
+    );
+    app.stop().await;
+}
+both_backends!(
+    known_items_decide_beside_an_unknown_order_status,
+    known_items_decide_beside_an_unknown_order_status
+);
+
+/// An answer with nothing we can read never leads to an inferred cancellation: past the deadline
+/// and the grace period, the order stays where it is and is looked at again.
+async fn an_unreadable_answer_never_cancels_by_inference(app: TestApp) {
+    place(&app, "K2", "0.00").await;
+    app.alipay.set_order("K2", "SOMETHING_NEW", &[]);
+    app.clock.advance(days(30));
+    app.tick().await;
+    app.clock.advance(Duration::hours(7));
+    app.tick().await;
+    app.clock.advance(days(2));
+    app.tick().await;
+    let o = order(&app, "K2").await;
+    assert_eq!(o["status"], "implementing", "{o}");
+    assert!(o["service"]["status"] != "terminated", "{o}");
+    // Once Alipay says something we can read, the rule applies as usual.
+    app.alipay
+        .set_order("K2", "CLOSED", &["MERCHANT_CANCELLED"]);
+    app.clock.advance(Duration::minutes(5));
+    app.tick().await;
+    let o = order(&app, "K2").await;
+    assert_eq!(
+        (o["status"].as_str(), o["cancel_reason"].as_str()),
+        (Some("cancelled"), Some("implementation_timeout")),
+        "{o}"
+    );
+    app.stop().await;
+}
+both_backends!(
+    an_unreadable_answer_never_cancels_by_inference,
+    an_unreadable_answer_never_cancels_by_inference
+);

@@ -59,7 +59,7 @@ pub use order::{
     Alert, Deadline, DeadlineState, Effect, HistoryEntry, Order, OrderEvent, QueryReason, Refund,
     RuleError, Task, Transition, Warning, handle, place,
 };
-pub use reading::{QueryReading, read_order_query};
+pub use reading::{QueryReading, read_order_query, unread_values};
 pub use service::{
     ServiceEvent, ServiceState, ServiceStatus, ServiceTransition, TerminationCause, handle_service,
 };

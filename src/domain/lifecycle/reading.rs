@@ -29,8 +29,11 @@ pub enum QueryReading {
 
 /// Reads `order.query`'s order-level `status` and the items' `order_status` values.
 ///
-/// Each value must be in one of the configured sets; a single value outside them makes the whole
-/// reading `Unknown` (kept verbatim, no transition): we do not guess from partial information.
+/// The items decide when they are all known (Alipay publishes their values; LIFECYCLE.md
+/// "Readings we trust"): an order-level `status` outside the table never blocks them, and is
+/// reported by [`unread_values`] for support. An unknown item, or an unknown status with no items
+/// to read, makes the whole reading `Unknown` (kept verbatim, no transition): we do not guess
+/// from partial information.
 /// Among known values the furthest along wins, a cancellation beating progress (it is final and
 /// comes last) and an ISV cancellation beating a merchant one:
 /// ISV cancelled > merchant cancelled > completed > awaiting confirmation > paid > unpaid.
@@ -67,7 +70,7 @@ pub fn read_order_query(
             merchant_cancelled = true;
         } else if contains(&rules.paid_statuses, status) {
             paid = true;
-        } else if !contains(&rules.ordered_statuses, status) {
+        } else if !contains(&rules.ordered_statuses, status) && item_statuses.is_empty() {
             return unknown();
         }
     }
@@ -114,6 +117,21 @@ pub fn read_order_query(
     } else {
         QueryReading::Unpaid
     }
+}
+
+/// The values of an `order.query` answer that are outside the configured table, verbatim, when
+/// [`read_order_query`] decided without them (an unknown order-level `status` beside known items):
+/// support is told, the reading still stands.
+pub fn unread_values(
+    order_status: Option<&str>,
+    item_statuses: &[&str],
+    rules: &LifecycleRules,
+) -> Option<String> {
+    let status = order_status?;
+    let known = contains(&rules.cancelled_statuses, status)
+        || contains(&rules.paid_statuses, status)
+        || contains(&rules.ordered_statuses, status);
+    (!known && !item_statuses.is_empty()).then(|| format!("order status {status:?}"))
 }
 
 #[cfg(test)]

@@ -103,11 +103,13 @@ fn reading_row_ordered_with_items_to_do_is_nothing_new() {
 
 #[test]
 fn reading_row_anything_else_is_unknown() {
+    // An unknown order-level status beside known items no longer blanks the reading (LIFECYCLE.md
+    // "Readings we trust"): see `known_items_decide_beside_an_unknown_order_status`.
     let cases: [(Option<&str>, &[&str]); 6] = [
-        (Some("WAIT_PAY"), &["DOING"]),
+        (Some("WAIT_PAY"), &[]),
         (Some("MERCHANT_ORDED"), &["REFUNDING"]),
         (Some("MERCHANT_ORDED"), &["DOING", "SOMETHING_NEW"]),
-        (Some("merchant_orded"), &["TO_DO"]),
+        (Some("merchant_orded"), &[]),
         (Some("MERCHANT_ORDED"), &[" DOING"]),
         (None, &[]),
     ];
@@ -165,5 +167,47 @@ fn reading_sets_are_configurable() {
     assert!(matches!(
         read_order_query(None, &["DONE"], &rules),
         QueryReading::Paid
+    ));
+}
+
+// ---- readings we trust (issue 12) -------------------------------------------------------------
+
+#[test]
+fn known_items_decide_beside_an_unknown_order_status() {
+    let r = rules();
+    assert_eq!(
+        read(Some("SOMETHING_NEW"), &["TO_CONFIRM"]),
+        QueryReading::AwaitingConfirmation
+    );
+    assert_eq!(read(Some("SOMETHING_NEW"), &["DOING"]), QueryReading::Paid);
+    assert_eq!(read(Some("WAIT_PAY"), &["DOING"]), QueryReading::Paid);
+    assert_eq!(
+        read(Some("merchant_orded"), &["TO_DO"]),
+        QueryReading::Unpaid
+    );
+    assert_eq!(
+        read(Some("SOMETHING_NEW"), &["MERCHANT_CANCELLED"]),
+        QueryReading::Cancelled { by_isv: false }
+    );
+    assert_eq!(
+        unread_values(Some("SOMETHING_NEW"), &["TO_CONFIRM"], &r),
+        Some("order status \"SOMETHING_NEW\"".into())
+    );
+    assert_eq!(
+        unread_values(Some("MERCHANT_ORDED"), &["TO_CONFIRM"], &r),
+        None
+    );
+}
+
+#[test]
+fn an_unknown_status_with_nothing_else_is_unknown() {
+    assert!(matches!(
+        read(Some("SOMETHING_NEW"), &[]),
+        QueryReading::Unknown { .. }
+    ));
+    // An unknown item is never guessed around, whatever the status says.
+    assert!(matches!(
+        read(Some("MERCHANT_PAID"), &["DOING", "NEW_ITEM_STATE"]),
+        QueryReading::Unknown { .. }
     ));
 }
