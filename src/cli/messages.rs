@@ -21,9 +21,10 @@ pub(super) fn messages_replay(
                 );
                 Ok(())
             }
-            Err(SupportError::NotFound) => {
-                anyhow::bail!("no message with app_id {app_id:?} and notify_id {notify_id:?}")
-            }
+            Err(SupportError::NotFound) => Err(super::not_found(format!(
+                "no message with app_id {app_id:?} and notify_id {notify_id:?}"
+            ))),
+            Err(SupportError::Conflict(why)) => Err(super::refused(format!("{notify_id}: {why}"))),
             Err(e) => Err(anyhow::Error::from(e)),
         }
     })

@@ -2,7 +2,7 @@
 //! `messages replay`, `reconcile`, `terminate`, `keys generate`).
 
 use crate::clock::SystemClock;
-use crate::config::{Prepared, Settings};
+use crate::config::{Creation, Prepared, Settings};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -69,6 +69,69 @@ pub enum Command {
     /// RSA key pairs for Alipay's console (needs no settings or database).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Exit 0 when `/healthz` answers 200 within 3 s, else 1 (for container health checks).
+    Healthcheck {
+        /// What to ask (`/healthz` is added to a URL without a path); default: the configured
+        /// `server.listen` (0.0.0.0 and :: are asked on the loopback address).
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+/// A failure with its own exit code (INTERFACE.md): 2 bad settings or usage, 3 not found, 4
+/// refused by the rules. Any other error exits 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_NOT_FOUND: u8 = 3;
+pub const EXIT_REFUSED: u8 = 4;
+
+/// Bad settings or usage (exit 2).
+pub fn usage(message: impl std::fmt::Display) -> anyhow::Error {
+    Exit {
+        code: EXIT_USAGE,
+        message: message.to_string(),
+    }
+    .into()
+}
+
+/// What was asked for does not exist (exit 3).
+pub fn not_found(message: impl std::fmt::Display) -> anyhow::Error {
+    Exit {
+        code: EXIT_NOT_FOUND,
+        message: message.to_string(),
+    }
+    .into()
+}
+
+/// The rules refuse it (exit 4).
+pub fn refused(message: impl std::fmt::Display) -> anyhow::Error {
+    Exit {
+        code: EXIT_REFUSED,
+        message: message.to_string(),
+    }
+    .into()
+}
+
+/// Prints the error on one line and picks the exit code from the first `Exit` in its chain.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("isv-lifecycle: {e:#}");
+            let code = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<Exit>())
+                .map(|x| x.code)
+                .unwrap_or(1);
+            ExitCode::from(code)
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,23 +263,15 @@ pub fn main() -> ExitCode {
         ..
     }) = &cli.command
     {
-        return match sim::sim_trigger(sim_url, event) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("isv-lifecycle: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return report(sim::sim_trigger(sim_url, event));
+    }
+    // The probe reads the listener from the settings at most; it never opens the database.
+    if let Command::Healthcheck { url } = &cli.command {
+        return report(serve::healthcheck(&cli.config, url.as_deref()));
     }
     // Generating keys needs no settings or database.
     if let Command::Keys(KeysCommand::Generate { out }) = &cli.command {
-        return match keys::keys_generate(out) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("isv-lifecycle: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return report(keys::keys_generate(out));
     }
     // The demo makes its own settings (temporary database and keys) from the file.
     if let Command::Demo = &cli.command {
@@ -235,14 +290,27 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    let prepared =
-        match Settings::load(&cli.config).and_then(|s| Prepared::from_settings(s, &cli.config)) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("isv-lifecycle: {e}");
-                return ExitCode::from(2);
-            }
-        };
+    // Support commands work on what a deployment already has: they never generate keys or
+    // secrets, and never create or migrate a database.
+    let creation = match &cli.command {
+        Command::Serve | Command::Migrate | Command::Sim(_) => Creation::Allowed,
+        Command::Reconcile { .. }
+        | Command::Terminate { .. }
+        | Command::Orders(_)
+        | Command::Messages(_) => Creation::Forbidden,
+        Command::Demo | Command::Keys(_) | Command::Healthcheck { .. } => {
+            unreachable!("handled before settings are prepared")
+        }
+    };
+    let prepared = match Settings::load(&cli.config)
+        .and_then(|s| Prepared::prepare(s, &cli.config, creation))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("isv-lifecycle: {e}");
+            return ExitCode::from(2);
+        }
+    };
     crate::telemetry::init(&prepared.settings.log.format, &prepared.settings.log.level);
     let result = match cli.command {
         Command::Serve => serve::serve(prepared),
@@ -254,8 +322,9 @@ pub fn main() -> ExitCode {
             actor,
         } => support::terminate(prepared, order, reason, actor),
         Command::Sim(args) => sim::sim(prepared, args),
-        Command::Demo => unreachable!("the demo runs before settings are prepared"),
-        Command::Keys(_) => unreachable!("keys are generated before settings are prepared"),
+        Command::Demo | Command::Keys(_) | Command::Healthcheck { .. } => {
+            unreachable!("handled before settings are prepared")
+        }
         Command::Orders(OrdersCommand::List { status, limit }) => {
             orders::orders_list(prepared, status, limit)
         }
@@ -264,16 +333,11 @@ pub fn main() -> ExitCode {
             messages::messages_replay(prepared, app_id, notify_id)
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("isv-lifecycle: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    report(result)
 }
 
-/// Services against the configured database, without the HTTP server (support commands).
+/// Services against the configured database, without the HTTP server (support commands): the
+/// database must exist and be migrated; nothing is created.
 fn with_services<T>(
     prepared: &Prepared,
     f: impl AsyncFnOnce(crate::service::Services) -> anyhow::Result<T>,
@@ -283,7 +347,17 @@ fn with_services<T>(
         .build()
         .context("tokio runtime")?;
     runtime.block_on(async {
-        let pool = crate::startup::open_database(prepared)?;
+        let pool = crate::store::connect_existing(
+            &prepared.database,
+            prepared.settings.database.pool_size,
+        )
+        .map_err(|e| match e {
+            crate::store::ExistingDbError::Missing(problem) => usage(format!(
+                "setting database.url (from {}): {problem}",
+                crate::config::source_of("database.url", &prepared.config_file)
+            )),
+            other => anyhow::Error::from(other).context("database.url"),
+        })?;
         let services = crate::startup::services(prepared, pool, Arc::new(SystemClock))?;
         f(services).await
     })

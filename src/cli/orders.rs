@@ -11,12 +11,14 @@ pub(super) fn orders_list(
     if let Some(s) = &status
         && crate::domain::OrderStatus::parse(s).is_none()
     {
-        anyhow::bail!(
+        return Err(super::usage(format!(
             "--status {s:?} is not an order status (awaiting_payment, implementing, awaiting_confirmation, completed, cancelled)"
-        );
+        )));
     }
     if !(1..=100_000).contains(&limit) {
-        anyhow::bail!("--limit {limit} must be between 1 and 100000");
+        return Err(super::usage(format!(
+            "--limit {limit} must be between 1 and 100000"
+        )));
     }
     with_services(&prepared, async |services| {
         let orders = crate::service::blocking(move || services.orders(status.as_deref(), limit))
@@ -91,7 +93,7 @@ pub(super) fn orders_show(prepared: Prepared, order: String) -> anyhow::Result<(
                 println!("{}", serde_json::to_string_pretty(&view)?);
                 Ok(())
             }
-            None => anyhow::bail!("no order {order:?}"),
+            None => Err(super::not_found(format!("no order {order:?}"))),
         }
     })
 }

@@ -30,6 +30,57 @@ pub(super) fn announce_sandbox(prepared: &Prepared) {
     }
 }
 
+/// `healthcheck`: GET `/healthz` with a 3 s budget; 200 is healthy, anything else is not.
+pub(super) fn healthcheck(config: &std::path::Path, url: Option<&str>) -> anyhow::Result<()> {
+    let url = match url {
+        Some(url) => {
+            let mut parsed = reqwest::Url::parse(url)
+                .map_err(|e| super::usage(format!("--url {url:?}: {e}")))?;
+            if parsed.path() == "/" || parsed.path().is_empty() {
+                parsed.set_path("/healthz");
+            }
+            parsed
+        }
+        None => {
+            let settings = crate::config::Settings::load(config).map_err(super::usage)?;
+            let mut addr: std::net::SocketAddr = settings.server.listen.parse().map_err(|_| {
+                super::usage(format!(
+                    "setting server.listen (from {}): {:?} is not host:port",
+                    crate::config::source_of("server.listen", config),
+                    settings.server.listen
+                ))
+            })?;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(match addr {
+                    std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            reqwest::Url::parse(&format!("http://{addr}/healthz")).context("server.listen")?
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .context("HTTP client")?;
+        let response = client
+            .get(url.clone())
+            .send()
+            .await
+            .with_context(|| format!("{url}: no answer within 3 s"))?;
+        if response.status() != reqwest::StatusCode::OK {
+            anyhow::bail!("{url}: HTTP {}", response.status());
+        }
+        println!("{url}: ok");
+        Ok(())
+    })
+}
+
 pub(super) fn serve(prepared: Prepared) -> anyhow::Result<()> {
     announce_sandbox(&prepared);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -18,6 +18,8 @@ pub(super) fn reconcile(
             .expect("a valid progress template")
             .progress_chars("=> "),
         );
+        // Log lines (warnings about single orders) print above the bar, not through it.
+        let progress = crate::telemetry::with_progress_bar(&bar);
         let report = services
             .reconcile_all(rate, concurrency, &|done, total| {
                 bar.set_length(total as u64);
@@ -26,6 +28,7 @@ pub(super) fn reconcile(
             .await
             .map_err(anyhow::Error::msg)?;
         bar.finish_and_clear();
+        drop(progress);
         println!(
             "{} open orders reconciled: {} repaired, {} errors",
             report.orders, report.repaired, report.errors
@@ -51,12 +54,21 @@ pub(super) fn terminate(
         .unwrap_or_else(|| "support".into());
     with_services(&prepared, async |services| {
         let event = crate::domain::lifecycle::OrderEvent::SupportTerminates { actor, reason };
-        let transition = services
-            .order_event_now(&order, event)
-            .await
-            .map_err(|e| anyhow::anyhow!("{order}: {e}"))?;
+        use crate::service::lifecycle::LifecycleError;
+        let transition = match services.order_event_now(&order, event).await {
+            Ok(t) => t,
+            Err(LifecycleError::NotFound(_)) => {
+                return Err(super::not_found(format!("no order {order:?}")));
+            }
+            Err(LifecycleError::Rule(rule)) => {
+                return Err(super::refused(format!("{order}: {rule}")));
+            }
+            Err(e) => return Err(anyhow::anyhow!("{order}: {e}")),
+        };
         match transition.ignored {
-            Some(why) => println!("{order}: nothing to do ({why})"),
+            Some(why) => {
+                return Err(super::refused(format!("{order}: nothing to do ({why})")));
+            }
             None => println!(
                 "{order}: service terminated (cause support); Alipay will be asked about the order on the next tick"
             ),

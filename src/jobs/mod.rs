@@ -4,3 +4,4 @@ pub mod apply_inbox;
 pub mod deadlines;
 pub mod deliver_merchant_orders;
 pub mod pipeline;
+pub mod retention;

@@ -15,7 +15,8 @@ pub mod orders;
 pub mod schema;
 
 pub use conn::{
-    AnyConnection, Backend, DbTarget, Pool, PooledConn, connect_pool, migrate, run_migrations,
+    AnyConnection, Backend, DbTarget, ExistingDbError, Pool, PooledConn, connect_existing,
+    connect_pool, migrate, run_migrations,
 };
 
 /// Runs `$body` with `$conn` bound to the concrete connection (`&mut PgConnection` or
