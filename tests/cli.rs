@@ -424,3 +424,21 @@ fn healthcheck_asks_healthz() {
     // It never touches the database or the data directory.
     assert!(!dir.path().join("t.db").exists() && !dir.path().join("data").exists());
 }
+
+#[test]
+fn log_lines_have_no_colours_when_not_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    // stderr is a pipe here: the migration's log line must be plain text.
+    let out = run_in(
+        dir.path(),
+        &["migrate", "--config", &config()],
+        &[("RUST_LOG", "info")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("database migrations applied"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI escape in redirected logs: {err:?}"
+    );
+}

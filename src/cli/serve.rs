@@ -11,6 +11,7 @@ pub(super) fn migrate(prepared: &Prepared) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
         .context("database.url")?;
     let applied = crate::store::migrate(&pool).map_err(anyhow::Error::msg)?;
+    tracing::info!(applied, "database migrations applied");
     println!("migrations applied: {applied}");
     Ok(())
 }
