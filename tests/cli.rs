@@ -442,3 +442,48 @@ fn log_lines_have_no_colours_when_not_on_a_terminal() {
         "ANSI escape in redirected logs: {err:?}"
     );
 }
+
+#[test]
+fn a_termination_the_rules_refuse_exits_4() {
+    use diesel::Connection as _;
+    use diesel::connection::SimpleConnection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config();
+    let out = run_in(dir.path(), &["migrate", "--config", &config], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // An order, written as the service stores one.
+    let mut conn =
+        diesel::SqliteConnection::establish(&dir.path().join("t.db").display().to_string())
+            .unwrap();
+    conn.batch_execute(
+        "INSERT INTO orders (commodity_order_id, status, cancel_reason, ordered_at, status_since, \
+         created_at, updated_at) VALUES ('ORDER-1', 'implementing', NULL, \
+         '2024-06-01 00:00:00', '2024-06-02 00:00:00', '2024-06-01 00:00:00', '2024-06-02 00:00:00')",
+    )
+    .unwrap();
+    drop(conn);
+    // A termination needs a reason: the rules refuse a blank one.
+    let out = run_in(
+        dir.path(),
+        &["terminate", "ORDER-1", "--reason", " ", "--config", &config],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ORDER-1"), "{}", stderr(&out));
+    let out = run_in(
+        dir.path(),
+        &["orders", "show", "ORDER-1", "--config", &config],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        shown["service"].is_null(),
+        "nothing was terminated: {shown}"
+    );
+    assert_eq!(
+        shown["history"].as_array().map(Vec::len),
+        Some(0),
+        "{shown}"
+    );
+}
