@@ -36,6 +36,31 @@ pub struct Settings {
     pub log: LogSettings,
     pub alerts: AlertSettings,
     pub templates: TemplateSettings,
+    #[serde(default)]
+    pub retention: RetentionSettings,
+}
+
+/// How long stored gateway messages are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RetentionSettings {
+    /// Applied messages older than this many days are purged; quarantined, failed, parked and
+    /// unapplied ones are kept whatever their age. 0 keeps everything.
+    pub messages_days: u32,
+    /// Cron expression (with seconds) of the purge; empty disables it.
+    pub cron: String,
+    /// Rows deleted per statement.
+    pub batch: i64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            messages_days: 90,
+            cron: "0 17 3 * * *".into(),
+            batch: 1000,
+        }
+    }
 }
 
 /// Which template builds the merchant's mini program, per marketplace `item_code`.
@@ -73,6 +98,17 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// actix worker threads; 0 = one per core.
     pub workers: usize,
+    /// When set (`host:port`), `/admin`, `/admin/api/*` and `/metrics` are served only there
+    /// and no longer on `listen`.
+    #[serde(default)]
+    pub admin_listen: String,
+    /// How long any request body may take to arrive, in milliseconds; a slower one is cut off.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+}
+
+fn default_body_timeout_ms() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +196,14 @@ pub fn env_name(setting: &str) -> String {
 
 impl Settings {
     pub fn load(file: &Path) -> Result<Self, SettingError> {
+        Self::load_with_env(file, None)
+    }
+
+    /// `load`, with the environment given as a map (tests) instead of read from the process.
+    pub fn load_with_env(
+        file: &Path,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Self, SettingError> {
         if !file.exists() {
             return Err(SettingError {
                 name: "--config".into(),
@@ -173,7 +217,10 @@ impl Settings {
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    // No `try_parsing`: it turns `000123` into the number 123 before serde sees
+                    // the field, so a token or key of digits would lose its leading zeros. Numeric
+                    // settings still parse: `config` converts a string when the field is a number.
+                    .source(env),
             )
             .build()
             .and_then(|c| c.try_deserialize::<Settings>());
@@ -190,7 +237,7 @@ impl Settings {
 }
 
 /// Where a setting's value came from, for error messages.
-fn source_of(setting: &str, file: &Path) -> String {
+pub fn source_of(setting: &str, file: &Path) -> String {
     let var = env_name(setting);
     if std::env::var_os(&var).is_some() {
         format!("environment variable {var}")
@@ -203,6 +250,10 @@ fn source_of(setting: &str, file: &Path) -> String {
 pub struct Prepared {
     pub settings: Arc<Settings>,
     pub listen: SocketAddr,
+    /// `server.admin_listen`: the internal listener for `/admin`, `/admin/api/*` and `/metrics`.
+    pub admin_listen: Option<SocketAddr>,
+    /// The settings file these came from (error messages name it).
+    pub config_file: PathBuf,
     pub database: DbTarget,
     pub app_key: Arc<PrivateKey>,
     pub alipay_key: Arc<PublicKey>,
@@ -222,8 +273,30 @@ pub struct SandboxFiles {
     pub api_token_file: PathBuf,
 }
 
+/// Whether preparing the settings may create things (sandbox keys and secrets, the data
+/// directory): `serve`, `migrate` and the simulator may; support commands may not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creation {
+    Allowed,
+    Forbidden,
+}
+
 impl Prepared {
     pub fn from_settings(settings: Settings, file: &Path) -> Result<Self, SettingError> {
+        Self::prepare(settings, file, Creation::Allowed)
+    }
+
+    /// Like `from_settings`, but nothing is generated or created: missing sandbox keys or
+    /// secrets are an error naming `app.data_dir`.
+    pub fn existing(settings: Settings, file: &Path) -> Result<Self, SettingError> {
+        Self::prepare(settings, file, Creation::Forbidden)
+    }
+
+    pub fn prepare(
+        settings: Settings,
+        file: &Path,
+        creation: Creation,
+    ) -> Result<Self, SettingError> {
         let err = |name: &str, problem: String| SettingError {
             name: name.into(),
             origin: source_of(name, file),
@@ -237,6 +310,27 @@ impl Prepared {
                 format!("{:?} is not host:port", settings.server.listen),
             )
         })?;
+        let admin_listen = match settings.server.admin_listen.trim() {
+            "" => None,
+            text => {
+                let addr: SocketAddr = text.parse().map_err(|_| {
+                    err("server.admin_listen", format!("{text:?} is not host:port"))
+                })?;
+                if addr == listen && addr.port() != 0 {
+                    return Err(err(
+                        "server.admin_listen",
+                        "must differ from server.listen".into(),
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        if settings.server.body_timeout_ms == 0 {
+            return Err(err("server.body_timeout_ms", "must be at least 1".into()));
+        }
+        if settings.retention.batch <= 0 {
+            return Err(err("retention.batch", "must be at least 1".into()));
+        }
         if settings.server.max_body_bytes < 256 * 1024 {
             return Err(err(
                 "server.max_body_bytes",
@@ -245,6 +339,20 @@ impl Prepared {
         }
         let database =
             DbTarget::parse(&settings.database.url).map_err(|p| err("database.url", p))?;
+        // Support commands look at what a deployment has: a database that is not there is the
+        // first thing to say (before any missing sandbox key), and nothing is created for it.
+        if creation == Creation::Forbidden
+            && let DbTarget::Sqlite(path) = &database
+            && !Path::new(path).is_file()
+        {
+            return Err(err(
+                "database.url",
+                format!(
+                    "SQLite file {path} does not exist (support commands never create a database; \
+                     is this the deployment's settings file and directory?)"
+                ),
+            ));
+        }
         if settings.database.pool_size == 0 {
             return Err(err("database.pool_size", "must be at least 1".into()));
         }
@@ -299,7 +407,11 @@ impl Prepared {
         let keys_missing = settings.alipay.app_private_key_file.trim().is_empty()
             && settings.alipay.alipay_public_key_file.trim().is_empty();
         let sandbox = if keys_missing && local {
-            Some(ensure_sandbox(&settings.app.data_dir).map_err(|p| err("app.data_dir", p))?)
+            let made = match creation {
+                Creation::Allowed => ensure_sandbox(&settings.app.data_dir),
+                Creation::Forbidden => existing_sandbox(&settings.app.data_dir),
+            };
+            Some(made.map_err(|p| err("app.data_dir", p))?)
         } else {
             None
         };
@@ -385,7 +497,7 @@ impl Prepared {
             ]
             .iter()
             .any(|s| s.expose_secret().trim().is_empty());
-        if need_local_secrets && sandbox.is_none() {
+        if need_local_secrets && sandbox.is_none() && creation == Creation::Allowed {
             ensure_sandbox_secrets(&sandbox_dir(&settings.app.data_dir))
                 .map_err(|p| err("app.data_dir", p))?;
         }
@@ -418,7 +530,9 @@ impl Prepared {
         }
 
         Ok(Prepared {
+            config_file: file.to_path_buf(),
             listen,
+            admin_listen,
             database,
             app_key: Arc::new(app_key),
             alipay_key: Arc::new(alipay_key),
@@ -496,6 +610,26 @@ fn ensure_sandbox_secrets(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Sandbox mode without creating anything: the files `ensure_sandbox` made on an earlier start.
+fn existing_sandbox(data_dir: &Path) -> Result<SandboxFiles, String> {
+    let dir = sandbox_dir(data_dir);
+    for name in ["app_private_key.pem", "alipay_public_key.pem"] {
+        if !dir.join(name).exists() {
+            return Err(format!(
+                "no sandbox keys in {} (support commands never generate keys: configure the \
+                 Alipay keys, or start `isv-lifecycle serve` or `migrate` once)",
+                dir.display()
+            ));
+        }
+    }
+    Ok(SandboxFiles {
+        platform_private_key: dir.join("alipay_platform_private_key.pem"),
+        admin_token_file: dir.join("admin.token"),
+        api_token_file: dir.join("api.token"),
+        dir,
+    })
+}
+
 /// Sandbox mode: our app key pair and a stand-in "Alipay platform" key pair (used by the
 /// simulator), generated once under `data_dir/keys` and reused on later starts.
 fn ensure_sandbox(data_dir: &Path) -> Result<SandboxFiles, String> {
@@ -527,6 +661,29 @@ fn ensure_sandbox(data_dir: &Path) -> Result<SandboxFiles, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_of_digits_keep_their_leading_zeros() {
+        let file = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"));
+        let env: std::collections::HashMap<String, String> = [
+            ("ISV__ADMIN__TOKEN", "0001234567890123456789"),
+            ("ISV__API__TOKEN", "00000000000000000042"),
+            ("ISV__ALIPAY__APP_ID", "0021000000000001"),
+            ("ISV__SCHEDULER__TICK_SECONDS", "7"),
+            ("ISV__TEMPLATES__AUTO_ONLINE", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let s = Settings::load_with_env(file, Some(env)).unwrap();
+        assert_eq!(s.admin.token.expose_secret(), "0001234567890123456789");
+        assert_eq!(s.api.token.expose_secret(), "00000000000000000042");
+        assert_eq!(s.alipay.app_id, "0021000000000001");
+        // Numbers and booleans still parse from the environment's strings.
+        assert_eq!(s.scheduler.tick_seconds, 7);
+        assert!(s.templates.auto_online);
+        assert_eq!(s.retention.messages_days, 90, "the default");
+    }
 
     #[test]
     fn env_names_follow_the_interface() {

@@ -45,9 +45,13 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// HTTP requests by (method, route pattern, status).
+type HttpStats = BTreeMap<(String, String, u16), Latency>;
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     alipay: Mutex<AlipayStats>,
+    http: Mutex<HttpStats>,
     pub received: AtomicU64,
     pub verified_v1: AtomicU64,
     pub verified_v2: AtomicU64,
@@ -70,6 +74,8 @@ pub struct Metrics {
     pub deadlines_warned: AtomicU64,
     /// Deadline rules applied past the grace period without Alipay's agreement.
     pub transitions_inferred: AtomicU64,
+    /// Applied gateway messages deleted by the retention purge.
+    pub messages_purged: AtomicU64,
 }
 
 impl Metrics {
@@ -97,6 +103,70 @@ impl Metrics {
             .results
             .entry((method, result.to_string()))
             .or_insert(0) += 1;
+    }
+
+    /// One HTTP request: `route` is the matched pattern (`/admin/api/orders/{id}`), or
+    /// `unmatched`, so label values stay few whatever paths clients send.
+    pub fn http_request(
+        &self,
+        method: &str,
+        route: &str,
+        status: u16,
+        elapsed: std::time::Duration,
+    ) {
+        let Ok(mut stats) = self.http.lock() else {
+            return;
+        };
+        let secs = elapsed.as_secs_f64();
+        let latency = stats
+            .entry((method.to_string(), route.to_string(), status))
+            .or_default();
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                latency.buckets[i] += 1;
+            }
+        }
+        latency.count += 1;
+        latency.sum += secs;
+    }
+
+    fn render_http(&self, out: &mut String) {
+        let Ok(stats) = self.http.lock() else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "# HELP isv_http_request_duration_seconds HTTP request latency, by method, route and status.\n# TYPE isv_http_request_duration_seconds histogram"
+        );
+        for ((method, route, status), l) in stats.iter() {
+            let labels = format!(
+                "method=\"{}\",route=\"{}\",status=\"{status}\"",
+                label(method),
+                label(route)
+            );
+            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "isv_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {}",
+                    l.buckets[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "isv_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                l.count
+            );
+            let _ = writeln!(
+                out,
+                "isv_http_request_duration_seconds_sum{{{labels}}} {}",
+                l.sum
+            );
+            let _ = writeln!(
+                out,
+                "isv_http_request_duration_seconds_count{{{labels}}} {}",
+                l.count
+            );
+        }
     }
 
     /// The Alipay call histogram and results, in Prometheus text format.
@@ -231,15 +301,25 @@ impl Metrics {
             "Failed apply attempts.",
             &[("", self.apply_failures.load(Relaxed))],
         );
+        let _ = writeln!(
+            out,
+            "# HELP isv_inbox_apply_lag_seconds_total Sum of receive-to-apply delays.\n# TYPE isv_inbox_apply_lag_seconds_total counter\nisv_inbox_apply_lag_seconds_total {}",
+            self.apply_lag_ms_sum.load(Relaxed) as f64 / 1000.0
+        );
+        let mut counter = |name: &str, help: &str, rows: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, value) in rows {
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{name} {value}");
+                } else {
+                    let _ = writeln!(out, "{name}{{{labels}}} {value}");
+                }
+            }
+        };
         counter(
             "isv_job_restarts_total",
             "Background jobs restarted after a panic or an unexpected end.",
             &[("", self.job_restarts.load(Relaxed))],
-        );
-        counter(
-            "isv_inbox_apply_lag_milliseconds_total",
-            "Sum of receive-to-apply delays.",
-            &[("", self.apply_lag_ms_sum.load(Relaxed))],
         );
         counter(
             "isv_merchant_syncs_accepted_total",
@@ -266,7 +346,123 @@ impl Metrics {
             "Deadline rules applied past the grace period without Alipay.",
             &[("", self.transitions_inferred.load(Relaxed))],
         );
+        counter(
+            "isv_messages_purged_total",
+            "Applied gateway messages deleted by the retention purge.",
+            &[("", self.messages_purged.load(Relaxed))],
+        );
         self.render_alipay(&mut out);
+        self.render_http(&mut out);
+        render_build_info(&mut out);
+        render_process(&mut out);
         out
+    }
+}
+
+/// `isv_build_info{version=...} 1`.
+fn render_build_info(out: &mut String) {
+    let _ = writeln!(
+        out,
+        "# HELP isv_build_info The running build.\n# TYPE isv_build_info gauge\nisv_build_info{{version=\"{}\"}} 1",
+        label(env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// Linux reports CPU times and start times in /proc in USER_HZ ticks, which the kernel ABI fixes
+/// at 100 a second for user space on every architecture we build for.
+const USER_HZ: f64 = 100.0;
+
+/// The standard `process_*` metrics, read from /proc/self (absent where /proc is not).
+fn render_process(out: &mut String) {
+    let mut gauge = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    let stat = std::fs::read_to_string("/proc/self/stat").ok();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .as_deref()
+        .and_then(|s| s.rsplit_once(')'))
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // `fields[0]` is field 3 (state): utime is field 14, stime 15, starttime 22.
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+    if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+        gauge(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            (utime + stime) / USER_HZ,
+        );
+    }
+    let boot_time = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    });
+    if let (Some(start), Some(boot)) = (field(22), boot_time) {
+        gauge(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            boot + start / USER_HZ,
+        );
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status.lines().find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+    };
+    if let Some(rss) = kib("VmRSS:") {
+        gauge(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            rss * 1024.0,
+        );
+    }
+    if let Some(size) = kib("VmSize:") {
+        gauge(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            size * 1024.0,
+        );
+    }
+    if let Some(threads) = kib("Threads:") {
+        gauge(
+            "process_threads",
+            "gauge",
+            "Number of OS threads in the process.",
+            threads,
+        );
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        gauge(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            dir.count() as f64,
+        );
+    }
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<f64>().ok())
+        });
+    if let Some(max) = max_fds {
+        gauge(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max,
+        );
     }
 }

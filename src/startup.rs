@@ -13,7 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// Opens the database for `serve` and `migrate`, creating an SQLite file that is missing and
+/// applying pending migrations. In the local environment `app.data_dir` itself is created; no
+/// other directory is.
 pub fn open_database(prepared: &Prepared) -> anyhow::Result<store::Pool> {
+    if prepared.settings.app.environment == crate::config::Environment::Local {
+        let dir = &prepared.settings.app.data_dir;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("app.data_dir: cannot create {}", dir.display()))?;
+    }
     let pool = store::connect_pool(&prepared.database, prepared.settings.database.pool_size)
         .context("database.url: cannot open the database")?;
     let applied = store::migrate(&pool).context("database migrations failed")?;
@@ -112,6 +120,7 @@ pub fn services(
 pub struct Started {
     pub app: Application,
     pub services: Services,
+    pub retention: crate::config::RetentionSettings,
 }
 
 /// Opens and migrates the database, binds the listener and builds the HTTP server. The caller
@@ -121,15 +130,28 @@ pub fn build(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<Started>
     let services = services(prepared, pool, clock)?;
     let listener = std::net::TcpListener::bind(prepared.listen)
         .with_context(|| format!("server.listen: cannot listen on {}", prepared.listen))?;
+    let admin = prepared
+        .admin_listen
+        .map(|addr| {
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("server.admin_listen: cannot listen on {addr}"))
+        })
+        .transpose()?;
     let state = AppState {
         services: services.clone(),
         admin_token: prepared.admin_token.clone(),
         api_token: prepared.api_token.clone(),
         max_body_bytes: prepared.settings.server.max_body_bytes,
+        body_timeout: Duration::from_millis(prepared.settings.server.body_timeout_ms),
+        admin_addr: None,
         reject_log: crate::http::gateway_log_limiter(),
     };
-    let app = Application::build(state, listener, prepared.settings.server.workers)?;
-    Ok(Started { app, services })
+    let app = Application::build(state, listener, admin, prepared.settings.server.workers)?;
+    Ok(Started {
+        app,
+        services,
+        retention: prepared.settings.retention.clone(),
+    })
 }
 
 /// Runs the server and the background jobs (inbox apply, merchant-order delivery) until the
@@ -162,6 +184,9 @@ pub async fn run(started: Started, poll: Duration) -> anyhow::Result<()> {
     )
     .await
     .context("scheduler.reconcile_cron")?;
+    crate::jobs::retention::add(&scheduler, services.clone(), &started.retention)
+        .await
+        .context("retention.cron")?;
     // The first tick catches up at once with whatever fell due while we were down.
     let catch_up = tokio::spawn(async move { crate::jobs::deadlines::tick(&services).await });
     let result = started.app.run_until_stopped().await;

@@ -227,9 +227,82 @@ fn keys_generate_writes_a_matching_pair_and_never_overwrites() {
     assert_eq!(read("app_private_key.pem"), before, "the key is untouched");
 }
 
+/// Runs the binary in `dir` with the database `dir/t.db` and the data directory `dir/data`.
+fn run_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_isv-lifecycle"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env("ISV__APP__DATA_DIR", dir.join("data"))
+        .env(
+            "ISV__DATABASE__URL",
+            format!("sqlite://{}", dir.join("t.db").display()),
+        )
+        .env("ISV__SERVER__LISTEN", "127.0.0.1:0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
 #[test]
-fn orders_list_on_a_fresh_database_prints_only_the_header() {
-    let out = run(&["orders", "list", "--config", &config()], &[]);
+fn support_commands_on_a_missing_database_fail_and_create_nothing() {
+    for args in [
+        &["orders", "list"][..],
+        &["orders", "show", "ORDER-1"],
+        &["terminate", "ORDER-1", "--reason", "test"],
+        &["messages", "replay", "-", "N1"],
+        &["reconcile"],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all = args.to_vec();
+        all.extend([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"),
+        ]);
+        let out = run_in(dir.path(), &all, &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains("setting database.url"), "{args:?}: {err}");
+        assert!(err.contains("does not exist"), "{args:?}: {err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{args:?} created {left:?}");
+    }
+}
+
+#[test]
+fn a_database_in_a_missing_directory_is_refused_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("nonexistent/dir/x.db").display()
+    );
+    let out = run_in(
+        dir.path(),
+        &["migrate", "--config", &config()],
+        &[("ISV__DATABASE__URL", &url)],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert!(!dir.path().join("nonexistent").exists());
+}
+
+#[test]
+fn support_commands_after_migrate_with_exit_codes() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config();
+    let out = run_in(dir.path(), &["migrate", "--config", &config], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The database holds merchants' contact data: only the service's user may read it.
+    for name in ["t.db", "t.db-wal", "t.db-shm"] {
+        if let Ok(meta) = std::fs::metadata(dir.path().join(name)) {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+        }
+    }
+    assert!(dir.path().join("t.db").exists());
+
+    let out = run_in(dir.path(), &["orders", "list", "--config", &config], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines: Vec<&str> = stdout.lines().collect();
@@ -243,22 +316,174 @@ fn orders_list_on_a_fresh_database_prints_only_the_header() {
     ] {
         assert!(lines[0].contains(column), "{stdout}");
     }
-    let out = run(
-        &["orders", "list", "--status", "lost", "--config", &config()],
-        &[],
-    );
-    assert!(!out.status.success());
-    let out = run(&["orders", "show", "NOPE", "--config", &config()], &[]);
-    assert!(!out.status.success());
+    let code = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--config", config.as_str()]);
+        let out = run_in(dir.path(), &all, &[]);
+        (out.status.code(), stderr(&out))
+    };
+    let (status, err) = code(&["orders", "list", "--status", "lost"]);
+    assert_eq!(status, Some(2), "{err}");
+    let (status, err) = code(&["orders", "show", "NOPE"]);
+    assert_eq!(status, Some(3), "{err}");
+    assert!(err.contains("no order \"NOPE\""), "{err}");
+    let (status, err) = code(&["messages", "replay", "-", "NOPE"]);
+    assert_eq!(status, Some(3), "{err}");
+    assert!(err.contains("no message"), "{err}");
+    let (status, err) = code(&["terminate", "NOPE", "--reason", "test"]);
+    assert_eq!(status, Some(3), "{err}");
+    let (status, err) = code(&["orders", "frobnicate"]);
+    assert_eq!(status, Some(2), "usage: {err}");
+}
+
+#[test]
+fn a_database_that_was_never_migrated_is_not_migrated_by_support_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    // An empty SQLite file (as a failed first start could leave).
+    std::fs::write(dir.path().join("t.db"), b"").unwrap();
+    let out = run_in(dir.path(), &["migrate", "--config", &config()], &[]);
     assert!(
-        stderr(&out).contains("no order \"NOPE\""),
+        out.status.success(),
+        "keys and secrets made once: {}",
+        stderr(&out)
+    );
+    std::fs::remove_file(dir.path().join("t.db")).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("t.db-wal"));
+    let _ = std::fs::remove_file(dir.path().join("t.db-shm"));
+    std::fs::write(dir.path().join("t.db"), b"").unwrap();
+    let out = run_in(dir.path(), &["orders", "list", "--config", &config()], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("never been migrated"),
         "{}",
         stderr(&out)
     );
-    let out = run(
-        &["messages", "replay", "-", "NOPE", "--config", &config()],
+    assert_eq!(std::fs::metadata(dir.path().join("t.db")).unwrap().len(), 0);
+}
+
+/// A one-request-at-a-time HTTP server: 200 on `/healthz`, 500 elsewhere.
+fn fake_health_server() -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 2048];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let status = if head.starts_with("GET /healthz ") {
+                "200 OK"
+            } else {
+                "500 Internal Server Error"
+            };
+            let _ = stream.write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                    .as_bytes(),
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn healthcheck_asks_healthz() {
+    let port = fake_health_server();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = run_in(dir.path(), &["healthcheck", "--url", &url], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run_in(
+        dir.path(),
+        &["healthcheck", "--url", &format!("{url}/broken")],
         &[],
     );
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("no message"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // Without --url: the configured listener (0.0.0.0 is asked on the loopback address).
+    let listen = format!("0.0.0.0:{port}");
+    let out = run_in(
+        dir.path(),
+        &["healthcheck", "--config", &config()],
+        &[("ISV__SERVER__LISTEN", &listen)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Nothing listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let out = run_in(
+        dir.path(),
+        &[
+            "healthcheck",
+            "--url",
+            &format!("http://127.0.0.1:{closed_port}"),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    // It never touches the database or the data directory.
+    assert!(!dir.path().join("t.db").exists() && !dir.path().join("data").exists());
+}
+
+#[test]
+fn log_lines_have_no_colours_when_not_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    // stderr is a pipe here: the migration's log line must be plain text.
+    let out = run_in(
+        dir.path(),
+        &["migrate", "--config", &config()],
+        &[("RUST_LOG", "info")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("database migrations applied"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI escape in redirected logs: {err:?}"
+    );
+}
+
+#[test]
+fn a_termination_the_rules_refuse_exits_4() {
+    use diesel::Connection as _;
+    use diesel::connection::SimpleConnection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config();
+    let out = run_in(dir.path(), &["migrate", "--config", &config], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // An order, written as the service stores one.
+    let mut conn =
+        diesel::SqliteConnection::establish(&dir.path().join("t.db").display().to_string())
+            .unwrap();
+    conn.batch_execute(
+        "INSERT INTO orders (commodity_order_id, status, cancel_reason, ordered_at, status_since, \
+         created_at, updated_at) VALUES ('ORDER-1', 'implementing', NULL, \
+         '2024-06-01 00:00:00', '2024-06-02 00:00:00', '2024-06-01 00:00:00', '2024-06-02 00:00:00')",
+    )
+    .unwrap();
+    drop(conn);
+    // A termination needs a reason: the rules refuse a blank one.
+    let out = run_in(
+        dir.path(),
+        &["terminate", "ORDER-1", "--reason", " ", "--config", &config],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ORDER-1"), "{}", stderr(&out));
+    let out = run_in(
+        dir.path(),
+        &["orders", "show", "ORDER-1", "--config", &config],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        shown["service"].is_null(),
+        "nothing was terminated: {shown}"
+    );
+    assert_eq!(
+        shown["history"].as_array().map(Vec::len),
+        Some(0),
+        "{shown}"
+    );
 }

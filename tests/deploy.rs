@@ -385,6 +385,9 @@ struct K8s {
     /// Secret name → keys (data and stringData).
     secrets: BTreeMap<String, BTreeMap<String, String>>,
     services: Vec<Yaml>,
+    disruption_budgets: Vec<Yaml>,
+    network_policies: Vec<Yaml>,
+    ingresses: Vec<Yaml>,
 }
 
 fn k8s() -> K8s {
@@ -393,6 +396,9 @@ fn k8s() -> K8s {
         config_maps: BTreeMap::new(),
         secrets: BTreeMap::new(),
         services: Vec::new(),
+        disruption_budgets: Vec::new(),
+        network_policies: Vec::new(),
+        ingresses: Vec::new(),
     };
     for file in yaml_files() {
         if !rel(&file).starts_with("deploy/k8s/") {
@@ -422,6 +428,9 @@ fn k8s() -> K8s {
                     out.secrets.insert(name, data(&["data", "stringData"]));
                 }
                 Some("Service") => out.services.push(doc.clone()),
+                Some("PodDisruptionBudget") => out.disruption_budgets.push(doc.clone()),
+                Some("NetworkPolicy") => out.network_policies.push(doc.clone()),
+                Some("Ingress") => out.ingresses.push(doc.clone()),
                 other => panic!("{}: unexpected kind {other:?}", rel(&file)),
             }
         }
@@ -629,8 +638,11 @@ fn k8s_gives_every_replica_what_production_cannot_default_and_secrets_by_referen
     }
 
     // The Service sends port 80 to the container's 8080.
-    assert_eq!(k.services.len(), 1);
-    let svc = &k.services[0];
+    let svc = k
+        .services
+        .iter()
+        .find(|s| text(&s["metadata"]["name"]).as_deref() == Some("isv-lifecycle"))
+        .expect("Service isv-lifecycle");
     assert_eq!(s(&svc["spec"]["type"]), Some("ClusterIP"));
     assert_eq!(svc["spec"]["ports"][0]["port"].as_i64(), Some(80));
     let target = &svc["spec"]["ports"][0]["targetPort"];
@@ -761,8 +773,9 @@ fn dockerfile_builds_from_the_repository_root_and_runs_unprivileged() {
         .collect();
     let has = |prefix: &str| lines.iter().any(|l| l.starts_with(prefix));
     for expected in [
-        "FROM rust:1-bookworm AS build",
-        "FROM debian:bookworm-slim",
+        // Build and run on the same Debian release (12, bookworm): the binary links its glibc.
+        "FROM rust:1.95.0-bookworm AS build",
+        "FROM debian:12.11-slim",
         "USER 10001",
         "WORKDIR /var/lib/isv-lifecycle",
         "EXPOSE 8080",
@@ -771,7 +784,22 @@ fn dockerfile_builds_from_the_repository_root_and_runs_unprivileged() {
     ] {
         assert!(has(expected), "Dockerfile: no `{expected}`");
     }
-    assert!(text.contains("cargo build --release --locked"));
+    assert!(text.contains("cargo build --profile dist --locked"));
+    assert!(text.contains("target/dist/isv-lifecycle"));
+    // Dependencies compiled once and kept between builds (BuildKit cache mounts).
+    assert!(text.contains("--mount=type=cache,target=/src/target"));
+    assert!(text.contains("--mount=type=cache,target=/usr/local/cargo/registry"));
+    // Pinned base images: a full release, never a floating tag.
+    for line in lines.iter().filter(|l| l.starts_with("FROM ")) {
+        let image = line.split_whitespace().nth(1).unwrap();
+        let tag = image.split_once(':').map(|(_, t)| t).unwrap_or("latest");
+        let version = tag.split('-').next().unwrap();
+        assert!(
+            version.split('.').count() >= 2
+                && version.chars().all(|c| c.is_ascii_digit() || c == '.'),
+            "Dockerfile: {image} is not pinned to a release"
+        );
+    }
     assert!(text.contains("libpq-dev") && text.contains("libpq5"));
     assert!(
         has(&format!(
@@ -779,10 +807,33 @@ fn dockerfile_builds_from_the_repository_root_and_runs_unprivileged() {
         )),
         "Dockerfile: CMD serves with {PRODUCTION_TOML}"
     );
+    // The binary is its own probe (the slim image has no curl).
+    let health = lines
+        .iter()
+        .position(|l| l.starts_with("HEALTHCHECK"))
+        .expect("Dockerfile: HEALTHCHECK");
+    let probe = format!("{} {}", lines[health], lines[health + 1]);
     assert!(
-        !has("HEALTHCHECK"),
-        "no curl in the image: probes live in compose/k8s"
+        probe.contains(r#"CMD ["isv-lifecycle", "healthcheck""#),
+        "Dockerfile: HEALTHCHECK runs `isv-lifecycle healthcheck`: {probe}"
     );
+
+    // The build context leaves out build output and the fuzz corpora.
+    let ignore = read(&root().join(".dockerignore"));
+    for entry in ["target/", "fuzz/", ".git/", "data/"] {
+        assert!(
+            ignore.lines().any(|l| l.trim() == entry),
+            ".dockerignore: no {entry}"
+        );
+    }
+    // The `dist` profile the image builds with is stripped and carries no debug info.
+    let manifest: toml_like::Table = toml_like::parse(&read(&root().join("Cargo.toml")));
+    assert_eq!(
+        manifest.get("profile.dist", "inherits"),
+        Some("\"release\"")
+    );
+    assert_eq!(manifest.get("profile.dist", "strip"), Some("true"));
+    assert_eq!(manifest.get("profile.dist", "debug"), Some("false"));
     // COPY sources exist relative to the build context, the repository root.
     for line in lines.iter().filter(|l| l.starts_with("COPY ")) {
         let words: Vec<&str> = line.split_whitespace().skip(1).collect();
@@ -798,4 +849,231 @@ fn dockerfile_builds_from_the_repository_root_and_runs_unprivileged() {
             }
         }
     }
+}
+
+/// Just enough TOML to read `[section] key = value` lines of Cargo.toml (values unparsed).
+mod toml_like {
+    pub struct Table(Vec<(String, String, String)>);
+
+    impl Table {
+        pub fn get(&self, section: &str, key: &str) -> Option<&str> {
+            self.0
+                .iter()
+                .find(|(s, k, _)| s == section && k == key)
+                .map(|(_, _, v)| v.as_str())
+        }
+    }
+
+    pub fn parse(text: &str) -> Table {
+        let mut section = String::new();
+        let mut out = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_string();
+            } else if let Some((k, v)) = line.split_once('=')
+                && !line.starts_with('#')
+            {
+                out.push((section.clone(), k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        Table(out)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health checks in compose; Kubernetes disruption budget, preStop, token, network policy, Ingress.
+
+#[test]
+fn compose_replicas_are_health_checked_and_waited_for() {
+    let (doc, services) = compose();
+    for svc in services
+        .iter()
+        .filter(|s| s.command.first().map(String::as_str) == Some("serve"))
+    {
+        let test: Vec<String> = doc["services"][svc.name.as_str()]["healthcheck"]["test"]
+            .as_vec()
+            .unwrap_or_else(|| panic!("docker-compose.yml: {}: no healthcheck", svc.name))
+            .iter()
+            .map(|w| text(w).unwrap())
+            .collect();
+        assert_eq!(
+            &test[..3],
+            ["CMD", "isv-lifecycle", "healthcheck"],
+            "docker-compose.yml: {}",
+            svc.name
+        );
+        assert_eq!(
+            s(&doc["services"]["proxy"]["depends_on"][svc.name.as_str()]["condition"]),
+            Some("service_healthy"),
+            "the proxy waits for {} to be healthy",
+            svc.name
+        );
+    }
+    for name in ["proxy", "sim"] {
+        assert!(
+            !doc["services"][name]["healthcheck"]["test"].is_badvalue(),
+            "docker-compose.yml: {name}: no healthcheck"
+        );
+    }
+    assert_eq!(
+        s(&doc["services"]["sim"]["depends_on"]["proxy"]["condition"]),
+        Some("service_healthy")
+    );
+}
+
+#[test]
+fn k8s_pods_survive_drains_hold_no_token_and_are_reached_only_through_the_gateway_and_api() {
+    let k = k8s();
+    let (file, doc) = &k.deployments[0];
+    let pod = &doc["spec"]["template"]["spec"];
+    let labels = &doc["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(
+        pod["automountServiceAccountToken"].as_bool(),
+        Some(false),
+        "{file}: automountServiceAccountToken"
+    );
+    let container = &containers(doc)[0];
+    let pre_stop = &container["lifecycle"]["preStop"];
+    assert!(
+        !pre_stop["exec"]["command"].is_badvalue() || !pre_stop["sleep"].is_badvalue(),
+        "{file}: no preStop"
+    );
+    let port_named = |name: &str| {
+        container["ports"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .find(|p| s(&p["name"]) == Some(name))
+            .and_then(|p| p["containerPort"].as_i64())
+    };
+    assert_eq!(port_named("http"), Some(8080));
+    assert_eq!(port_named("admin"), Some(9090));
+    // The ConfigMap's production.toml puts the admin listener on that port.
+    let toml = &k.config_maps["isv-lifecycle-config"]["production.toml"];
+    assert!(toml.contains("admin_listen = \"0.0.0.0:9090\""), "{toml}");
+
+    let selects_pods = |selector: &Yaml| {
+        selector["matchLabels"]
+            .as_hash()
+            .expect("matchLabels")
+            .iter()
+            .all(|(k, v)| labels[s(k).unwrap()].as_str() == s(v))
+    };
+    assert_eq!(k.disruption_budgets.len(), 1);
+    let pdb = &k.disruption_budgets[0];
+    assert!(selects_pods(&pdb["spec"]["selector"]));
+    assert!(
+        pdb["spec"]["minAvailable"].as_i64().is_some_and(|n| n >= 1)
+            || pdb["spec"]["maxUnavailable"].as_i64() == Some(1)
+    );
+
+    assert_eq!(k.network_policies.len(), 1);
+    let policy = &k.network_policies[0];
+    assert!(selects_pods(&policy["spec"]["podSelector"]));
+    let types: Vec<&str> = policy["spec"]["policyTypes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(s)
+        .collect();
+    assert!(types.contains(&"Ingress") && types.contains(&"Egress"));
+    // The admin port is never open to the same peers as the public one.
+    let rules = policy["spec"]["ingress"].as_vec().unwrap();
+    for rule in rules {
+        let ports: Vec<String> = rule["ports"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .map(|p| text(&p["port"]).unwrap())
+            .collect();
+        assert!(
+            !(ports.contains(&"http".to_string()) && ports.contains(&"admin".to_string())),
+            "one rule opens both ports"
+        );
+    }
+
+    // The Ingress: exactly /alipay/gateway and /api/, to the public port.
+    assert_eq!(k.ingresses.len(), 1);
+    let mut paths = Vec::new();
+    for rule in k.ingresses[0]["spec"]["rules"].as_vec().unwrap() {
+        for p in rule["http"]["paths"].as_vec().unwrap() {
+            let backend = &p["backend"]["service"];
+            assert_eq!(s(&backend["name"]), Some("isv-lifecycle"));
+            assert_eq!(s(&backend["port"]["name"]), Some("http"));
+            paths.push((
+                s(&p["path"]).unwrap().to_string(),
+                s(&p["pathType"]).unwrap().to_string(),
+            ));
+        }
+    }
+    assert_eq!(
+        paths,
+        [
+            ("/alipay/gateway".to_string(), "Exact".to_string()),
+            ("/api/".to_string(), "Prefix".to_string())
+        ]
+    );
+    // The public Service has no admin port.
+    let public = k
+        .services
+        .iter()
+        .find(|s| text(&s["metadata"]["name"]).as_deref() == Some("isv-lifecycle"))
+        .unwrap();
+    assert!(
+        public["spec"]["ports"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .all(|p| text(&p["targetPort"]).as_deref() != Some("admin"))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd.
+
+#[test]
+fn the_systemd_unit_is_sandboxed() {
+    let path = deploy().join("isv-lifecycle.service");
+    let unit = read(&path);
+    let set = |key: &str| {
+        unit.lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+            .collect::<Vec<_>>()
+    };
+    for (key, value) in [
+        ("UMask", "0077"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("PrivateDevices", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("SystemCallArchitectures", "native"),
+    ] {
+        assert!(
+            set(key).iter().any(|v| v == value),
+            "isv-lifecycle.service: no {key}={value}"
+        );
+    }
+    // The score itself, where systemd's analyzer is installed (Debian: the systemd package).
+    let analyzed = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&path)
+        .output();
+    let Ok(out) = analyzed else {
+        eprintln!("systemd-analyze not installed: exposure score not checked");
+        return;
+    };
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for isv-lifecycle.service: "))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(score <= 2.0, "exposure {score} > 2.0:\n{text}");
 }

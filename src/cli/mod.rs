@@ -2,13 +2,19 @@
 //! `messages replay`, `reconcile`, `terminate`, `keys generate`).
 
 use crate::clock::SystemClock;
-use crate::config::{Prepared, Settings};
+use crate::config::{Creation, Prepared, Settings};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+
+mod keys;
+mod messages;
+mod orders;
+mod serve;
+mod sim;
+mod support;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,6 +69,69 @@ pub enum Command {
     /// RSA key pairs for Alipay's console (needs no settings or database).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Exit 0 when `/healthz` answers 200 within 3 s, else 1 (for container health checks).
+    Healthcheck {
+        /// What to ask (`/healthz` is added to a URL without a path); default: the configured
+        /// `server.listen` (0.0.0.0 and :: are asked on the loopback address).
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+/// A failure with its own exit code (INTERFACE.md): 2 bad settings or usage, 3 not found, 4
+/// refused by the rules. Any other error exits 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_NOT_FOUND: u8 = 3;
+pub const EXIT_REFUSED: u8 = 4;
+
+/// Bad settings or usage (exit 2).
+pub fn usage(message: impl std::fmt::Display) -> anyhow::Error {
+    Exit {
+        code: EXIT_USAGE,
+        message: message.to_string(),
+    }
+    .into()
+}
+
+/// What was asked for does not exist (exit 3).
+pub fn not_found(message: impl std::fmt::Display) -> anyhow::Error {
+    Exit {
+        code: EXIT_NOT_FOUND,
+        message: message.to_string(),
+    }
+    .into()
+}
+
+/// The rules refuse it (exit 4).
+pub fn refused(message: impl std::fmt::Display) -> anyhow::Error {
+    Exit {
+        code: EXIT_REFUSED,
+        message: message.to_string(),
+    }
+    .into()
+}
+
+/// Prints the error on one line and picks the exit code from the first `Exit` in its chain.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("isv-lifecycle: {e:#}");
+            let code = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<Exit>())
+                .map(|x| x.code)
+                .unwrap_or(1);
+            ExitCode::from(code)
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,23 +263,15 @@ pub fn main() -> ExitCode {
         ..
     }) = &cli.command
     {
-        return match sim_trigger(sim_url, event) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("isv-lifecycle: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return report(sim::sim_trigger(sim_url, event));
+    }
+    // The probe reads the listener from the settings at most; it never opens the database.
+    if let Command::Healthcheck { url } = &cli.command {
+        return report(serve::healthcheck(&cli.config, url.as_deref()));
     }
     // Generating keys needs no settings or database.
     if let Command::Keys(KeysCommand::Generate { out }) = &cli.command {
-        return match keys_generate(out) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("isv-lifecycle: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return report(keys::keys_generate(out));
     }
     // The demo makes its own settings (temporary database and keys) from the file.
     if let Command::Demo = &cli.command {
@@ -229,82 +290,54 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    let prepared =
-        match Settings::load(&cli.config).and_then(|s| Prepared::from_settings(s, &cli.config)) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("isv-lifecycle: {e}");
-                return ExitCode::from(2);
-            }
-        };
+    // Support commands work on what a deployment already has: they never generate keys or
+    // secrets, and never create or migrate a database.
+    let creation = match &cli.command {
+        Command::Serve | Command::Migrate | Command::Sim(_) => Creation::Allowed,
+        Command::Reconcile { .. }
+        | Command::Terminate { .. }
+        | Command::Orders(_)
+        | Command::Messages(_) => Creation::Forbidden,
+        Command::Demo | Command::Keys(_) | Command::Healthcheck { .. } => {
+            unreachable!("handled before settings are prepared")
+        }
+    };
+    let prepared = match Settings::load(&cli.config)
+        .and_then(|s| Prepared::prepare(s, &cli.config, creation))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("isv-lifecycle: {e}");
+            return ExitCode::from(2);
+        }
+    };
     crate::telemetry::init(&prepared.settings.log.format, &prepared.settings.log.level);
     let result = match cli.command {
-        Command::Serve => serve(prepared),
-        Command::Migrate => migrate(&prepared),
-        Command::Reconcile { rate, concurrency } => reconcile(prepared, rate, concurrency),
+        Command::Serve => serve::serve(prepared),
+        Command::Migrate => serve::migrate(&prepared),
+        Command::Reconcile { rate, concurrency } => support::reconcile(prepared, rate, concurrency),
         Command::Terminate {
             order,
             reason,
             actor,
-        } => terminate(prepared, order, reason, actor),
-        Command::Sim(args) => sim(prepared, args),
-        Command::Demo => unreachable!("the demo runs before settings are prepared"),
-        Command::Keys(_) => unreachable!("keys are generated before settings are prepared"),
-        Command::Orders(OrdersCommand::List { status, limit }) => {
-            orders_list(prepared, status, limit)
+        } => support::terminate(prepared, order, reason, actor),
+        Command::Sim(args) => sim::sim(prepared, args),
+        Command::Demo | Command::Keys(_) | Command::Healthcheck { .. } => {
+            unreachable!("handled before settings are prepared")
         }
-        Command::Orders(OrdersCommand::Show { order }) => orders_show(prepared, order),
+        Command::Orders(OrdersCommand::List { status, limit }) => {
+            orders::orders_list(prepared, status, limit)
+        }
+        Command::Orders(OrdersCommand::Show { order }) => orders::orders_show(prepared, order),
         Command::Messages(MessagesCommand::Replay { app_id, notify_id }) => {
-            messages_replay(prepared, app_id, notify_id)
+            messages::messages_replay(prepared, app_id, notify_id)
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("isv-lifecycle: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    report(result)
 }
 
-fn migrate(prepared: &Prepared) -> anyhow::Result<()> {
-    let pool = crate::store::connect_pool(&prepared.database, 1).context("database.url")?;
-    let applied = crate::store::migrate(&pool)?;
-    println!("migrations applied: {applied}");
-    Ok(())
-}
-
-fn announce_sandbox(prepared: &Prepared) {
-    if let Some(files) = &prepared.sandbox {
-        eprintln!(
-            "\n  SANDBOX MODE: no Alipay keys are configured, so local key pairs were generated in {dir}.\n  \
-             Messages from the real Alipay will NOT verify. The stand-in Alipay platform key (for the\n  \
-             simulator and tests) is {platform}. Admin token: {admin} (the file holds it).\n  \
-             Configure alipay.app_private_key_file and alipay.alipay_public_key_file to leave sandbox mode.\n",
-            dir = files.dir.display(),
-            platform = files.platform_private_key.display(),
-            admin = files.admin_token_file.display(),
-        );
-        tracing::warn!(dir = %files.dir.display(), "sandbox mode: locally generated keys");
-    }
-}
-
-fn serve(prepared: Prepared) -> anyhow::Result<()> {
-    announce_sandbox(&prepared);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    runtime.block_on(async move {
-        let started = crate::startup::build(&prepared, Arc::new(SystemClock))?;
-        tracing::info!(listen = %prepared.listen, port = started.app.port(), database = ?prepared.database.backend(),
-            app_id = %prepared.settings.alipay.app_id, "isv-lifecycle serving");
-        let poll = Duration::from_millis(prepared.settings.inbox.apply_poll_ms);
-        crate::startup::run(started, poll).await
-    })
-}
-
-/// Services against the configured database, without the HTTP server (support commands).
+/// Services against the configured database, without the HTTP server (support commands): the
+/// database must exist and be migrated; nothing is created.
 fn with_services<T>(
     prepared: &Prepared,
     f: impl AsyncFnOnce(crate::service::Services) -> anyhow::Result<T>,
@@ -314,388 +347,18 @@ fn with_services<T>(
         .build()
         .context("tokio runtime")?;
     runtime.block_on(async {
-        let pool = crate::startup::open_database(prepared)?;
+        let pool = crate::store::connect_existing(
+            &prepared.database,
+            prepared.settings.database.pool_size,
+        )
+        .map_err(|e| match e {
+            crate::store::ExistingDbError::Missing(problem) => usage(format!(
+                "setting database.url (from {}): {problem}",
+                crate::config::source_of("database.url", &prepared.config_file)
+            )),
+            other => anyhow::Error::from(other).context("database.url"),
+        })?;
         let services = crate::startup::services(prepared, pool, Arc::new(SystemClock))?;
         f(services).await
-    })
-}
-
-fn reconcile(prepared: Prepared, rate: Option<u32>, concurrency: usize) -> anyhow::Result<()> {
-    let rate = rate.unwrap_or(prepared.settings.scheduler.reconcile_rate_per_second);
-    with_services(&prepared, async |services| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} reconciling [{bar:40}] {pos}/{len} orders ({per_sec}, eta {eta})",
-            )
-            .expect("a valid progress template")
-            .progress_chars("=> "),
-        );
-        let report = services
-            .reconcile_all(rate, concurrency, &|done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            })
-            .await
-            .map_err(anyhow::Error::msg)?;
-        bar.finish_and_clear();
-        println!(
-            "{} open orders reconciled: {} repaired, {} errors",
-            report.orders, report.repaired, report.errors
-        );
-        if report.errors > 0 {
-            anyhow::bail!(
-                "{} orders could not be reconciled (see the log)",
-                report.errors
-            );
-        }
-        Ok(())
-    })
-}
-
-fn terminate(
-    prepared: Prepared,
-    order: String,
-    reason: String,
-    actor: Option<String>,
-) -> anyhow::Result<()> {
-    let actor = actor
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "support".into());
-    with_services(&prepared, async |services| {
-        let event = crate::domain::lifecycle::OrderEvent::SupportTerminates { actor, reason };
-        let transition = services
-            .order_event_now(&order, event)
-            .await
-            .map_err(|e| anyhow::anyhow!("{order}: {e}"))?;
-        match transition.ignored {
-            Some(why) => println!("{order}: nothing to do ({why})"),
-            None => println!(
-                "{order}: service terminated (cause support); Alipay will be asked about the order on the next tick"
-            ),
-        }
-        Ok(())
-    })
-}
-
-fn orders_list(prepared: Prepared, status: Option<String>, limit: i64) -> anyhow::Result<()> {
-    if let Some(s) = &status
-        && crate::domain::OrderStatus::parse(s).is_none()
-    {
-        anyhow::bail!(
-            "--status {s:?} is not an order status (awaiting_payment, implementing, awaiting_confirmation, completed, cancelled)"
-        );
-    }
-    if !(1..=100_000).contains(&limit) {
-        anyhow::bail!("--limit {limit} must be between 1 and 100000");
-    }
-    with_services(&prepared, async |services| {
-        let orders = crate::service::blocking(move || {
-            services.orders(
-                status
-                    .as_deref()
-                    .and_then(crate::domain::OrderStatus::parse),
-                limit,
-            )
-        })
-        .await?
-        .map_err(anyhow::Error::from)?;
-        let rows: Vec<[String; 5]> = orders
-            .into_iter()
-            .map(|o| {
-                [
-                    o.commodity_order_id,
-                    o.status,
-                    o.cancel_reason.unwrap_or_else(|| "-".into()),
-                    o.mini_app_id.unwrap_or_else(|| "-".into()),
-                    o.ordered_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
-                ]
-            })
-            .collect();
-        print!(
-            "{}",
-            table(
-                &[
-                    "ORDER",
-                    "STATUS",
-                    "CANCEL REASON",
-                    "MINI PROGRAM",
-                    "ORDERED AT"
-                ],
-                &rows
-            )
-        );
-        Ok(())
-    })
-}
-
-/// A plain, left-aligned text table, columns two spaces apart, with a header row.
-fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut widths = header.map(|h| h.chars().count());
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let mut text = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 < N {
-                text.push_str(cell);
-                text.push_str(&" ".repeat(w - cell.chars().count() + 2));
-            } else {
-                text.push_str(cell);
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-    out
-}
-
-fn orders_show(prepared: Prepared, order: String) -> anyhow::Result<()> {
-    with_services(&prepared, async |services| {
-        let lookup = order.clone();
-        let view = crate::service::blocking(move || services.order(&lookup))
-            .await?
-            .map_err(anyhow::Error::from)?;
-        match view {
-            Some(view) => {
-                println!("{}", serde_json::to_string_pretty(&view)?);
-                Ok(())
-            }
-            None => anyhow::bail!("no order {order:?}"),
-        }
-    })
-}
-
-fn messages_replay(prepared: Prepared, app_id: String, notify_id: String) -> anyhow::Result<()> {
-    use crate::service::support::SupportError;
-    let app_id = if app_id == "-" { String::new() } else { app_id };
-    with_services(&prepared, async |services| {
-        let (a, n) = (app_id.clone(), notify_id.clone());
-        let replayed = crate::service::blocking(move || services.replay_message(&a, &n)).await?;
-        match replayed {
-            Ok(view) => {
-                println!("{}", serde_json::to_string_pretty(&view)?);
-                eprintln!(
-                    "{notify_id}: back in the apply queue; the running service applies it on its next poll"
-                );
-                Ok(())
-            }
-            Err(SupportError::NotFound) => {
-                anyhow::bail!("no message with app_id {app_id:?} and notify_id {notify_id:?}")
-            }
-            Err(e) => Err(anyhow::Error::from(e)),
-        }
-    })
-}
-
-/// Writes a fresh key pair into `out`; refuses to overwrite anything.
-fn keys_generate(out: &std::path::Path) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let names = [
-        ("app_private_key.pem", true),
-        ("app_private_key_pkcs1.pem", true),
-        ("app_private_key.b64", true),
-        ("app_public_key.pem", false),
-        ("app_public_key.b64", false),
-    ];
-    let existing: Vec<String> = names
-        .iter()
-        .map(|(name, _)| out.join(name))
-        .filter(|p| p.exists())
-        .map(|p| p.display().to_string())
-        .collect();
-    if !existing.is_empty() {
-        anyhow::bail!(
-            "refusing to overwrite existing key files: {} (choose another --out or move them away)",
-            existing.join(", ")
-        );
-    }
-    std::fs::create_dir_all(out).with_context(|| format!("--out {}", out.display()))?;
-    let pair = crate::alipay::keys::generate().map_err(anyhow::Error::msg)?;
-    let with_newline = |s: &str| {
-        if s.ends_with('\n') {
-            s.to_string()
-        } else {
-            format!("{s}\n")
-        }
-    };
-    let contents = [
-        with_newline(&pair.private_pkcs8_pem),
-        with_newline(&pair.private_pkcs1_pem),
-        with_newline(&pair.private_pkcs8_base64),
-        with_newline(&pair.public_spki_pem),
-        with_newline(&pair.public_base64),
-    ];
-    let mut written = Vec::new();
-    for ((name, private), content) in names.iter().zip(&contents) {
-        let path = out.join(name);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(if *private { 0o600 } else { 0o644 })
-            .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        file.write_all(content.as_bytes())
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        written.push((path, *private));
-    }
-    println!(
-        "App public key (paste into the console's 应用公钥 field):\n{}\n",
-        pair.public_base64
-    );
-    for (path, private) in written {
-        let note = if private { " (private, mode 0600)" } else { "" };
-        println!("  {}{note}", path.display());
-    }
-    println!(
-        "\nConfigure alipay.app_private_key_file with {}. Keep the private key files secret.",
-        out.join("app_private_key.pem").display()
-    );
-    Ok(())
-}
-
-fn sim(prepared: Prepared, args: SimArgs) -> anyhow::Result<()> {
-    use crate::alipay::PrivateKey;
-    announce_sandbox(&prepared);
-    let key_file = match (&args.platform_key, &prepared.sandbox) {
-        (Some(file), _) => file.clone(),
-        (None, Some(sandbox)) => sandbox.platform_private_key.clone(),
-        (None, None) => anyhow::bail!(
-            "--platform-key FILE is required: Alipay keys are configured, so there is no sandbox platform key"
-        ),
-    };
-    let text = std::fs::read_to_string(&key_file)
-        .with_context(|| format!("--platform-key {}", key_file.display()))?;
-    let platform_key = PrivateKey::parse(&text)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("--platform-key {}", key_file.display()))?;
-    if !platform_key.public_key().same_key_as(&prepared.alipay_key) {
-        tracing::warn!(
-            "the simulator's platform key does not match alipay.alipay_public_key: the service will refuse its messages and answers"
-        );
-    }
-    let mut config = crate::sim::SimConfig::new(
-        prepared.settings.alipay.app_id.clone(),
-        prepared.app_key.public_key(),
-        Arc::new(platform_key),
-    );
-    config.listen = args.listen;
-    config.gateway_url = Some(args.gateway_url.clone());
-    config.retry_scale = args.retry_scale;
-    config.faults = crate::sim::SimFaults {
-        share_5xx: args.fault_5xx,
-        share_timeout: args.fault_timeout,
-        share_rate_limited: args.fault_rate_limited,
-        share_bad_signature: args.fault_bad_signature,
-        timeout_ms: args.fault_timeout_ms,
-        seed: args.fault_seed,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    runtime.block_on(async move {
-        let (running, server) = crate::sim::Simulator::bind(config)
-            .with_context(|| format!("--listen {}", args.listen))?;
-        eprintln!(
-            "isv-lifecycle sim: OpenAPI at {} (point alipay.gateway_url here), control API at {}, messages to {}",
-            running.url, running.control_url, args.gateway_url
-        );
-        tokio::select! {
-            result = server => result.context("simulator server")?,
-            _ = tokio::signal::ctrl_c() => running.stop().await,
-        }
-        Ok(())
-    })
-}
-
-fn sim_trigger(sim_url: &str, event: &TriggerEvent) -> anyhow::Result<()> {
-    use serde_json::json;
-    let base = format!("{}/sim", sim_url.trim_end_matches('/'));
-    let seg = |s: &str| {
-        let mut out = String::new();
-        crate::alipay::form::encode_component(s.as_bytes(), &mut out);
-        out
-    };
-    let (get, path, body) = match event {
-        TriggerEvent::Order {
-            price,
-            mini_app_id,
-            commodity_order_id,
-            no_authorize,
-        } => (
-            false,
-            "/orders".to_string(),
-            json!({"price": price, "mini_app_id": mini_app_id,
-                "commodity_order_id": commodity_order_id, "authorize": !no_authorize}),
-        ),
-        TriggerEvent::Pay { order } => (false, format!("/orders/{}/pay", seg(order)), json!({})),
-        TriggerEvent::Refund { order } => {
-            (false, format!("/orders/{}/refund", seg(order)), json!({}))
-        }
-        TriggerEvent::Confirm { order } => {
-            (false, format!("/orders/{}/confirm", seg(order)), json!({}))
-        }
-        TriggerEvent::CancelAuthorization { app } => (
-            false,
-            format!("/authorizations/{}/cancel", seg(app)),
-            json!({}),
-        ),
-        TriggerEvent::RejectAudit { app, reason } => (
-            false,
-            format!("/audit/{}/reject", seg(app)),
-            json!({"reason": reason}),
-        ),
-        TriggerEvent::Advance { seconds } => (
-            false,
-            "/clock/advance".to_string(),
-            json!({"seconds": seconds}),
-        ),
-        TriggerEvent::State => (true, "/state".to_string(), json!(null)),
-        TriggerEvent::Calls => (true, "/calls".to_string(), json!(null)),
-    };
-    let url = format!("{base}{path}");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .context("HTTP client")?;
-        let request = if get {
-            client.get(&url)
-        } else {
-            client
-                .post(&url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string())
-        };
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the simulator at {sim_url}"))?;
-        let status = response.status();
-        let text = response.text().await.context("reading the answer")?;
-        let shown = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| serde_json::to_string_pretty(&v).ok())
-            .unwrap_or(text);
-        println!("{shown}");
-        if !status.is_success() {
-            anyhow::bail!("the simulator answered HTTP {status}");
-        }
-        Ok(())
     })
 }

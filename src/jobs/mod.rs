@@ -79,3 +79,4 @@ mod tests {
         supervisor.abort();
     }
 }
+pub mod retention;

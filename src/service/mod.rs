@@ -10,6 +10,7 @@ pub mod merchant_delivery;
 pub mod merchant_sync;
 pub mod metered;
 pub mod pipeline;
+pub mod retention;
 pub mod support;
 pub mod views;
 

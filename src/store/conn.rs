@@ -60,6 +60,23 @@ impl DbTarget {
 
 pub struct Manager {
     target: DbTarget,
+    /// False for support commands: an SQLite file that is not there is an error, not created.
+    create: bool,
+}
+
+/// An SQLite URI that opens `path` read-write and never creates it.
+fn sqlite_existing_uri(path: &str) -> String {
+    let mut uri = String::from("file:");
+    for c in path.chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?mode=rw");
+    uri
 }
 
 impl ManageConnection for Manager {
@@ -72,15 +89,24 @@ impl ManageConnection for Manager {
                 .map(AnyConnection::Postgresql)
                 .map_err(r2d2::Error::ConnectionError),
             DbTarget::Sqlite(path) => {
-                let mut conn =
-                    SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
+                let mut conn = if self.create {
+                    SqliteConnection::establish(path)
+                } else {
+                    SqliteConnection::establish(&sqlite_existing_uri(path))
+                }
+                .map_err(r2d2::Error::ConnectionError)?;
                 // WAL for concurrent readers; synchronous=FULL because an answered `success` must
                 // survive a power cut, not just a crash; busy_timeout so writers queue, not fail.
-                conn.batch_execute(
+                // WAL is a property of the file once set, so a connection that must not write
+                // (support commands on an existing database) leaves it as `migrate` set it.
+                let pragmas = if self.create {
                     "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                     PRAGMA foreign_keys = ON;",
-                )
-                .map_err(r2d2::Error::QueryError)?;
+                     PRAGMA foreign_keys = ON;"
+                } else {
+                    "PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+                };
+                conn.batch_execute(pragmas)
+                    .map_err(r2d2::Error::QueryError)?;
                 Ok(AnyConnection::Sqlite(conn))
             }
         }
@@ -125,17 +151,159 @@ impl Pool {
     }
 }
 
+/// The pool for `serve` and `migrate`: an SQLite file that is missing is created (mode 0600; its
+/// directory must exist), and an existing one readable by others is narrowed to 0600.
 pub fn connect_pool(target: &DbTarget, size: u32) -> Result<Pool, StoreError> {
     if let DbTarget::Sqlite(path) = target {
-        if let Some(dir) = std::path::Path::new(path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
+        let path = std::path::Path::new(path);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
         {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            return Err(StoreError::Unavailable(format!(
+                "directory {} does not exist (it is not created)",
+                dir.display()
+            )));
+        }
+        private_file(path, true)?;
+    }
+    let pool = build_pool(target, size, true)?;
+    if let DbTarget::Sqlite(path) = target {
+        // SQLite gives -wal and -shm the main file's mode; narrow any left from older starts.
+        for suffix in ["-wal", "-shm"] {
+            private_file(std::path::Path::new(&format!("{path}{suffix}")), false)?;
         }
     }
+    Ok(pool)
+}
+
+/// Creates `path` empty with mode 0600 when `create` and it is missing; narrows an existing
+/// file to 0600.
+fn private_file(path: &std::path::Path, create: bool) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+                    |e| {
+                        StoreError::Unavailable(format!(
+                            "cannot make {} private: {e}",
+                            path.display()
+                        ))
+                    },
+                )?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if create {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| {
+                        StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
+                    })?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Why support commands cannot use the configured database.
+#[derive(Debug, thiserror::Error)]
+pub enum ExistingDbError {
+    /// The SQLite file is not there; nothing was created.
+    #[error("{0}")]
+    Missing(String),
+    /// The database answers but is not (fully) migrated.
+    #[error("{0}")]
+    NotMigrated(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The pool for support commands: the database must exist and be fully migrated; nothing is
+/// created, migrated or narrowed.
+pub fn connect_existing(target: &DbTarget, size: u32) -> Result<Pool, ExistingDbError> {
+    if let DbTarget::Sqlite(path) = target
+        && !std::path::Path::new(path).is_file()
+    {
+        return Err(ExistingDbError::Missing(format!(
+            "SQLite file {path} does not exist (support commands never create a database; \
+             is this the deployment's settings file and directory?)"
+        )));
+    }
+    let pool =
+        build_pool(target, size, false).map_err(|e| ExistingDbError::Unavailable(e.to_string()))?;
+    let mut conn = pool
+        .get()
+        .map_err(|e| ExistingDbError::Unavailable(e.to_string()))?;
+    let pending = pending_migrations(&mut conn)?;
+    if !pending.is_empty() {
+        return Err(ExistingDbError::NotMigrated(format!(
+            "the database lacks {} migration(s) ({}): run `isv-lifecycle migrate` first",
+            pending.len(),
+            pending.join(", ")
+        )));
+    }
+    Ok(pool)
+}
+
+/// Embedded migrations not recorded as applied, read without writing anything (diesel's own
+/// check creates its bookkeeping table when missing).
+fn pending_migrations(conn: &mut AnyConnection) -> Result<Vec<String>, ExistingDbError> {
+    use diesel::migration::MigrationSource as _;
+    #[derive(QueryableByName)]
+    struct Applied {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        version: String,
+    }
+    fn names<DB: diesel::backend::Backend>(
+        source: &EmbeddedMigrations,
+    ) -> Result<Vec<(String, String)>, ExistingDbError>
+    where
+        EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
+    {
+        Ok(source
+            .migrations()
+            .map_err(|e| ExistingDbError::Unavailable(e.to_string()))?
+            .iter()
+            .map(|m| (m.name().to_string(), m.name().version().to_string()))
+            .collect())
+    }
+    let query = diesel::sql_query("SELECT version FROM __diesel_schema_migrations");
+    let (applied, embedded) = match conn {
+        AnyConnection::Postgresql(c) => (
+            query.load::<Applied>(c),
+            names::<diesel::pg::Pg>(&POSTGRES_MIGRATIONS)?,
+        ),
+        AnyConnection::Sqlite(c) => (
+            query.load::<Applied>(c),
+            names::<diesel::sqlite::Sqlite>(&SQLITE_MIGRATIONS)?,
+        ),
+    };
+    let applied: std::collections::HashSet<String> = applied
+        .map_err(|_| {
+            ExistingDbError::NotMigrated(
+                "the database has never been migrated: run `isv-lifecycle migrate` first".into(),
+            )
+        })?
+        .into_iter()
+        .map(|a| a.version)
+        .collect();
+    Ok(embedded
+        .into_iter()
+        .filter(|(_, version)| !applied.contains(version))
+        .map(|(name, _)| name)
+        .collect())
+}
+
+fn build_pool(target: &DbTarget, size: u32, create: bool) -> Result<Pool, StoreError> {
     let inner = r2d2::Pool::builder()
         .max_size(size)
         .connection_timeout(Duration::from_secs(5))
@@ -149,6 +317,7 @@ pub fn connect_pool(target: &DbTarget, size: u32) -> Result<Pool, StoreError> {
         .test_on_check_out(target.backend() == Backend::Postgres)
         .build(Manager {
             target: target.clone(),
+            create,
         })
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let backend = target.backend();

@@ -276,3 +276,32 @@ pub fn requeue(
     })?;
     Ok(updated == 1)
 }
+
+/// Deletes up to `batch` applied messages received before `cutoff`, oldest first; returns how
+/// many went. Only `applied` rows are touched (guarded again in the delete): quarantined, failed,
+/// parked and unapplied messages stay whatever their age.
+pub fn purge_applied_before(
+    conn: &mut AnyConnection,
+    cutoff: NaiveDateTime,
+    batch: i64,
+) -> QueryResult<usize> {
+    db_run!(conn: {
+        let ids: Vec<i64> = gm::table
+            .filter(gm::state.eq(MessageState::Applied))
+            .filter(gm::received_at.lt(cutoff))
+            .order((gm::received_at.asc(), gm::id.asc()))
+            .limit(batch)
+            .select(gm::id)
+            .load(conn)?;
+        if ids.is_empty() {
+            Ok(0)
+        } else {
+            diesel::delete(
+                gm::table
+                    .filter(gm::id.eq_any(&ids))
+                    .filter(gm::state.eq(MessageState::Applied)),
+            )
+            .execute(conn)
+        }
+    })
+}

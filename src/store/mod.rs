@@ -17,7 +17,8 @@ pub mod orders;
 pub mod schema;
 
 pub use conn::{
-    AnyConnection, Backend, DbTarget, Pool, PooledConn, connect_pool, migrate, run_migrations,
+    AnyConnection, Backend, DbTarget, ExistingDbError, Pool, PooledConn, connect_existing,
+    connect_pool, migrate, run_migrations,
 };
 pub use error::{StoreError, StoreResult};
 

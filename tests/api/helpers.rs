@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 pub struct TestApp {
     pub address: String,
+    /// The admin listener (`server.admin_listen`), when the test set one.
+    pub admin_address: Option<String>,
     pub services: Services,
     pub clock: ManualClock,
     pub http: reqwest::Client,
@@ -70,11 +72,16 @@ impl TestApp {
         let clock = ManualClock::new(start_time());
         let started = isv_lifecycle::startup::build(&prepared, Arc::new(clock.clone())).unwrap();
         let address = format!("http://127.0.0.1:{}", started.app.port());
+        let admin_address = started
+            .app
+            .admin_port()
+            .map(|p| format!("http://127.0.0.1:{p}"));
         let server = started.app.server_handle();
         let services = started.services.clone();
         tokio::spawn(started.app.run_until_stopped());
         TestApp {
             address,
+            admin_address,
             services,
             clock,
             http: reqwest::Client::new(),
