@@ -15,6 +15,7 @@ use crate::domain::lifecycle::{
 use crate::domain::lifecycle::{AuthorizationEvent, AuthorizationState, AuthorizationStatus};
 use crate::domain::order::OrderPlaced;
 use crate::domain::{DeadlineKind, OrderStatus};
+use crate::store::deadlines::TimerKind;
 use crate::store::orders::CauseCode;
 use crate::store::orders::{self as store, DeadlineRow, OrderRow};
 use crate::store::{
@@ -22,12 +23,6 @@ use crate::store::{
 };
 use chrono::{DateTime, Duration, Utc};
 use futures_util::StreamExt as _;
-
-/// Deadline rows of kind `warning_<days>` hold the implementation warnings.
-const WARNING_PREFIX: &str = "warning_";
-/// A deadline row of this kind asks the sweep to query Alipay about the order now (an audit
-/// passed, support terminated): the outbox for `Effect::QueryAlipay`.
-pub const QUERY_KIND: &str = "query_alipay";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -69,35 +64,36 @@ pub struct AfterCommit {
     pub changed: bool,
 }
 
-fn deadline_kind(text: &str) -> Option<DeadlineKind> {
-    [
-        DeadlineKind::Payment,
-        DeadlineKind::Implementation,
-        DeadlineKind::Confirmation,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == text)
-}
-
 /// What a row of the `deadlines` table times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timer {
     Deadline(DeadlineKind),
-    /// An implementation warning, `N` days into implementation (kind `warning_N`).
+    /// An implementation warning, `N` days into implementation (kind `warning`, `warning_days` N).
     Warning(u32),
-    /// A queued `order.query` (kind `query_alipay`).
+    /// A queued `order.query` (kind `order_query`): asks the sweep to query Alipay about the
+    /// order now (an audit passed, support terminated), the outbox for `Effect::QueryAlipay`.
     Query,
 }
 
-/// Reads a stored timer kind; `None` for a value no code writes.
-fn timer_of(kind: &str) -> Option<Timer> {
-    if kind == QUERY_KIND {
-        return Some(Timer::Query);
-    }
-    if let Some(days) = kind.strip_prefix(WARNING_PREFIX) {
-        return days.parse().ok().map(Timer::Warning);
-    }
-    deadline_kind(kind).map(Timer::Deadline)
+/// A row's timer from its typed kind and its warning days (a negative count is corrupt data).
+fn timer(kind: TimerKind, warning_days: i32, order: &str) -> Result<Timer, StoreError> {
+    Ok(match kind {
+        TimerKind::Payment => Timer::Deadline(DeadlineKind::Payment),
+        TimerKind::Implementation => Timer::Deadline(DeadlineKind::Implementation),
+        TimerKind::Confirmation => Timer::Deadline(DeadlineKind::Confirmation),
+        TimerKind::Warning => Timer::Warning(u32::try_from(warning_days).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "deadlines.warning_days: {warning_days} is not a day count (order {order})"
+            ))
+        })?),
+        TimerKind::OrderQuery => Timer::Query,
+    })
+}
+
+/// The stored day count of a warning.
+fn warning_days(at_days: u32) -> Result<i32, LifecycleError> {
+    i32::try_from(at_days)
+        .map_err(|_| LifecycleError::Unexpected(format!("a warning {at_days} days in")))
 }
 
 fn deadline_of(status: OrderStatus) -> Option<DeadlineKind> {
@@ -114,13 +110,13 @@ fn to_domain(row: &OrderRow, rows: &[DeadlineRow]) -> Result<Order, LifecycleErr
     let mut deadlines = Vec::new();
     let mut warnings = Vec::new();
     for d in rows {
-        match timer_of(&d.kind) {
-            Some(Timer::Deadline(kind)) => deadlines.push(Deadline {
+        match timer(d.kind, d.warning_days, &row.commodity_order_id)? {
+            Timer::Deadline(kind) => deadlines.push(Deadline {
                 kind,
                 due_at: from_db_time(d.due_at),
                 state: d.state,
             }),
-            Some(Timer::Warning(days)) => {
+            Timer::Warning(days) => {
                 if d.state != DeadlineState::Cancelled {
                     warnings.push(Warning {
                         at_days: days,
@@ -129,14 +125,7 @@ fn to_domain(row: &OrderRow, rows: &[DeadlineRow]) -> Result<Order, LifecycleErr
                     });
                 }
             }
-            Some(Timer::Query) => {}
-            None => {
-                return Err(StoreError::Corrupt(format!(
-                    "deadlines.kind: unknown value {:?} (order {})",
-                    d.kind, row.commodity_order_id
-                ))
-                .into());
-            }
+            Timer::Query => {}
         }
     }
     Ok(Order {
@@ -327,21 +316,23 @@ impl Services {
             store::upsert_deadline(
                 conn,
                 id,
-                d.kind.as_str(),
+                d.kind.into(),
+                0,
                 to_db_time(d.due_at),
                 row_state(o, d),
             )?;
         }
         let existing = store::deadlines(conn, id)?;
         for row in &existing {
-            if let Some(Timer::Warning(days)) = timer_of(&row.kind) {
+            if let Timer::Warning(days) = timer(row.kind, row.warning_days, id)? {
                 if row.state == DeadlineState::Pending
                     && !o.warnings.iter().any(|w| w.at_days == days)
                 {
                     store::upsert_deadline(
                         conn,
                         id,
-                        &row.kind,
+                        TimerKind::Warning,
+                        row.warning_days,
                         row.due_at,
                         DeadlineState::Cancelled,
                     )?;
@@ -357,7 +348,8 @@ impl Services {
             store::upsert_deadline(
                 conn,
                 id,
-                &format!("{WARNING_PREFIX}{}", w.at_days),
+                TimerKind::Warning,
+                warning_days(w.at_days)?,
                 to_db_time(w.due_at),
                 state,
             )?;
@@ -404,7 +396,14 @@ impl Services {
                     reason: lc::QueryReason::DeadlineDue(_),
                 } => {}
                 Effect::QueryAlipay { .. } => {
-                    store::upsert_deadline(conn, id, QUERY_KIND, now_db, DeadlineState::Pending)?;
+                    store::upsert_deadline(
+                        conn,
+                        id,
+                        TimerKind::OrderQuery,
+                        0,
+                        now_db,
+                        DeadlineState::Pending,
+                    )?;
                 }
                 Effect::TerminateService { cause } => {
                     let key = service_key(before);
@@ -715,9 +714,25 @@ impl Services {
             claimed: claimed.len(),
             ..TickReport::default()
         };
+        // A row whose kind does not read is an error every tick (never skipped, never guessed),
+        // retried next tick like any row that failed; the others are fired.
+        let mut due = Vec::with_capacity(claimed.len());
+        for claim in claimed {
+            match claim {
+                Ok(d) => due.push(d),
+                Err(c) => {
+                    report.errors += 1;
+                    tracing::warn!(order = %c.commodity_order_id, error = %c.error, "deadline not fired: corrupt data; retried next tick");
+                    let retry = now + Duration::seconds(self.lifecycle.tick_seconds as i64);
+                    if let Err(error) = self.release_row(c.id, retry).await {
+                        tracing::warn!(order = %c.commodity_order_id, %error, "deadline not released");
+                    }
+                }
+            }
+        }
         // Rows of different orders are independent; Alipay round trips overlap.
         let outcomes: Vec<(deadlines::ClaimedDeadline, Result<bool, LifecycleError>)> =
-            futures_util::stream::iter(claimed)
+            futures_util::stream::iter(due)
                 .map(|d| async move {
                     let outcome = self.fire(&d, now).await;
                     (d, outcome)
@@ -735,7 +750,7 @@ impl Services {
                 }
                 Err(e) => {
                     report.errors += 1;
-                    tracing::warn!(order = %d.commodity_order_id, kind = %d.kind, error = %e, "deadline not fired; retried next tick");
+                    tracing::warn!(order = %d.commodity_order_id, kind = d.kind.as_str(), warning_days = d.warning_days, error = %e, "deadline not fired; retried next tick");
                     let retry = now + Duration::seconds(self.lifecycle.tick_seconds as i64);
                     if let Err(error) = self.release_row(d.id, retry).await {
                         // The lease runs out by itself: the row is fired again after it.
@@ -754,23 +769,16 @@ impl Services {
         now: DateTime<Utc>,
     ) -> Result<bool, LifecycleError> {
         let id = d.commodity_order_id.as_str();
-        let kind = match timer_of(&d.kind) {
-            Some(Timer::Warning(days)) => {
+        let kind = match timer(d.kind, d.warning_days, id)? {
+            Timer::Warning(days) => {
                 let t = self
                     .order_event_now(id, OrderEvent::WarningDue { at_days: days })
                     .await?;
                 self.finish_row(d.id, DeadlineState::Fired).await?;
                 return Ok(t.history.is_some());
             }
-            Some(Timer::Deadline(kind)) => Some(kind),
-            Some(Timer::Query) => None,
-            None => {
-                return Err(StoreError::Corrupt(format!(
-                    "deadlines.kind: unknown value {:?} (order {id})",
-                    d.kind
-                ))
-                .into());
-            }
+            Timer::Deadline(kind) => Some(kind),
+            Timer::Query => None,
         };
         // A due deadline changes nothing by itself (the rules' DeadlineDue only asks Alipay, and
         // the row stays open until the rule is applied), so the sweep asks Alipay directly:

@@ -2,6 +2,7 @@
 //! values. Names follow INTERFACE.md.
 
 use super::Services;
+use crate::store::deadlines::TimerKind;
 use crate::store::{authorizations, from_db_time, messages, orders};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
@@ -108,6 +109,18 @@ pub struct MessageView {
     pub applied_at: Option<DateTime<Utc>>,
 }
 
+/// The `kind` of a deadline as the admin API and the order page show it (INTERFACE.md):
+/// `payment`, `implementation`, `confirmation`, `warning_<days>`, `query_alipay`.
+fn timer_label(kind: TimerKind, warning_days: i32) -> String {
+    match kind {
+        TimerKind::Payment | TimerKind::Implementation | TimerKind::Confirmation => {
+            kind.as_str().into()
+        }
+        TimerKind::Warning => format!("warning_{warning_days}"),
+        TimerKind::OrderQuery => "query_alipay".into(),
+    }
+}
+
 fn order_view(
     conn: &mut crate::store::AnyConnection,
     row: orders::OrderRow,
@@ -116,7 +129,7 @@ fn order_view(
     let deadlines = orders::deadlines(conn, &row.commodity_order_id)?
         .into_iter()
         .map(|d| DeadlineView {
-            kind: d.kind,
+            kind: timer_label(d.kind, d.warning_days),
             due_at: utc(d.due_at),
             state: d.state.as_str().into(),
         })
@@ -243,5 +256,20 @@ impl Services {
             .get()
             .ok()
             .is_some_and(|mut c| c.batch_execute("SELECT 1").is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_labels_keep_the_documented_kinds() {
+        assert_eq!(timer_label(TimerKind::Payment, 0), "payment");
+        assert_eq!(timer_label(TimerKind::Implementation, 0), "implementation");
+        assert_eq!(timer_label(TimerKind::Confirmation, 0), "confirmation");
+        assert_eq!(timer_label(TimerKind::Warning, 20), "warning_20");
+        assert_eq!(timer_label(TimerKind::Warning, 27), "warning_27");
+        assert_eq!(timer_label(TimerKind::OrderQuery, 0), "query_alipay");
     }
 }

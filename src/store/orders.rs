@@ -1,6 +1,7 @@
 //! Marketplace orders, their history (every transition, with actor and cause) and deadlines.
 
 use super::AnyConnection;
+use super::deadlines::TimerKind;
 use super::schema::{
     deadlines as dl, order_history as oh, orders as od, services as sv, support_tasks as st,
 };
@@ -153,7 +154,9 @@ pub struct HistoryRow {
 #[diesel(table_name = dl)]
 pub struct NewDeadline {
     pub commodity_order_id: String,
-    pub kind: String,
+    pub kind: TimerKind,
+    /// The days of a `Warning`; 0 for every other kind.
+    pub warning_days: i32,
     pub due_at: NaiveDateTime,
     pub state: DeadlineState,
 }
@@ -161,7 +164,9 @@ pub struct NewDeadline {
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = dl)]
 pub struct DeadlineRow {
-    pub kind: String,
+    pub kind: TimerKind,
+    /// The days of a `Warning`; 0 for every other kind.
+    pub warning_days: i32,
     pub due_at: NaiveDateTime,
     pub state: DeadlineState,
 }
@@ -210,7 +215,7 @@ pub fn add_deadline(conn: &mut AnyConnection, deadline: &NewDeadline) -> QueryRe
     db_run!(conn: {
         diesel::insert_into(dl::table)
             .values(deadline)
-            .on_conflict((dl::commodity_order_id, dl::kind))
+            .on_conflict((dl::commodity_order_id, dl::kind, dl::warning_days))
             .do_nothing()
             .execute(conn)
             .map(|_| ())
@@ -259,19 +264,20 @@ pub fn save_state(
     })
 }
 
-/// Inserts or replaces the order's deadline row of `kind`; a change of state or time clears any
-/// claim on it.
+/// Inserts or replaces the order's deadline row of `kind` (and `warning_days`, 0 unless a
+/// warning); a change of state or time clears any claim on it.
 pub fn upsert_deadline(
     conn: &mut AnyConnection,
     id: &str,
-    kind: &str,
+    kind: TimerKind,
+    warning_days: i32,
     due_at: NaiveDateTime,
     state: DeadlineState,
 ) -> QueryResult<()> {
     db_run!(conn: {
         diesel::insert_into(dl::table)
-            .values((dl::commodity_order_id.eq(id), dl::kind.eq(kind), dl::due_at.eq(due_at), dl::state.eq(state), dl::attempts.eq(0)))
-            .on_conflict((dl::commodity_order_id, dl::kind))
+            .values((dl::commodity_order_id.eq(id), dl::kind.eq(kind), dl::warning_days.eq(warning_days), dl::due_at.eq(due_at), dl::state.eq(state), dl::attempts.eq(0)))
+            .on_conflict((dl::commodity_order_id, dl::kind, dl::warning_days))
             .do_update()
             .set((dl::due_at.eq(due_at), dl::state.eq(state)))
             .execute(conn)

@@ -102,6 +102,7 @@ diesel::table! {
         state -> Text,
         claimed_until -> Nullable<Timestamp>,
         attempts -> Integer,
+        warning_days -> Integer,
     }
 }
 

@@ -4,6 +4,7 @@ use crate::both_backends;
 use crate::common::{self, Db};
 use crate::helpers::TestApp;
 use chrono::Duration;
+use isv_lifecycle::store::deadlines::TimerKind;
 use isv_lifecycle::store::{deadlines, to_db_time};
 
 async fn claims_are_leases(app: TestApp) {
@@ -24,6 +25,9 @@ async fn claims_are_leases(app: TestApp) {
             limit,
         )
         .unwrap()
+        .into_iter()
+        .map(|claimed| claimed.expect("every kind reads"))
+        .collect::<Vec<_>>()
     };
     // Payment deadlines fall due three days after the order time (2024-06-10 05:01 UTC).
     let before = common_due() - Duration::seconds(1);
@@ -34,7 +38,11 @@ async fn claims_are_leases(app: TestApp) {
     let due = common_due();
     let first = claim(due, 15);
     assert_eq!(first.len(), 15);
-    assert!(first.iter().all(|d| d.kind == "payment"));
+    assert!(
+        first
+            .iter()
+            .all(|d| d.kind == TimerKind::Payment && d.warning_days == 0)
+    );
     // Claimed rows are leased: the next claim gets the others, then nothing.
     let second = claim(due, 100);
     assert_eq!(second.len(), 25);
@@ -106,7 +114,7 @@ async fn concurrent_claims_are_disjoint_on_postgres() {
                     if batch.is_empty() {
                         return mine;
                     }
-                    mine.extend(batch.into_iter().map(|d| d.id));
+                    mine.extend(batch.into_iter().map(|d| d.unwrap().id));
                 }
             })
         })

@@ -52,6 +52,74 @@ both_backends!(
     unknown_state_is_an_error_naming_the_column
 );
 
+async fn unknown_timer_kind_is_an_error_naming_the_column(app: TestApp) {
+    let key = common::platform_private_key();
+    let body = common::order_notification(&key, "SEAM3", "n-seam-3", "9.90");
+    assert_eq!(app.post_notify(body).await.1, "success");
+    app.run_pending_jobs().await;
+    let (status, order) = app.admin_get("/admin/api/orders/SEAM3").await;
+    assert_eq!(status, 200, "{order}");
+    assert_eq!(order["deadlines"][0]["kind"], "payment");
+
+    // An old-style kind (the days inside the text), as a replica of the previous version wrote
+    // it: `warning_20` is what the API shows, never what the column holds.
+    let mut conn = app.services.pool.get().unwrap();
+    conn.batch_execute(
+        "UPDATE deadlines SET kind = 'warning_20' WHERE commodity_order_id = 'SEAM3'",
+    )
+    .unwrap();
+    drop(conn);
+
+    let (status, body) = app.admin_get("/admin/api/orders/SEAM3").await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"], "corrupt_data");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("deadlines.kind") && message.contains("warning_20"),
+        "{message}"
+    );
+
+    let event = OrderEvent::SupportTerminates {
+        actor: "api".into(),
+        reason: "test".into(),
+    };
+    match app.services.order_event_now("SEAM3", event).await {
+        Err(LifecycleError::Store(StoreError::Corrupt(m))) => {
+            assert!(m.contains("deadlines.kind"), "{m}")
+        }
+        other => panic!("expected a corrupt-data error, got {other:?}"),
+    }
+    // Nothing was half-applied: the order is still as it was.
+    let mut conn = app.services.pool.get().unwrap();
+    let row = isv_lifecycle::store::orders::find(&mut conn, "SEAM3")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.status,
+        isv_lifecycle::domain::OrderStatus::AwaitingPayment
+    );
+    drop(conn);
+
+    // The sweep reports the bad row as an error every tick and still fires the others.
+    let body = common::order_notification(&key, "SEAM4", "n-seam-4", "9.90");
+    assert_eq!(app.post_notify(body).await.1, "success");
+    app.run_pending_jobs().await;
+    app.alipay.set_order("SEAM4", "MERCHANT_PAID", &["DOING"]);
+    app.clock.advance(chrono::Duration::days(3));
+    let report = app.tick().await;
+    assert_eq!((report.claimed, report.errors), (2, 1), "{report:?}");
+    let (_, order) = app.admin_get("/admin/api/orders/SEAM4").await;
+    assert_eq!(order["status"], "implementing", "{order}");
+    app.clock.advance(chrono::Duration::hours(1));
+    let report = app.tick().await;
+    assert_eq!((report.claimed, report.errors), (1, 1), "{report:?}");
+    app.stop().await;
+}
+both_backends!(
+    unknown_timer_kind_is_an_error_naming_the_column,
+    unknown_timer_kind_is_an_error_naming_the_column
+);
+
 async fn support_termination_stops_the_build_in_flight(db: Db) {
     let app = TestApp::spawn_with(db, |s| {
         s.templates.default_template_id = "2021000000000009".into();
