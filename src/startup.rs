@@ -131,6 +131,7 @@ pub fn build(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<Started>
         api_token: prepared.api_token.clone(),
         max_body_bytes: prepared.settings.server.max_body_bytes,
         reject_log: crate::http::gateway_log_limiter(),
+        sign_in_throttle: Default::default(),
     };
     let app = Application::build(state, listener, prepared.settings.server.workers)?;
     Ok(Started { app, services })

@@ -1,6 +1,8 @@
 //! The command line: `serve`, `migrate`, the simulator and demo, and support commands (`orders`,
 //! `messages replay`, `reconcile`, `terminate`, `keys generate`).
 
+mod users;
+
 use crate::clock::SystemClock;
 use crate::config::{Prepared, Settings};
 use anyhow::Context as _;
@@ -63,6 +65,9 @@ pub enum Command {
     /// RSA key pairs for Alipay's console (needs no settings or database).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Support staff accounts for the web page.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,6 +259,7 @@ pub fn main() -> ExitCode {
             orders_list(prepared, status, limit)
         }
         Command::Orders(OrdersCommand::Show { order }) => orders_show(prepared, order),
+        Command::Users(command) => users::run(prepared, command),
         Command::Messages(MessagesCommand::Replay { app_id, notify_id }) => {
             messages_replay(prepared, app_id, notify_id)
         }

@@ -3,6 +3,8 @@
 use super::AppState;
 use super::error::{from_join_error, from_view_error, json_error, not_found};
 use crate::service::blocking;
+use crate::service::views::decode_cursor;
+use crate::store::orders::{OrderKey, OrderSearch};
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -77,7 +79,48 @@ struct MessageFilter {
 #[derive(Deserialize)]
 struct OrderFilter {
     status: Option<String>,
+    /// An order id, merchant PID, mini program id, or the start of a merchant name.
+    q: Option<String>,
     limit: Option<i64>,
+    cursor: Option<String>,
+    /// `true`: only orders with a pending implementation or confirmation deadline.
+    at_risk: Option<bool>,
+}
+
+/// The order list's query, checked: (search, where to start, page size).
+pub(super) fn order_query(
+    status: Option<String>,
+    q: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<&str>,
+    at_risk: bool,
+) -> Result<(OrderSearch, Option<OrderKey>, i64), (&'static str, String)> {
+    let limit = match limit.unwrap_or(100) {
+        n @ 1..=500 => n,
+        n => return Err(("limit", format!("limit {n} must be between 1 and 500"))),
+    };
+    if let Some(s) = &status
+        && crate::domain::OrderStatus::parse(s).is_none()
+    {
+        return Err(("status", format!("status {s:?} is not an order status")));
+    }
+    let after = match cursor.filter(|c| !c.is_empty()) {
+        Some(c) => Some(decode_cursor(c).ok_or((
+            "cursor",
+            "cursor is not one this service gave out (use next_cursor as given)".to_string(),
+        ))?),
+        None => None,
+    };
+    let text = q.map(|q| q.trim().to_string()).filter(|q| !q.is_empty());
+    Ok((
+        OrderSearch {
+            status: status.filter(|s| !s.is_empty()),
+            text,
+            at_risk,
+        },
+        after,
+        limit,
+    ))
 }
 
 fn clamp_limit(limit: Option<i64>) -> Result<i64, HttpResponse> {
@@ -175,6 +218,7 @@ async fn resend_merchant_order(
     }
 }
 
+/// `GET /admin/api/orders`: newest first, one page, with the cursor of the next.
 async fn orders(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -183,24 +227,27 @@ async fn orders(
     if let Err(r) = authorize(&req, &state) {
         return r;
     }
-    let limit = match clamp_limit(query.limit) {
-        Ok(l) => l,
-        Err(r) => return r,
+    let f = query.into_inner();
+    let (search, after, limit) = match order_query(
+        f.status,
+        f.q,
+        f.limit,
+        f.cursor.as_deref(),
+        f.at_risk.unwrap_or(false),
+    ) {
+        Ok(checked) => checked,
+        Err((field, message)) => return invalid_field(field, message),
     };
-    let status = query.into_inner().status;
-    if let Some(s) = &status {
-        if crate::domain::OrderStatus::parse(s).is_none() {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_field",
-                format!("status {s:?} is not an order status"),
-            );
-        }
-    }
     respond(&state, ("orders", ""), move |s| {
-        s.orders(status.as_deref(), limit).map(Some)
+        s.order_page(&search, after.as_ref(), limit).map(Some)
     })
     .await
+}
+
+fn invalid_field(field: &str, message: String) -> HttpResponse {
+    HttpResponse::BadRequest().json(serde_json::json!({
+        "error": "invalid_field", "field": field, "message": message,
+    }))
 }
 
 async fn order(
@@ -253,8 +300,8 @@ async fn respond<T: serde::Serialize + Send + 'static>(
 #[derive(Deserialize)]
 struct Termination {
     reason: Option<String>,
-    /// Who decided; recorded in the history (default `support`).
-    actor: Option<String>,
+    /// Refused when present: the API's actor is always `api`, never a value from the body.
+    actor: Option<serde_json::Value>,
 }
 
 fn lifecycle_error(id: &str, e: crate::service::lifecycle::LifecycleError) -> HttpResponse {
@@ -299,8 +346,14 @@ async fn terminate(
             "the body must be JSON {\"reason\": \"...\"}",
         );
     };
+    if termination.actor.is_some() {
+        return invalid_field(
+            "actor",
+            "actor is not accepted: actions through the admin API are recorded as `api`".into(),
+        );
+    }
     let event = crate::domain::lifecycle::OrderEvent::SupportTerminates {
-        actor: termination.actor.unwrap_or_else(|| "support".into()),
+        actor: "api".into(),
         reason: termination.reason.unwrap_or_default(),
     };
     match state.services.order_event_now(&id, event).await {

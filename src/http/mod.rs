@@ -14,6 +14,7 @@ mod merchant_orders;
 mod openapi;
 mod pages;
 mod request_id;
+pub mod throttle;
 
 use crate::service::Services;
 use actix_web::{App, HttpServer, dev::Server, web};
@@ -27,6 +28,8 @@ pub struct AppState {
     pub api_token: SecretString,
     pub max_body_bytes: usize,
     pub reject_log: gateway::LogLimiter,
+    /// Failed web sign-ins per name and address.
+    pub sign_in_throttle: throttle::SignInThrottle,
 }
 
 pub struct Application {

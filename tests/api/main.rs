@@ -8,6 +8,7 @@ mod admin;
 mod apply;
 mod browser;
 mod deadlines;
+mod desk;
 mod gateway;
 mod lifecycle;
 mod merchant_orders;
