@@ -540,6 +540,7 @@ fn history_move(h: &crate::service::views::HistoryView) -> String {
             let (what, detail) = h.cause.split_once(':').unwrap_or((h.cause.as_str(), ""));
             let what = match what {
                 "service_terminated" => "service terminated",
+                "service_live" => "service live",
                 "build" => "build step",
                 other => other,
             };
@@ -856,6 +857,26 @@ async fn messages_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     let Some(session) = session(&req, &state).await else {
         return see_other("/admin/login");
     };
+    messages_response(&state, &session, StatusCode::OK, None).await
+}
+
+/// The outcome of an action, shown above a list: (succeeded, text).
+fn notice(outcome: Option<(bool, String)>) -> String {
+    match outcome {
+        Some((true, text)) => format!(r#"<p class="done" id="result">{}</p>"#, html_escape(&text)),
+        Some((false, text)) => {
+            format!(r#"<p class="error" id="result">{}</p>"#, html_escape(&text))
+        }
+        None => String::new(),
+    }
+}
+
+async fn messages_response(
+    state: &AppState,
+    session: &Session,
+    status: StatusCode,
+    outcome: Option<(bool, String)>,
+) -> HttpResponse {
     let services = state.services.clone();
     let found = blocking(move || {
         Ok::<_, crate::service::support::SupportError>((
@@ -865,7 +886,7 @@ async fn messages_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     })
     .await;
     let Ok(Ok((quarantined, failed))) = found else {
-        return unavailable("Messages", &session);
+        return unavailable("Messages", session);
     };
     let rows = |list: &[crate::service::views::MessageView]| -> String {
         list.iter()
@@ -887,11 +908,12 @@ async fn messages_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     };
     let head = "<tr><th>received</th><th>notify_id</th><th>kind</th><th>state</th><th>why</th><th></th></tr>";
     page(
-        StatusCode::OK,
+        status,
         "Messages",
-        Some(&session),
+        Some(session),
         &format!(
-            "<h2>Quarantined</h2><table>{head}{}</table><h2>Failed</h2><table>{head}{}</table>",
+            "{}<h2>Quarantined</h2><table>{head}{}</table><h2>Failed</h2><table>{head}{}</table>",
+            notice(outcome),
             rows(&quarantined),
             rows(&failed)
         ),
@@ -904,23 +926,50 @@ async fn replay(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Err(refusal) = checked_post(&req, &state, &body).await {
-        return refusal;
-    }
+    let session = match checked_post(&req, &state, &body).await {
+        Ok((session, _)) => session,
+        Err(refusal) => return refusal,
+    };
     let (app_id, notify_id) = path.into_inner();
     let app_id = if app_id == "-" { String::new() } else { app_id };
-    let services = state.services.clone();
-    let _ = blocking(move || services.replay_message(&app_id, &notify_id)).await;
-    see_other("/admin/messages")
+    let (services, shown) = (state.services.clone(), notify_id.clone());
+    let (status, outcome) =
+        match blocking(move || services.replay_message(&app_id, &notify_id)).await {
+            Ok(Ok(view)) => (
+                StatusCode::OK,
+                (
+                    true,
+                    format!("Message {shown} is queued again (now {}).", view.state),
+                ),
+            ),
+            Ok(Err(e)) => (
+                StatusCode::CONFLICT,
+                (false, format!("Message {shown} was not replayed: {e}")),
+            ),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                (false, format!("Message {shown} was not replayed: {e}")),
+            ),
+        };
+    messages_response(&state, &session, status, Some(outcome)).await
 }
 
 async fn deliveries_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let Some(session) = session(&req, &state).await else {
         return see_other("/admin/login");
     };
+    deliveries_response(&state, &session, StatusCode::OK, None).await
+}
+
+async fn deliveries_response(
+    state: &AppState,
+    session: &Session,
+    status: StatusCode,
+    outcome: Option<(bool, String)>,
+) -> HttpResponse {
     let services = state.services.clone();
     let Ok(Ok(list)) = blocking(move || services.failed_deliveries()).await else {
-        return unavailable("Deliveries", &session);
+        return unavailable("Deliveries", session);
     };
     let rows: String = list
         .iter()
@@ -939,11 +988,12 @@ async fn deliveries_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
         })
         .collect();
     page(
-        StatusCode::OK,
+        status,
         "Failed merchant-order deliveries",
-        Some(&session),
+        Some(session),
         &format!(
-            "<table><tr><th>mini program</th><th>order</th><th>status</th><th>sub_code</th><th>error</th><th></th></tr>{rows}</table>"
+            "{}<table><tr><th>mini program</th><th>order</th><th>status</th><th>sub_code</th><th>error</th><th></th></tr>{rows}</table>",
+            notice(outcome)
         ),
     )
 }
@@ -954,11 +1004,33 @@ async fn resend(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Err(refusal) = checked_post(&req, &state, &body).await {
-        return refusal;
-    }
+    let session = match checked_post(&req, &state, &body).await {
+        Ok((session, _)) => session,
+        Err(refusal) => return refusal,
+    };
     let (tiny, out) = path.into_inner();
+    let shown = format!("{tiny}/{out}");
     let services = state.services.clone();
-    let _ = blocking(move || services.resend_merchant_order(&tiny, &out)).await;
-    see_other("/admin/deliveries")
+    let (status, outcome) =
+        match blocking(move || services.resend_merchant_order(&tiny, &out)).await {
+            Ok(Ok(view)) => (
+                StatusCode::OK,
+                (
+                    true,
+                    format!(
+                        "Order {shown} is queued for delivery (now {}).",
+                        view.delivery
+                    ),
+                ),
+            ),
+            Ok(Err(e)) => (
+                StatusCode::CONFLICT,
+                (false, format!("Order {shown} was not resent: {e}")),
+            ),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                (false, format!("Order {shown} was not resent: {e}")),
+            ),
+        };
+    deliveries_response(&state, &session, status, Some(outcome)).await
 }

@@ -524,6 +524,7 @@ impl Services {
         let st = lc::handle_service(&service, ServiceEvent::WentLive { at: now }, now)?;
         if st.ignored.is_none() {
             self.save_service(conn, mini_app_id, &st.state, &st.effects, now)?;
+            note_service_change(conn, mini_app_id, "service_live", "pipeline", now)?;
         }
         Ok(())
     }
@@ -546,7 +547,21 @@ impl Services {
             },
             now,
         )?;
-        self.save_service(conn, auth_app_id, &st.state, &st.effects, now)
+        self.save_service(conn, auth_app_id, &st.state, &st.effects, now)?;
+        // A row either way: the service ends now, or it had ended already.
+        let already_ended = service.status == ServiceStatus::Terminated;
+        let cause = if already_ended {
+            TerminationCause::AuthorizationCancelled
+                .as_str()
+                .to_string()
+        } else {
+            format!(
+                "service_terminated:{}",
+                TerminationCause::AuthorizationCancelled.as_str()
+            )
+        };
+        note_service_change(conn, auth_app_id, &cause, "alipay", now)?;
+        Ok(())
     }
 
     /// One scheduler tick: claims due deadlines, warnings and queued queries, and fires each.
@@ -892,4 +907,37 @@ pub struct LifecycleSettings {
     pub concurrency: usize,
     pub reconcile_cron: String,
     pub reconcile_rate: u32,
+}
+
+/// A timeline row on each order of a service whose state changed while the orders' statuses
+/// stayed (went live, ended by the merchant's authorization cancellation), so support sees it.
+fn note_service_change(
+    conn: &mut AnyConnection,
+    service_key: &str,
+    cause: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<(), LifecycleError> {
+    let ids = match service_key.strip_prefix("order:") {
+        Some(id) => vec![id.to_string()],
+        None => store::ids_for_mini_app(conn, service_key)?,
+    };
+    for id in ids {
+        if let Some(order) = store::find(conn, &id)? {
+            store::add_history(
+                conn,
+                &store::NewHistory {
+                    commodity_order_id: id,
+                    from_status: Some(order.status.clone()),
+                    to_status: order.status,
+                    actor: actor.into(),
+                    cause: cause.into(),
+                    reason: None,
+                    inferred: false,
+                    at: to_db_time(now),
+                },
+            )?;
+        }
+    }
+    Ok(())
 }

@@ -442,3 +442,96 @@ async fn the_order_page_shows_what_support_needs() {
     );
     app.stop().await;
 }
+
+/// A cancelled authorization ends the service with a row in the order's timeline; a replay from
+/// the web page shows what it did.
+async fn service_changes_and_replays_are_shown(app: TestApp) {
+    let key = common::platform_private_key();
+    assert_eq!(
+        app.post_notify(common::order_notification(&key, "C1", "n-c1", "0.00"))
+            .await
+            .1,
+        "success"
+    );
+    app.run_pending_jobs().await;
+    let cancelled = common::vectors("notifications.jsonl")
+        .into_iter()
+        .find(|v| v["id"] == "N001")
+        .unwrap();
+    assert_eq!(
+        app.post_notify(cancelled["body"].as_str().unwrap()).await.1,
+        "success"
+    );
+    app.run_pending_jobs().await;
+    let (_, order) = app.admin_get("/admin/api/orders/C1").await;
+    assert_eq!(order["service"]["status"], "terminated", "{order}");
+    let last = order["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (
+            last["actor"].as_str(),
+            last["cause"].as_str(),
+            last["from_status"] == last["to_status"]
+        ),
+        (
+            Some("alipay"),
+            Some("service_terminated:authorization_cancelled"),
+            true
+        ),
+        "{order}"
+    );
+
+    // A message that cannot be applied fails; replayed from the page, the result is shown.
+    let bad: Vec<(String, String)> = [
+        ("notify_id", "n-bad"),
+        ("notify_type", "servicemarket_order_notify"),
+        ("commodity_order_id", "BAD1"),
+        ("order_time", "yesterday"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let bad = isv_lifecycle::alipay::notify::sign_message(&bad, &key);
+    assert_eq!(app.post_notify(bad).await.1, "success");
+    app.run_pending_jobs().await;
+    app.services.add_operator("gina", PASSWORD).unwrap();
+    let cookie = session_cookie(&sign_in(&app, "gina", PASSWORD).await);
+    let (_, html) = get_admin(&app, "/admin/messages", &cookie).await;
+    let csrf = html
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let replay = |csrf: String, cookie: String| {
+        let url = format!("{}/admin/messages/-/n-bad/replay", app.address);
+        async move {
+            let response = browserless()
+                .post(url)
+                .header("cookie", cookie)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("csrf={csrf}"))
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let (status, html) = replay(csrf.clone(), cookie.clone()).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains(
+            r#"<p class="done" id="result">Message n-bad is queued again (now received).</p>"#
+        ),
+        "{html}"
+    );
+    // Again, while it waits in the queue: refused, and the page says why.
+    let (status, html) = replay(csrf, cookie).await;
+    assert_eq!(status, 409);
+    assert!(
+        html.contains(r#"<p class="error" id="result">Message n-bad was not replayed"#),
+        "{html}"
+    );
+}
+both_backends!(service_changes, service_changes_and_replays_are_shown);

@@ -331,6 +331,13 @@ async fn support_termination_then_appauth_cancelled(app: TestApp) {
     assert_eq!(auth["status"], "cancelled", "{auth}");
     let o = order(&app, "S1").await;
     assert_eq!(o["open_tasks"], serde_json::json!([]), "{o}");
+    // The cancellation is in the timeline, though the service had ended already.
+    let h = last_history(&o);
+    assert_eq!(
+        (h["actor"].as_str(), h["cause"].as_str()),
+        (Some("alipay"), Some("authorization_cancelled")),
+        "{h}"
+    );
     // The token is erased, not only hidden.
     let mut conn = app.services.pool.get().unwrap();
     assert_eq!(
