@@ -99,6 +99,8 @@ pub(super) fn order_query(
         n @ 1..=500 => n,
         n => return Err(("limit", format!("limit {n} must be between 1 and 500"))),
     };
+    // An empty value (a form's "any status") is no filter.
+    let status = status.filter(|s| !s.is_empty());
     if let Some(s) = &status
         && crate::domain::OrderStatus::parse(s).is_none()
     {
@@ -114,7 +116,7 @@ pub(super) fn order_query(
     let text = q.map(|q| q.trim().to_string()).filter(|q| !q.is_empty());
     Ok((
         OrderSearch {
-            status: status.filter(|s| !s.is_empty()),
+            status,
             text,
             at_risk,
         },

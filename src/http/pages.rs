@@ -285,12 +285,10 @@ async fn login(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
         // browsers would not keep a `Secure` cookie at all.
         .secure(req.connection_info().scheme() == "https")
         .same_site(actix_web::cookie::SameSite::Strict)
-        .expires(
-            actix_web::cookie::time::OffsetDateTime::from_unix_timestamp(
-                new.expires_at.timestamp(),
-            )
-            .ok(),
-        )
+        // Relative, so the browser's clock does not matter; the server enforces the expiry.
+        .max_age(actix_web::cookie::time::Duration::seconds(
+            (new.expires_at - state.services.clock.now()).num_seconds(),
+        ))
         .finish();
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/admin"))
@@ -338,8 +336,11 @@ fn opt_text(v: Option<&str>) -> String {
     html_escape(v.unwrap_or("—"))
 }
 
+/// Page sizes the order list offers.
+const PAGE_SIZES: [i64; 4] = [20, 50, 100, 200];
+
 /// The search form, shown above every order list.
-fn search_form(q: &str, status: &str, at_risk: bool) -> String {
+fn search_form(q: &str, status: &str, at_risk: bool, limit: i64) -> String {
     use crate::domain::OrderStatus;
     let options: String = std::iter::once(("", "any status"))
         .chain(
@@ -360,10 +361,20 @@ fn search_form(q: &str, status: &str, at_risk: bool) -> String {
             )
         })
         .collect();
+    let sizes: String = PAGE_SIZES
+        .iter()
+        .map(|n| {
+            format!(
+                r#"<option value="{n}"{}>{n}</option>"#,
+                if *n == limit { " selected" } else { "" }
+            )
+        })
+        .collect();
     format!(
         r#"<form method="get" action="/admin/orders" id="search-form"><label>Order id, merchant PID, mini program or merchant name <input name="q" id="q" size="36" value="{}"></label>
 <select name="status" id="status-filter">{options}</select>
 <label><input type="checkbox" name="at_risk" value="true" id="at-risk-filter"{}> at risk only</label>
+<label>per page <select name="limit" id="page-size">{sizes}</select></label>
 <button id="search">Search</button></form>"#,
         html_escape(q),
         if at_risk { " checked" } else { "" }
@@ -412,7 +423,7 @@ async fn overview(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
             r#"{search}<h2>Orders by state</h2><table id="counts"><tr><th>state</th><th>orders</th></tr>{counts}</table>
 <h2>Deadlines at risk</h2><p>Implementation (30 days, then refunded) and confirmation deadlines, soonest first. <a href="/admin/orders?at_risk=true">All orders at risk</a></p>
 <table id="at-risk"><tr><th>order</th><th>state</th><th>deadline</th><th>due</th></tr>{risk}</table>"#,
-            search = search_form("", "", false)
+            search = search_form("", "", false, PAGE_SIZES[1])
         ),
     )
 }
@@ -439,8 +450,8 @@ async fn orders_page(
     let q = f.q.clone().unwrap_or_default();
     let status = f.status.clone().unwrap_or_default();
     let at_risk = f.at_risk.as_deref() == Some("true");
-    let limit = f.limit.unwrap_or(50);
-    let form = search_form(&q, &status, at_risk);
+    let limit = f.limit.unwrap_or(PAGE_SIZES[1]);
+    let form = search_form(&q, &status, at_risk, limit);
     let (search, after, limit) =
         match super::admin::order_query(f.status, f.q, Some(limit), f.cursor.as_deref(), at_risk) {
             Ok(checked) => checked,

@@ -12,8 +12,8 @@ use std::collections::HashSet;
 
 /// `count` orders written straight to the store: ids `D0000`..; every four share one
 /// `created_at` (ties the cursor must break by id); statuses alternate; every tenth has a
-/// merchant name.
-fn fill(app: &TestApp, count: usize) {
+/// merchant name; order `i` belongs to merchant PID `merchant(i)`.
+pub fn fill(app: &TestApp, count: usize, merchant: impl Fn(usize) -> String) {
     let mut conn = app.services.pool.get().unwrap();
     let base = crate::helpers::start_time().naive_utc();
     diesel::Connection::transaction::<_, diesel::result::Error, _>(&mut *conn, |conn| {
@@ -28,7 +28,7 @@ fn fill(app: &TestApp, count: usize) {
                 commodity_order_id: format!("D{i:04}"),
                 status: status.into(),
                 cancel_reason: None,
-                merchant_pid: Some(format!("2088{:012}", i % 50)),
+                merchant_pid: Some(merchant(i)),
                 mini_app_id: Some(format!("2021{:012}", i)),
                 item_code: Some("TS0001".into()),
                 title: Some("模板服务".into()),
@@ -44,6 +44,10 @@ fn fill(app: &TestApp, count: usize) {
         Ok(())
     })
     .unwrap();
+}
+
+fn fifty_merchants(i: usize) -> String {
+    format!("2088{:012}", i % 50)
 }
 
 /// Every order id the list yields, following `next_cursor` from `first` (a path with query).
@@ -69,7 +73,7 @@ async fn follow(app: &TestApp, first: &str) -> (Vec<String>, usize) {
 }
 
 async fn pagination_sees_every_order_once(app: TestApp) {
-    fill(&app, 1000);
+    fill(&app, 1000, fifty_merchants);
     let (ids, pages) = follow(&app, "/admin/api/orders?limit=37").await;
     assert_eq!(pages, 28, "1000 orders in pages of 37");
     assert_eq!(ids.len(), 1000);
@@ -129,7 +133,7 @@ fn listed(page: &Value) -> Vec<String> {
 }
 
 async fn each_search_key_finds_its_orders(app: TestApp) {
-    fill(&app, 200);
+    fill(&app, 200, fifty_merchants);
     // The merchant's name comes from the order notice (`name`).
     let params: Vec<(String, String)> = [
         ("notify_id", "n-named"),
