@@ -70,18 +70,26 @@ pub(super) fn bearer(
     }
 }
 
-#[derive(Deserialize)]
-struct MessageFilter {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct MessageFilter {
+    /// Only messages in this state (received, applied, parked, quarantined, failed).
     state: Option<String>,
+    /// 1 to 1000 (default 100).
     limit: Option<i64>,
 }
 
-#[derive(Deserialize)]
-struct OrderFilter {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct OrderFilter {
+    /// Only orders in this status (awaiting_payment, implementing, awaiting_confirmation,
+    /// completed, cancelled).
     status: Option<String>,
     /// An order id, merchant PID, mini program id, or the start of a merchant name.
     q: Option<String>,
+    /// 1 to 500 (default 100).
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
     /// `true`: only orders with a pending implementation or confirmation deadline.
     at_risk: Option<bool>,
@@ -299,10 +307,12 @@ async fn respond<T: serde::Serialize + Send + 'static>(
     }
 }
 
-#[derive(Deserialize)]
-struct Termination {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct Termination {
+    /// Why; recorded in the order's history.
     reason: Option<String>,
-    /// Refused when present: the API's actor is always `api`, never a value from the body.
+    /// Refused when present (400): the API's actor is always `api`, never a value from the body.
+    #[schema(ignore)]
     actor: Option<serde_json::Value>,
 }
 

@@ -21,6 +21,11 @@ use actix_web::{App, HttpServer, dev::Server, web};
 use secrecy::SecretString;
 use std::net::TcpListener;
 
+/// The OpenAPI document served at `/admin/api/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    openapi::document()
+}
+
 /// What the handlers share.
 pub struct AppState {
     pub services: Services,

@@ -18,14 +18,14 @@ fn utc(t: NaiveDateTime) -> DateTime<Utc> {
     from_db_time(t)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeadlineView {
     pub kind: String,
     pub due_at: DateTime<Utc>,
     pub state: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryView {
     pub from_status: Option<String>,
     pub to_status: String,
@@ -36,7 +36,7 @@ pub struct HistoryView {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BuildView {
     pub app_version: String,
     /// `upload`, `build_query`, `audit_apply`, `await_audit`, `online`, `done`, `rejected`, `failed`.
@@ -44,7 +44,7 @@ pub struct BuildView {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServiceView {
     pub status: String,
     pub termination_cause: Option<String>,
@@ -52,7 +52,7 @@ pub struct ServiceView {
     pub termination_reason: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub commodity_order_id: String,
     pub status: String,
@@ -85,9 +85,11 @@ pub struct OrderView {
 }
 
 /// One page of the order list, newest first; follow `next_cursor` until it is null.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderPage {
     pub orders: Vec<OrderView>,
+    /// Null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -118,7 +120,7 @@ pub fn decode_cursor(cursor: &str) -> Option<orders::OrderKey> {
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuthorizationView {
     pub auth_app_id: String,
     pub user_id: Option<String>,
@@ -129,7 +131,7 @@ pub struct AuthorizationView {
     pub attention: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessageView {
     pub notify_id: String,
     pub app_id: String,

@@ -13,6 +13,7 @@ mod gateway;
 mod lifecycle;
 mod merchant_orders;
 mod metrics;
+mod openapi;
 mod pipeline;
 mod secrets;
 mod support;
