@@ -369,6 +369,24 @@ async fn the_order_page_shows_what_support_needs() {
         let (status, _) = app.admin_post("/admin/api/orders/P1/reconcile", "").await;
         assert_eq!(status, 200);
     }
+    // At risk: a pending implementation or confirmation deadline (P2 is free, so implementing;
+    // P1 awaits payment). Orders without one are left out.
+    assert_eq!(
+        app.post_notify(common::order_notification(&key, "P2", "n-p2", "0.00"))
+            .await
+            .1,
+        "success"
+    );
+    app.run_pending_jobs().await;
+    fill(&app, 10, fifty_merchants);
+    let (_, page) = app.admin_get("/admin/api/orders?at_risk=true").await;
+    assert_eq!(listed(&page), ["P2"], "{page}");
+    let (_, page) = app.admin_get("/admin/api/orders").await;
+    assert_eq!(listed(&page).len(), 12);
+    let (_, page) = app
+        .admin_get("/admin/api/orders?at_risk=true&status=completed")
+        .await;
+    assert!(listed(&page).is_empty(), "{page}");
     app.services.add_operator("frank", PASSWORD).unwrap();
     let cookie = session_cookie(&sign_in(&app, "frank", PASSWORD).await);
     let (status, html) = get_admin(&app, "/admin/orders/P1", &cookie).await;
