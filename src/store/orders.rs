@@ -148,6 +148,10 @@ pub fn page(
     limit: i64,
 ) -> QueryResult<Vec<OrderRow>> {
     use super::schema::deadlines as dl;
+    // A name prefix: on PostgreSQL `LIKE 'text%'` (indexed with text_pattern_ops, right under
+    // any collation); on SQLite, whose LIKE ignores case and so skips the index, the range
+    // [text, text + U+10FFFF) in its byte order.
+    let postgres = matches!(conn, AnyConnection::Postgresql(_));
     db_run!(conn: {
         let mut query = od::table
             .select(OrderRow::as_select())
@@ -158,15 +162,22 @@ pub fn page(
             query = query.filter(od::status.eq(status.clone()));
         }
         if let Some(text) = &search.text {
-            // A prefix of the name: [text, text + U+10FFFF) in code-point (byte) order.
-            let upper = format!("{text}\u{10FFFF}");
-            query = query.filter(
-                od::commodity_order_id
-                    .eq(text.clone())
-                    .or(od::merchant_pid.eq(text.clone()))
-                    .or(od::mini_app_id.eq(text.clone()))
-                    .or(od::merchant_name.ge(text.clone()).and(od::merchant_name.lt(upper))),
-            );
+            let ids = od::commodity_order_id
+                .eq(text.clone())
+                .or(od::merchant_pid.eq(text.clone()))
+                .or(od::mini_app_id.eq(text.clone()));
+            query = if postgres {
+                let pattern = format!(
+                    "{}%",
+                    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+                );
+                query.filter(ids.or(od::merchant_name.like(pattern).escape('\\')))
+            } else {
+                let upper = format!("{text}\u{10FFFF}");
+                query.filter(
+                    ids.or(od::merchant_name.ge(text.clone()).and(od::merchant_name.lt(upper))),
+                )
+            };
         }
         if search.at_risk {
             query = query.filter(diesel::dsl::exists(

@@ -185,6 +185,9 @@ async fn each_search_key_finds_its_orders(app: TestApp) {
     // Nothing else matches part of an id or the middle of a name.
     assert!(search("D012").await.is_empty());
     assert!(search("Lantern").await.is_empty());
+    // `_` and `%` are letters here, not patterns.
+    assert!(search("Blue_Lantern").await.is_empty());
+    assert!(search("Blue%25").await.is_empty());
     // Search and status together.
     let (_, page) = app
         .admin_get("/admin/api/orders?q=2088000000000003&status=implementing")

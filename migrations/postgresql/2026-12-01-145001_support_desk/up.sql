@@ -5,7 +5,8 @@ ALTER TABLE orders ADD COLUMN merchant_name TEXT;
 CREATE INDEX orders_newest ON orders (created_at, commodity_order_id);
 CREATE INDEX orders_status_newest ON orders (status, created_at, commodity_order_id);
 CREATE INDEX orders_merchant_pid ON orders (merchant_pid);
-CREATE INDEX orders_merchant_name ON orders (merchant_name);
+-- text_pattern_ops: the name-prefix search (LIKE 'text%') uses it under any collation.
+CREATE INDEX orders_merchant_name ON orders (merchant_name text_pattern_ops);
 
 ALTER TABLE gateway_messages ADD COLUMN commodity_order_id TEXT;
 UPDATE gateway_messages
