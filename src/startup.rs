@@ -145,6 +145,7 @@ pub fn build(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<Started>
         body_timeout: Duration::from_millis(prepared.settings.server.body_timeout_ms),
         admin_addr: None,
         reject_log: crate::http::gateway_log_limiter(),
+        sign_in_throttle: Default::default(),
     };
     let app = Application::build(state, listener, admin, prepared.settings.server.workers)?;
     Ok(Started {

@@ -77,6 +77,8 @@ pub enum GatewayMessage {
 pub struct OrderNotification {
     pub commodity_order_id: String,
     pub merchant_pid: Option<String>,
+    /// The merchant's name (`name`).
+    pub merchant_name: Option<String>,
     /// The merchant's mini program (`consumer_miniAppId`): ties order, authorization and service.
     pub mini_app_id: Option<String>,
     pub item_code: Option<String>,
@@ -191,6 +193,7 @@ fn parse_order(params: &Params) -> Result<OrderNotification, MessageError> {
     Ok(OrderNotification {
         commodity_order_id,
         merchant_pid: get("merchant_pid"),
+        merchant_name: get("name"),
         mini_app_id: get("consumer_miniAppId").or_else(|| get("mini_app_id")),
         item_code: get("item_code"),
         title: get("title"),

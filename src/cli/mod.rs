@@ -1,6 +1,8 @@
 //! The command line: `serve`, `migrate`, the simulator and demo, and support commands (`orders`,
 //! `messages replay`, `reconcile`, `terminate`, `keys generate`).
 
+mod users;
+
 use crate::clock::SystemClock;
 use crate::config::{Creation, Prepared, Settings};
 use anyhow::Context as _;
@@ -76,6 +78,9 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Support staff accounts for the web page.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
 }
 
 /// A failure with its own exit code (INTERFACE.md): 2 bad settings or usage, 3 not found, 4
@@ -297,7 +302,8 @@ pub fn main() -> ExitCode {
         Command::Reconcile { .. }
         | Command::Terminate { .. }
         | Command::Orders(_)
-        | Command::Messages(_) => Creation::Forbidden,
+        | Command::Messages(_)
+        | Command::Users(_) => Creation::Forbidden,
         Command::Demo | Command::Keys(_) | Command::Healthcheck { .. } => {
             unreachable!("handled before settings are prepared")
         }
@@ -329,6 +335,7 @@ pub fn main() -> ExitCode {
             orders::orders_list(prepared, status, limit)
         }
         Command::Orders(OrdersCommand::Show { order }) => orders::orders_show(prepared, order),
+        Command::Users(command) => users::run(prepared, command),
         Command::Messages(MessagesCommand::Replay { app_id, notify_id }) => {
             messages::messages_replay(prepared, app_id, notify_id)
         }

@@ -3,6 +3,8 @@
 use super::AppState;
 use super::error::{ApiError, json_error, not_found, respond_error};
 use crate::service::blocking;
+use crate::service::views::decode_cursor;
+use crate::store::orders::{OrderKey, OrderSearch};
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -68,16 +70,67 @@ pub(super) fn bearer(
     }
 }
 
-#[derive(Deserialize)]
-struct MessageFilter {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct MessageFilter {
+    /// Only messages in this state (received, applied, parked, quarantined, failed).
     state: Option<String>,
+    /// 1 to 1000 (default 100).
     limit: Option<i64>,
 }
 
-#[derive(Deserialize)]
-struct OrderFilter {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct OrderFilter {
+    /// Only orders in this status (awaiting_payment, implementing, awaiting_confirmation,
+    /// completed, cancelled).
     status: Option<String>,
+    /// An order id, merchant PID, mini program id, or the start of a merchant name.
+    q: Option<String>,
+    /// 1 to 500 (default 100).
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// `true`: only orders with a pending implementation or confirmation deadline.
+    at_risk: Option<bool>,
+}
+
+/// The order list's query, checked: (search, where to start, page size).
+pub(super) fn order_query(
+    status: Option<String>,
+    q: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<&str>,
+    at_risk: bool,
+) -> Result<(OrderSearch, Option<OrderKey>, i64), (&'static str, String)> {
+    let limit = match limit.unwrap_or(100) {
+        n @ 1..=500 => n,
+        n => return Err(("limit", format!("limit {n} must be between 1 and 500"))),
+    };
+    // An empty value (a form's "any status") is no filter.
+    let status = status.filter(|s| !s.is_empty());
+    if let Some(s) = &status
+        && crate::domain::OrderStatus::parse(s).is_none()
+    {
+        return Err(("status", format!("status {s:?} is not an order status")));
+    }
+    let after = match cursor.filter(|c| !c.is_empty()) {
+        Some(c) => Some(decode_cursor(c).ok_or((
+            "cursor",
+            "cursor is not one this service gave out (use next_cursor as given)".to_string(),
+        ))?),
+        None => None,
+    };
+    let text = q.map(|q| q.trim().to_string()).filter(|q| !q.is_empty());
+    Ok((
+        OrderSearch {
+            status,
+            text,
+            at_risk,
+        },
+        after,
+        limit,
+    ))
 }
 
 fn clamp_limit(limit: Option<i64>) -> Result<i64, HttpResponse> {
@@ -170,6 +223,7 @@ async fn resend_merchant_order(
     }
 }
 
+/// `GET /admin/api/orders`: newest first, one page, with the cursor of the next.
 async fn orders(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -178,27 +232,27 @@ async fn orders(
     if let Err(r) = authorize(&req, &state) {
         return r;
     }
-    let limit = match clamp_limit(query.limit) {
-        Ok(l) => l,
-        Err(r) => return r,
-    };
-    let status = match query.into_inner().status {
-        None => None,
-        Some(s) => match crate::domain::OrderStatus::parse(&s) {
-            Some(status) => Some(status),
-            None => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_field",
-                    format!("status {s:?} is not an order status"),
-                );
-            }
-        },
+    let f = query.into_inner();
+    let (search, after, limit) = match order_query(
+        f.status,
+        f.q,
+        f.limit,
+        f.cursor.as_deref(),
+        f.at_risk.unwrap_or(false),
+    ) {
+        Ok(checked) => checked,
+        Err((field, message)) => return invalid_field(field, message),
     };
     respond(&state, ("orders", ""), move |s| {
-        s.orders(status, limit).map(Some)
+        s.order_page(&search, after.as_ref(), limit).map(Some)
     })
     .await
+}
+
+fn invalid_field(field: &str, message: String) -> HttpResponse {
+    HttpResponse::BadRequest().json(serde_json::json!({
+        "error": "invalid_field", "field": field, "message": message,
+    }))
 }
 
 async fn order(
@@ -248,11 +302,13 @@ async fn respond<T: serde::Serialize + Send + 'static>(
     }
 }
 
-#[derive(Deserialize)]
-struct Termination {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct Termination {
+    /// Why; recorded in the order's history.
     reason: Option<String>,
-    /// Who decided; recorded in the history (default `support`).
-    actor: Option<String>,
+    /// Refused when present (400): the API's actor is always `api`, never a value from the body.
+    #[schema(ignore)]
+    actor: Option<serde_json::Value>,
 }
 
 fn lifecycle_error(id: &str, e: crate::service::lifecycle::LifecycleError) -> HttpResponse {
@@ -277,8 +333,14 @@ async fn terminate(
             "the body must be JSON {\"reason\": \"...\"}",
         );
     };
+    if termination.actor.is_some() {
+        return invalid_field(
+            "actor",
+            "actor is not accepted: actions through the admin API are recorded as `api`".into(),
+        );
+    }
     let event = crate::domain::lifecycle::OrderEvent::SupportTerminates {
-        actor: termination.actor.unwrap_or_else(|| "support".into()),
+        actor: "api".into(),
         reason: termination.reason.unwrap_or_default(),
     };
     match state.services.order_event_now(&id, event).await {

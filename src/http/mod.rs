@@ -15,11 +15,17 @@ mod merchant_orders;
 mod openapi;
 mod pages;
 mod request_id;
+pub mod throttle;
 
 use crate::service::Services;
 use actix_web::{App, HttpServer, dev::Server, web};
 use secrecy::SecretString;
 use std::net::TcpListener;
+
+/// The OpenAPI document served at `/admin/api/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    openapi::document()
+}
 
 /// What the handlers share.
 pub struct AppState {
@@ -34,6 +40,8 @@ pub struct AppState {
     /// and `/metrics` are answered only there, and nothing else but the probes is.
     pub admin_addr: Option<std::net::SocketAddr>,
     pub reject_log: gateway::LogLimiter,
+    /// Failed web sign-ins per name and address.
+    pub sign_in_throttle: throttle::SignInThrottle,
 }
 
 pub struct Application {

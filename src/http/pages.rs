@@ -1,10 +1,12 @@
 //! Support's web page at `/admin`, rendered by the binary itself (no build step, no script).
 //!
-//! Sign-in is with the admin token; the session is a cookie (`HttpOnly`, `SameSite=Strict`, and
-//! `Secure` whenever the request came over HTTPS) holding a random id, its expiry and an HMAC over
-//! both. Every form carries a
-//! CSRF token derived from the session (an HMAC of its id), checked on every POST: a request
-//! without a valid session is refused (401), one with a wrong CSRF token too (403).
+//! Sign-in is by name and password of a support account (`users add`); repeated failures answer
+//! 429 for a while (per name and per address). The session is a cookie (`HttpOnly`,
+//! `SameSite=Strict`, and `Secure` whenever the request came over HTTPS) holding a random id that
+//! the server keeps (as a hash) until sign-out, `users disable` or expiry. Every action is
+//! recorded as `web:NAME`. Every form carries a CSRF token derived from the session (an HMAC of
+//! its id), checked on every POST: a request without a valid session is refused (401), one with
+//! a wrong CSRF token too (403).
 
 use super::AppState;
 use crate::alipay::form;
@@ -18,10 +20,12 @@ use secrecy::ExposeSecret;
 use std::collections::BTreeMap;
 
 const COOKIE: &str = "isv_session";
-const SESSION_HOURS: i64 = 12;
+/// Alipay calls shown per page on the order page.
+const CALLS_PER_PAGE: i64 = 20;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/admin", web::get().to(overview))
+        .route("/admin/orders", web::get().to(orders_page))
         .route("/admin/login", web::get().to(login_page))
         .route("/admin/login", web::post().to(login))
         .route("/admin/logout", web::post().to(logout))
@@ -61,22 +65,26 @@ fn mac(state: &AppState, text: &str) -> String {
 struct Session {
     id: String,
     csrf: String,
+    /// The operator's name, recorded with every action as `web:NAME`.
+    operator: String,
 }
 
-fn session(req: &HttpRequest, state: &AppState) -> Option<Session> {
-    let cookie = req.cookie(COOKIE)?;
-    let mut parts = cookie.value().splitn(3, '.');
-    let (id, expiry, given) = (parts.next()?, parts.next()?, parts.next()?);
-    let expected = mac(state, &format!("{id}.{expiry}"));
-    aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), given.as_bytes())
-        .ok()?;
-    let expiry: i64 = expiry.parse().ok()?;
-    if state.services.clock.now().timestamp() > expiry {
+/// The request's session, when the server still holds it (not signed out, not expired, the
+/// operator not disabled).
+async fn session(req: &HttpRequest, state: &AppState) -> Option<Session> {
+    let id = req.cookie(COOKIE)?.value().to_string();
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
+    let (services, lookup) = (state.services.clone(), id.clone());
+    let operator = blocking(move || services.session_operator(&lookup))
+        .await
+        .ok()?
+        .ok()??;
     Some(Session {
-        id: id.to_string(),
         csrf: mac(state, &format!("csrf:{id}")),
+        id,
+        operator,
     })
 }
 
@@ -105,8 +113,9 @@ fn seg(text: &str) -> String {
 fn page(status: StatusCode, title: &str, session: Option<&Session>, body: &str) -> HttpResponse {
     let nav = match session {
         Some(s) => format!(
-            r#"<nav><a href="/admin">Overview</a> <a href="/admin/authorizations">Authorizations</a> <a href="/admin/messages">Messages</a> <a href="/admin/deliveries">Deliveries</a>
-<form method="post" action="/admin/logout" class="inline"><input type="hidden" name="csrf" value="{}"><button>Sign out</button></form></nav>"#,
+            r#"<nav><a href="/admin">Overview</a> <a href="/admin/orders">Orders</a> <a href="/admin/authorizations">Authorizations</a> <a href="/admin/messages">Messages</a> <a href="/admin/deliveries">Deliveries</a>
+<span id="operator">{}</span> <form method="post" action="/admin/logout" class="inline"><input type="hidden" name="csrf" value="{}"><button id="sign-out">Sign out</button></form></nav>"#,
+            html_escape(&s.operator),
             s.csrf
         ),
         None => String::new(),
@@ -166,12 +175,12 @@ fn form_fields(body: &[u8]) -> Option<BTreeMap<String, String>> {
 }
 
 /// A POST's session and form, or the refusal: no session → 401, wrong CSRF token → 403.
-fn checked_post(
+async fn checked_post(
     req: &HttpRequest,
     state: &AppState,
     body: &[u8],
 ) -> Result<(Session, BTreeMap<String, String>), HttpResponse> {
-    let Some(session) = session(req, state) else {
+    let Some(session) = session(req, state).await else {
         return Err(refused(StatusCode::UNAUTHORIZED, "Sign in first."));
     };
     let fields = form_fields(body).unwrap_or_default();
@@ -188,7 +197,7 @@ fn checked_post(
 }
 
 async fn login_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if session(&req, &state).is_some() {
+    if session(&req, &state).await.is_some() {
         return see_other("/admin");
     }
     login_form(StatusCode::OK, None)
@@ -196,39 +205,80 @@ async fn login_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
 
 fn login_form(status: StatusCode, error: Option<&str>) -> HttpResponse {
     let error = error
-        .map(|e| format!(r#"<p class="error">{}</p>"#, html_escape(e)))
+        .map(|e| {
+            format!(
+                r#"<p class="error" id="sign-in-error">{}</p>"#,
+                html_escape(e)
+            )
+        })
         .unwrap_or_default();
     page(
         status,
         "Sign in",
         None,
         &format!(
-            r#"{error}<form method="post" action="/admin/login"><label>Admin token <input type="password" name="token" id="token" autocomplete="off" required></label> <button id="sign-in">Sign in</button></form>"#
+            r#"{error}<form method="post" action="/admin/login"><label>Name <input name="name" id="name" autocomplete="username" required></label>
+<label>Password <input type="password" name="password" id="password" autocomplete="current-password" required></label> <button id="sign-in">Sign in</button></form>"#
         ),
     )
 }
 
 async fn login(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    use super::throttle::Verdict;
     let fields = form_fields(&body).unwrap_or_default();
-    let given = fields.get("token").map(String::as_str).unwrap_or("");
-    if aws_lc_rs::constant_time::verify_slices_are_equal(
-        given.as_bytes(),
-        state.admin_token.expose_secret().as_bytes(),
-    )
-    .is_err()
+    let name = fields
+        .get("name")
+        .map(|n| n.trim().to_string())
+        .unwrap_or_default();
+    let password = fields.get("password").cloned().unwrap_or_default();
+    // The peer itself: a forwarded-for header is the client's to write.
+    let address = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let now = state.services.clock.now();
+    if let Verdict::Throttled {
+        retry_after_seconds,
+    } = state.sign_in_throttle.check(&name, &address, now)
     {
-        tracing::warn!("admin web sign-in refused");
+        let mut refusal = login_form(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("Too many failed sign-ins. Wait a while and try again."),
+        );
+        if let Ok(value) = header::HeaderValue::from_str(&retry_after_seconds.to_string()) {
+            refusal.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return refusal;
+    }
+    let services = state.services.clone();
+    let (who, secret) = (name.clone(), password);
+    let signed_in = match blocking(move || services.sign_in(&who, &secret)).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "admin web sign-in failed");
+            return login_form(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("The database does not answer."),
+            );
+        }
+        Err(_) => {
+            return login_form(StatusCode::INTERNAL_SERVER_ERROR, Some("Sign-in failed."));
+        }
+    };
+    let Some(new) = signed_in else {
+        if state.sign_in_throttle.failed(&name, &address, now) {
+            tracing::warn!(name = %name, address = %address, "admin web sign-in throttled after repeated failures");
+        } else {
+            tracing::debug!(name = %name, "admin web sign-in refused");
+        }
         return login_form(
             StatusCode::UNAUTHORIZED,
-            Some("That is not the admin token."),
+            Some("That name and password do not match an enabled account."),
         );
-    }
-    let id: String = (0..16)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
-    let expiry = state.services.clock.now().timestamp() + SESSION_HOURS * 3600;
-    let value = format!("{id}.{expiry}.{}", mac(&state, &format!("{id}.{expiry}")));
-    let cookie = actix_web::cookie::Cookie::build(COOKIE, value)
+    };
+    state.sign_in_throttle.succeeded(&name);
+    tracing::info!(operator = %name, "admin web sign-in");
+    let cookie = actix_web::cookie::Cookie::build(COOKIE, new.id)
         .path("/admin")
         .http_only(true)
         // `Secure` whenever the sign-in came over HTTPS, directly or through a TLS-terminating
@@ -236,6 +286,10 @@ async fn login(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
         // browsers would not keep a `Secure` cookie at all.
         .secure(req.connection_info().scheme() == "https")
         .same_site(actix_web::cookie::SameSite::Strict)
+        // Relative, so the browser's clock does not matter; the server enforces the expiry.
+        .max_age(actix_web::cookie::time::Duration::seconds(
+            (new.expires_at - state.services.clock.now()).num_seconds(),
+        ))
         .finish();
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/admin"))
@@ -244,9 +298,16 @@ async fn login(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
 }
 
 async fn logout(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    if let Err(refusal) = checked_post(&req, &state, &body) {
-        return refusal;
+    let session = match checked_post(&req, &state, &body).await {
+        Ok((session, _)) => session,
+        Err(refusal) => return refusal,
+    };
+    let services = state.services.clone();
+    let id = session.id.clone();
+    if !matches!(blocking(move || services.sign_out(&id)).await, Ok(Ok(()))) {
+        return unavailable("Sign out", &session);
     }
+    tracing::info!(operator = %session.operator, "admin web sign-out");
     let mut gone = actix_web::cookie::Cookie::build(COOKIE, "")
         .path("/admin")
         .finish();
@@ -257,12 +318,72 @@ async fn logout(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) 
         .finish()
 }
 
+/// The page's one time format: UTC to the second, with Beijing time (Alipay's) beside it.
 fn when(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M UTC").to_string()
+    let beijing = t.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"));
+    let local = if beijing.date_naive() == t.date_naive() {
+        beijing.format("%H:%M:%S")
+    } else {
+        beijing.format("%Y-%m-%d %H:%M:%S")
+    };
+    format!(
+        r#"<time datetime="{}">{} UTC</time> <small>({local} Beijing)</small>"#,
+        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        t.format("%Y-%m-%d %H:%M:%S")
+    )
+}
+
+fn opt_text(v: Option<&str>) -> String {
+    html_escape(v.unwrap_or("—"))
+}
+
+/// Page sizes the order list offers.
+const PAGE_SIZES: [i64; 4] = [20, 50, 100, 200];
+
+/// The search form, shown above every order list.
+fn search_form(q: &str, status: &str, at_risk: bool, limit: i64) -> String {
+    use crate::domain::OrderStatus;
+    let options: String = std::iter::once(("", "any status"))
+        .chain(
+            [
+                OrderStatus::AwaitingPayment,
+                OrderStatus::Implementing,
+                OrderStatus::AwaitingConfirmation,
+                OrderStatus::Completed,
+                OrderStatus::Cancelled,
+            ]
+            .iter()
+            .map(|s| (s.as_str(), s.as_str())),
+        )
+        .map(|(value, label)| {
+            format!(
+                r#"<option value="{value}"{}>{label}</option>"#,
+                if value == status { " selected" } else { "" }
+            )
+        })
+        .collect();
+    let sizes: String = PAGE_SIZES
+        .iter()
+        .map(|n| {
+            format!(
+                r#"<option value="{n}"{}>{n}</option>"#,
+                if *n == limit { " selected" } else { "" }
+            )
+        })
+        .collect();
+    format!(
+        r#"<form method="get" action="/admin/orders" id="search-form"><label>Order id, merchant PID, mini program or merchant name <input name="q" id="q" size="36" value="{}"></label>
+<select name="status" id="status-filter">{options}</select>
+<label><input type="checkbox" name="at_risk" value="true" id="at-risk-filter"{}> at risk only</label>
+<label>per page <select name="limit" id="page-size">{sizes}</select></label>
+<button id="search">Search</button></form>"#,
+        html_escape(q),
+        if at_risk { " checked" } else { "" }
+    )
 }
 
 async fn overview(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let Some(session) = session(&req, &state) else {
+    let Some(session) = session(&req, &state).await else {
         return see_other("/admin/login");
     };
     let services = state.services.clone();
@@ -272,7 +393,14 @@ async fn overview(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     let counts: String = overview
         .counts
         .iter()
-        .map(|(s, n)| format!("<tr><td>{}</td><td>{n}</td></tr>", html_escape(s)))
+        .map(|(s, n)| {
+            format!(
+                r#"<tr><td><a href="/admin/orders?status={}">{}</a></td><td><a href="/admin/orders?status={}">{n}</a></td></tr>"#,
+                seg(s),
+                html_escape(s),
+                seg(s)
+            )
+        })
         .collect();
     let risk: String = overview
         .at_risk
@@ -293,22 +421,150 @@ async fn overview(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
         "Overview",
         Some(&session),
         &format!(
-            r#"<h2>Orders by state</h2><table><tr><th>state</th><th>orders</th></tr>{counts}</table>
-<h2>Deadlines at risk</h2><p>Implementation (30 days, then refunded) and confirmation deadlines, soonest first.</p>
-<table id="at-risk"><tr><th>order</th><th>state</th><th>deadline</th><th>due</th></tr>{risk}</table>"#
+            r#"{search}<h2>Orders by state</h2><table id="counts"><tr><th>state</th><th>orders</th></tr>{counts}</table>
+<h2>Deadlines at risk</h2><p>Implementation (30 days, then refunded) and confirmation deadlines, soonest first. <a href="/admin/orders?at_risk=true">All orders at risk</a></p>
+<table id="at-risk"><tr><th>order</th><th>state</th><th>deadline</th><th>due</th></tr>{risk}</table>"#,
+            search = search_form("", "", false, PAGE_SIZES[1])
         ),
     )
+}
+
+#[derive(serde::Deserialize)]
+struct OrderListQuery {
+    q: Option<String>,
+    status: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+    at_risk: Option<String>,
+}
+
+/// `/admin/orders`: search and page through orders, newest first.
+async fn orders_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<OrderListQuery>,
+) -> HttpResponse {
+    let Some(session) = session(&req, &state).await else {
+        return see_other("/admin/login");
+    };
+    let f = query.into_inner();
+    let q = f.q.clone().unwrap_or_default();
+    let status = f.status.clone().unwrap_or_default();
+    let at_risk = f.at_risk.as_deref() == Some("true");
+    let limit = f.limit.unwrap_or(PAGE_SIZES[1]);
+    let form = search_form(&q, &status, at_risk, limit);
+    let (search, after, limit) =
+        match super::admin::order_query(f.status, f.q, Some(limit), f.cursor.as_deref(), at_risk) {
+            Ok(checked) => checked,
+            Err((_, message)) => {
+                return page(
+                    StatusCode::BAD_REQUEST,
+                    "Orders",
+                    Some(&session),
+                    &format!(r#"{form}<p class="error">{}</p>"#, html_escape(&message)),
+                );
+            }
+        };
+    let services = state.services.clone();
+    let Ok(Ok(found)) = blocking(move || services.order_page(&search, after.as_ref(), limit)).await
+    else {
+        return unavailable("Orders", &session);
+    };
+    let rows: String = found
+        .orders
+        .iter()
+        .map(|o| {
+            format!(
+                r#"<tr class="order"><td><a href="/admin/orders/{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+                seg(&o.commodity_order_id),
+                html_escape(&o.commodity_order_id),
+                html_escape(&o.status),
+                opt_text(o.merchant_pid.as_deref()),
+                opt_text(o.merchant_name.as_deref()),
+                opt_text(o.mini_app_id.as_deref()),
+                opt_text(o.total_price.as_deref()),
+                when(o.ordered_at)
+            )
+        })
+        .collect();
+    let next = match &found.next_cursor {
+        Some(cursor) => {
+            let mut link = format!("/admin/orders?cursor={}&limit={limit}", seg(cursor));
+            for (key, value) in [("q", q.as_str()), ("status", status.as_str())] {
+                if !value.is_empty() {
+                    link.push_str(&format!("&{key}={}", seg(value)));
+                }
+            }
+            if at_risk {
+                link.push_str("&at_risk=true");
+            }
+            format!(
+                r#"<p><a id="next-page" href="{}">Next page</a></p>"#,
+                html_escape(&link)
+            )
+        }
+        None => r#"<p id="last-page">No more orders.</p>"#.into(),
+    };
+    page(
+        StatusCode::OK,
+        "Orders",
+        Some(&session),
+        &format!(
+            r#"{form}<table id="orders"><tr><th>order</th><th>status</th><th>merchant PID</th><th>merchant</th><th>mini program</th><th>price</th><th>ordered</th></tr>{rows}</table>{next}"#
+        ),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct OrderPageQuery {
+    /// Alipay calls older than this call id (the next page of calls).
+    calls_before: Option<i64>,
 }
 
 async fn order_page(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    query: web::Query<OrderPageQuery>,
 ) -> HttpResponse {
-    let Some(session) = session(&req, &state) else {
+    let Some(session) = session(&req, &state).await else {
         return see_other("/admin/login");
     };
-    order_response(&state, &session, &path.into_inner(), StatusCode::OK, None).await
+    let view = OrderPageView {
+        calls_before: query.calls_before,
+        ..OrderPageView::default()
+    };
+    order_response(&state, &session, &path.into_inner(), StatusCode::OK, view).await
+}
+
+/// What the order page shows beside the order: an error, the outcome of an action, which page
+/// of Alipay calls.
+#[derive(Default)]
+struct OrderPageView<'a> {
+    error: Option<&'a str>,
+    calls_before: Option<i64>,
+}
+
+/// A history row's "move": a status change, or what happened while the status stayed.
+fn history_move(h: &crate::service::views::HistoryView) -> String {
+    match h.from_status.as_deref() {
+        Some(from) if from == h.to_status => {
+            let (what, detail) = h.cause.split_once(':').unwrap_or((h.cause.as_str(), ""));
+            let what = match what {
+                "service_terminated" => "service terminated",
+                "service_live" => "service live",
+                "build" => "build step",
+                other => other,
+            };
+            if detail.is_empty() {
+                html_escape(what)
+            } else {
+                format!("{} <b>{}</b>", html_escape(what), html_escape(detail))
+            }
+        }
+        Some(from) => format!("{} → {}", html_escape(from), html_escape(&h.to_status)),
+        None => format!("→ {}", html_escape(&h.to_status)),
+    }
 }
 
 async fn order_response(
@@ -316,18 +572,20 @@ async fn order_response(
     session: &Session,
     id: &str,
     status: StatusCode,
-    error: Option<&str>,
+    view: OrderPageView<'_>,
 ) -> HttpResponse {
-    let (services, lookup) = (state.services.clone(), id.to_string());
+    let (services, lookup, calls_before) =
+        (state.services.clone(), id.to_string(), view.calls_before);
     let found = blocking(move || {
         Ok::<_, crate::service::views::ViewError>((
             services.order(&lookup)?,
             services.messages_about(&lookup)?,
-            services.calls_about(&lookup)?,
+            // One more than shown tells whether an older page exists.
+            services.calls_about(&lookup, calls_before, CALLS_PER_PAGE + 1)?,
         ))
     })
     .await;
-    let (order, messages, calls) = match found {
+    let (order, messages, mut calls) = match found {
         Ok(Ok((Some(order), messages, calls))) => (order, messages, calls),
         Ok(Ok((None, _, _))) => {
             return page(
@@ -341,42 +599,34 @@ async fn order_response(
             return unavailable("Order", session);
         }
     };
-    let o = serde_json::to_value(&order).unwrap_or_default();
-    let text = |v: &serde_json::Value| html_escape(v.as_str().unwrap_or("—"));
-    let history: String = o["history"]
-        .as_array()
+    let history: String = order
+        .history
+        .iter()
+        .flatten()
         .map(|h| {
-            h.iter()
-                .map(|e| {
-                    format!(
-                        "<tr><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td><td class=\"reason\">{}</td><td>{}</td></tr>",
-                        text(&e["at"]),
-                        text(&e["from_status"]),
-                        text(&e["to_status"]),
-                        text(&e["actor"]),
-                        text(&e["cause"]),
-                        text(&e["reason"]),
-                        if e["inferred"] == true { "inferred" } else { "" }
-                    )
-                })
-                .collect()
+            format!(
+                "<tr><td>{}</td><td>{}</td><td class=\"actor\">{}</td><td>{}</td><td class=\"reason\">{}</td><td>{}</td></tr>",
+                when(h.at),
+                history_move(h),
+                html_escape(&h.actor),
+                html_escape(&h.cause),
+                opt_text(h.reason.as_deref()),
+                if h.inferred { "inferred" } else { "" }
+            )
         })
-        .unwrap_or_default();
-    let deadlines: String = o["deadlines"]
-        .as_array()
+        .collect();
+    let deadlines: String = order
+        .deadlines
+        .iter()
         .map(|d| {
-            d.iter()
-                .map(|d| {
-                    format!(
-                        "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                        text(&d["kind"]),
-                        text(&d["due_at"]),
-                        text(&d["state"])
-                    )
-                })
-                .collect()
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                html_escape(&d.kind),
+                when(d.due_at),
+                html_escape(&d.state)
+            )
         })
-        .unwrap_or_default();
+        .collect();
     let raw: String = messages
         .iter()
         .map(|m| {
@@ -389,39 +639,96 @@ async fn order_response(
             )
         })
         .collect();
+    let older = calls.len() as i64 > CALLS_PER_PAGE;
+    calls.truncate(CALLS_PER_PAGE as usize);
+    let calls_pager = match (older, calls.last()) {
+        (true, Some(last)) => format!(
+            r#"<p><a id="older-calls" href="/admin/orders/{}?calls_before={}">Older calls</a></p>"#,
+            seg(id),
+            last.id
+        ),
+        _ => String::new(),
+    };
+    let calls_pager = if view.calls_before.is_some() {
+        format!(
+            r#"{calls_pager}<p><a href="/admin/orders/{}">Newest calls</a></p>"#,
+            seg(id)
+        )
+    } else {
+        calls_pager
+    };
     let calls: String = calls
         .iter()
-        .map(|(at, method, result)| {
+        .map(|c| {
             format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                when(*at),
-                html_escape(method),
-                html_escape(result)
+                when(c.at),
+                html_escape(&c.method),
+                html_escape(&c.result)
             )
         })
         .collect();
-    let service = match o["service"].as_object() {
+    let service = match &order.service {
         Some(s) => format!(
-            "<span id=\"service-status\">{}</span> {}",
-            html_escape(s.get("status").and_then(|v| v.as_str()).unwrap_or("")),
-            s.get("termination_cause")
-                .and_then(|v| v.as_str())
+            "<span id=\"service-status\">{}</span> {}{}",
+            html_escape(&s.status),
+            s.termination_cause
+                .as_deref()
                 .map(|c| format!("({})", html_escape(c)))
+                .unwrap_or_default(),
+            s.terminated_by
+                .as_deref()
+                .map(|by| format!(" by <span id=\"terminated-by\">{}</span>", html_escape(by)))
                 .unwrap_or_default()
         ),
         None => "—".into(),
     };
-    let error = error
+    let build = match &order.build {
+        Some(b) => format!(
+            "{} <b>{}</b>{}",
+            html_escape(&b.app_version),
+            html_escape(&b.step),
+            b.last_error
+                .as_deref()
+                .map(|e| format!(" <span class=\"error\">{}</span>", html_escape(e)))
+                .unwrap_or_default()
+        ),
+        None => "—".into(),
+    };
+    let tasks = if order.open_tasks.is_empty() {
+        "none".to_string()
+    } else {
+        order
+            .open_tasks
+            .iter()
+            .map(|t| html_escape(t))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let error = view
+        .error
         .map(|e| format!(r#"<p class="error">{}</p>"#, html_escape(e)))
         .unwrap_or_default();
+    let reading = match (&order.alipay_reading, order.reconciled_at) {
+        (Some(r), Some(at)) => format!("{} at {}", html_escape(r), when(at)),
+        (Some(r), None) => html_escape(r),
+        (None, _) => "—".into(),
+    };
+    let item = match (&order.title, &order.item_code) {
+        (Some(t), Some(c)) => format!("{} ({})", html_escape(t), html_escape(c)),
+        (t, c) => opt_text(t.as_deref().or(c.as_deref())),
+    };
     let action = |what: &str| format!("/admin/orders/{}/{what}", seg(id));
     page(
         status,
         &format!("Order {id}"),
         Some(session),
         &format!(
-            r#"{error}<table><tr><th>status</th><td id="status">{status_}</td></tr><tr><th>cancel reason</th><td>{reason}</td></tr>
-<tr><th>mini program</th><td>{app}</td></tr><tr><th>service</th><td>{service}</td></tr><tr><th>last Alipay reading</th><td>{reading}</td></tr></table>
+            r#"{error}<table id="order"><tr><th>status</th><td id="status">{status_}</td></tr><tr><th>since</th><td>{since}</td></tr><tr><th>cancel reason</th><td>{reason}</td></tr>
+<tr><th>merchant PID</th><td id="merchant-pid">{pid}</td></tr><tr><th>merchant</th><td id="merchant-name">{merchant}</td></tr>
+<tr><th>item</th><td id="item">{item}</td></tr><tr><th>price</th><td id="price">{price}</td></tr><tr><th>ordered</th><td>{ordered}</td></tr>
+<tr><th>mini program</th><td>{app}</td></tr><tr><th>service</th><td>{service}</td></tr><tr><th>build</th><td id="build">{build}</td></tr>
+<tr><th>open tasks</th><td id="open-tasks">{tasks}</td></tr><tr><th>refund</th><td id="refund">{refund}</td></tr><tr><th>last Alipay reading</th><td>{reading}</td></tr></table>
 <form method="post" action="{reconcile}" class="inline"><input type="hidden" name="csrf" value="{csrf}"><button id="reconcile">Reconcile now</button></form>
 <h2>Terminate the service</h2>
 <form method="post" action="{terminate}" id="terminate-form"><input type="hidden" name="csrf" value="{csrf}">
@@ -429,13 +736,18 @@ async fn order_response(
 <label><input type="checkbox" name="confirm" value="yes" id="confirm" required> I understand this ends the merchant's service</label>
 <button id="terminate">Terminate</button></form>
 <h2>Deadlines</h2><table><tr><th>kind</th><th>due</th><th>state</th></tr>{deadlines}</table>
-<h2>Timeline</h2><table id="timeline"><tr><th>at</th><th>move</th><th>actor</th><th>cause</th><th>reason</th><th></th></tr>{history}</table>
-<h2>Alipay calls</h2><table id="calls"><tr><th>at</th><th>method</th><th>result</th></tr>{calls}</table>
+<h2>Timeline</h2><table id="timeline"><tr><th>at</th><th>what</th><th>actor</th><th>cause</th><th>reason</th><th></th></tr>{history}</table>
+<h2>Alipay calls, newest first</h2><table id="calls"><tr><th>at</th><th>method</th><th>result</th></tr>{calls}</table>{calls_pager}
 <h2>Gateway messages (secrets masked)</h2><table><tr><th>received</th><th>kind</th><th>state</th><th>parameters</th></tr>{raw}</table>"#,
-            status_ = text(&o["status"]),
-            reason = text(&o["cancel_reason"]),
-            app = text(&o["mini_app_id"]),
-            reading = text(&o["alipay_reading"]),
+            status_ = html_escape(&order.status),
+            since = when(order.status_since),
+            reason = opt_text(order.cancel_reason.as_deref()),
+            pid = opt_text(order.merchant_pid.as_deref()),
+            merchant = opt_text(order.merchant_name.as_deref()),
+            price = opt_text(order.total_price.as_deref()),
+            ordered = when(order.ordered_at),
+            app = opt_text(order.mini_app_id.as_deref()),
+            refund = opt_text(order.refund.as_deref()),
             reconcile = action("reconcile"),
             terminate = action("terminate"),
             csrf = session.csrf,
@@ -449,7 +761,7 @@ async fn terminate(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let (session, fields) = match checked_post(&req, &state, &body) {
+    let (session, fields) = match checked_post(&req, &state, &body).await {
         Ok(ok) => ok,
         Err(refusal) => return refusal,
     };
@@ -464,12 +776,15 @@ async fn terminate(
             &session,
             &id,
             StatusCode::UNPROCESSABLE_ENTITY,
-            Some("A reason and the confirmation are required."),
+            OrderPageView {
+                error: Some("A reason and the confirmation are required."),
+                ..OrderPageView::default()
+            },
         )
         .await;
     }
     let event = OrderEvent::SupportTerminates {
-        actor: format!("web:{}", &session.id[..8]),
+        actor: format!("web:{}", session.operator),
         reason,
     };
     match state.services.order_event_now(&id, event).await {
@@ -480,7 +795,10 @@ async fn terminate(
                 &session,
                 &id,
                 StatusCode::UNPROCESSABLE_ENTITY,
-                Some(&e.to_string()),
+                OrderPageView {
+                    error: Some(&e.to_string()),
+                    ..OrderPageView::default()
+                },
             )
             .await
         }
@@ -493,7 +811,7 @@ async fn reconcile(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let (session, _) = match checked_post(&req, &state, &body) {
+    let (session, _) = match checked_post(&req, &state, &body).await {
         Ok(ok) => ok,
         Err(refusal) => return refusal,
     };
@@ -506,7 +824,10 @@ async fn reconcile(
                 &session,
                 &id,
                 StatusCode::BAD_GATEWAY,
-                Some(&e.to_string()),
+                OrderPageView {
+                    error: Some(&e.to_string()),
+                    ..OrderPageView::default()
+                },
             )
             .await
         }
@@ -514,7 +835,7 @@ async fn reconcile(
 }
 
 async fn authorizations_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let Some(session) = session(&req, &state) else {
+    let Some(session) = session(&req, &state).await else {
         return see_other("/admin/login");
     };
     let services = state.services.clone();
@@ -529,7 +850,7 @@ async fn authorizations_page(req: HttpRequest, state: web::Data<AppState>) -> Ht
                 html_escape(&a.auth_app_id),
                 html_escape(a.user_id.as_deref().unwrap_or("—")),
                 html_escape(a.status.as_str()),
-                a.auth_time,
+                when(crate::store::from_db_time(a.auth_time)),
                 html_escape(a.attention.as_deref().unwrap_or(""))
             )
         })
@@ -539,15 +860,35 @@ async fn authorizations_page(req: HttpRequest, state: web::Data<AppState>) -> Ht
         "Authorizations",
         Some(&session),
         &format!(
-            "<table><tr><th>mini program</th><th>merchant</th><th>status</th><th>auth time (UTC)</th><th>attention</th></tr>{rows}</table>"
+            "<table><tr><th>mini program</th><th>merchant</th><th>status</th><th>auth time</th><th>attention</th></tr>{rows}</table>"
         ),
     )
 }
 
 async fn messages_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let Some(session) = session(&req, &state) else {
+    let Some(session) = session(&req, &state).await else {
         return see_other("/admin/login");
     };
+    messages_response(&state, &session, StatusCode::OK, None).await
+}
+
+/// The outcome of an action, shown above a list: (succeeded, text).
+fn notice(outcome: Option<(bool, String)>) -> String {
+    match outcome {
+        Some((true, text)) => format!(r#"<p class="done" id="result">{}</p>"#, html_escape(&text)),
+        Some((false, text)) => {
+            format!(r#"<p class="error" id="result">{}</p>"#, html_escape(&text))
+        }
+        None => String::new(),
+    }
+}
+
+async fn messages_response(
+    state: &AppState,
+    session: &Session,
+    status: StatusCode,
+    outcome: Option<(bool, String)>,
+) -> HttpResponse {
     let services = state.services.clone();
     let found = blocking(move || {
         Ok::<_, crate::service::support::SupportError>((
@@ -557,7 +898,7 @@ async fn messages_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     })
     .await;
     let Ok(Ok((quarantined, failed))) = found else {
-        return unavailable("Messages", &session);
+        return unavailable("Messages", session);
     };
     let rows = |list: &[crate::service::views::MessageView]| -> String {
         list.iter()
@@ -579,11 +920,12 @@ async fn messages_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     };
     let head = "<tr><th>received</th><th>notify_id</th><th>kind</th><th>state</th><th>why</th><th></th></tr>";
     page(
-        StatusCode::OK,
+        status,
         "Messages",
-        Some(&session),
+        Some(session),
         &format!(
-            "<h2>Quarantined</h2><table>{head}{}</table><h2>Failed</h2><table>{head}{}</table>",
+            "{}<h2>Quarantined</h2><table>{head}{}</table><h2>Failed</h2><table>{head}{}</table>",
+            notice(outcome),
             rows(&quarantined),
             rows(&failed)
         ),
@@ -596,23 +938,50 @@ async fn replay(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Err(refusal) = checked_post(&req, &state, &body) {
-        return refusal;
-    }
+    let session = match checked_post(&req, &state, &body).await {
+        Ok((session, _)) => session,
+        Err(refusal) => return refusal,
+    };
     let (app_id, notify_id) = path.into_inner();
     let app_id = if app_id == "-" { String::new() } else { app_id };
-    let services = state.services.clone();
-    let _ = blocking(move || services.replay_message(&app_id, &notify_id)).await;
-    see_other("/admin/messages")
+    let (services, shown) = (state.services.clone(), notify_id.clone());
+    let (status, outcome) =
+        match blocking(move || services.replay_message(&app_id, &notify_id)).await {
+            Ok(Ok(view)) => (
+                StatusCode::OK,
+                (
+                    true,
+                    format!("Message {shown} is queued again (now {}).", view.state),
+                ),
+            ),
+            Ok(Err(e)) => (
+                StatusCode::CONFLICT,
+                (false, format!("Message {shown} was not replayed: {e}")),
+            ),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                (false, format!("Message {shown} was not replayed: {e}")),
+            ),
+        };
+    messages_response(&state, &session, status, Some(outcome)).await
 }
 
 async fn deliveries_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let Some(session) = session(&req, &state) else {
+    let Some(session) = session(&req, &state).await else {
         return see_other("/admin/login");
     };
+    deliveries_response(&state, &session, StatusCode::OK, None).await
+}
+
+async fn deliveries_response(
+    state: &AppState,
+    session: &Session,
+    status: StatusCode,
+    outcome: Option<(bool, String)>,
+) -> HttpResponse {
     let services = state.services.clone();
     let Ok(Ok(list)) = blocking(move || services.failed_deliveries()).await else {
-        return unavailable("Deliveries", &session);
+        return unavailable("Deliveries", session);
     };
     let rows: String = list
         .iter()
@@ -631,11 +1000,12 @@ async fn deliveries_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
         })
         .collect();
     page(
-        StatusCode::OK,
+        status,
         "Failed merchant-order deliveries",
-        Some(&session),
+        Some(session),
         &format!(
-            "<table><tr><th>mini program</th><th>order</th><th>status</th><th>sub_code</th><th>error</th><th></th></tr>{rows}</table>"
+            "{}<table><tr><th>mini program</th><th>order</th><th>status</th><th>sub_code</th><th>error</th><th></th></tr>{rows}</table>",
+            notice(outcome)
         ),
     )
 }
@@ -646,11 +1016,33 @@ async fn resend(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Err(refusal) = checked_post(&req, &state, &body) {
-        return refusal;
-    }
+    let session = match checked_post(&req, &state, &body).await {
+        Ok((session, _)) => session,
+        Err(refusal) => return refusal,
+    };
     let (tiny, out) = path.into_inner();
+    let shown = format!("{tiny}/{out}");
     let services = state.services.clone();
-    let _ = blocking(move || services.resend_merchant_order(&tiny, &out)).await;
-    see_other("/admin/deliveries")
+    let (status, outcome) =
+        match blocking(move || services.resend_merchant_order(&tiny, &out)).await {
+            Ok(Ok(view)) => (
+                StatusCode::OK,
+                (
+                    true,
+                    format!(
+                        "Order {shown} is queued for delivery (now {}).",
+                        view.delivery
+                    ),
+                ),
+            ),
+            Ok(Err(e)) => (
+                StatusCode::CONFLICT,
+                (false, format!("Order {shown} was not resent: {e}")),
+            ),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                (false, format!("Order {shown} was not resent: {e}")),
+            ),
+        };
+    deliveries_response(&state, &session, status, Some(outcome)).await
 }

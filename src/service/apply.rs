@@ -180,7 +180,10 @@ impl Services {
                 return Ok(Applied::AlreadyHandled);
             }
             let outcome = match &parsed {
-                GatewayMessage::Order(o) => self.apply_order(conn, o, now)?,
+                GatewayMessage::Order(o) => {
+                    messages::link_order(conn, pending.id, &o.commodity_order_id)?;
+                    self.apply_order(conn, o, now)?
+                }
                 GatewayMessage::Authorization(a) => {
                     self.apply_authorization(conn, a, &pending.notify_id, now)?
                 }
@@ -275,6 +278,7 @@ impl Services {
             item_code: o.item_code.clone(),
             title: o.title.clone(),
             total_price: o.total_price.clone(),
+            merchant_name: o.merchant_name.clone(),
             ordered_at: to_db_time(o.ordered_at),
             status_since: to_db_time(o.ordered_at),
             created_at: now_db,

@@ -42,7 +42,7 @@ impl Services {
     pub fn messages_about(&self, commodity_order_id: &str) -> Result<Vec<MessageAbout>, ViewError> {
         let mut conn = self.dashboard_conn()?;
         Ok(
-            dashboard::messages_mentioning(&mut conn, commodity_order_id, 100)?
+            dashboard::messages_about(&mut conn, commodity_order_id, 100)?
                 .into_iter()
                 .map(
                     |(app_id, notify_id, kind, state, received_at, params)| MessageAbout {
@@ -69,16 +69,34 @@ impl Services {
     }
 }
 
+/// One outbound Alipay call about an order.
+pub struct CallAbout {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub method: String,
+    pub result: String,
+}
+
 impl Services {
-    /// The outbound Alipay calls made about an order: (at, method, result code).
+    /// The outbound Alipay calls made about an order, newest first, older than call `before`
+    /// when given (the next page).
     pub fn calls_about(
         &self,
         commodity_order_id: &str,
-    ) -> Result<Vec<(DateTime<Utc>, String, String)>, ViewError> {
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<CallAbout>, ViewError> {
         let mut conn = self.dashboard_conn()?;
-        Ok(dashboard::calls_about(&mut conn, commodity_order_id, 200)?
-            .into_iter()
-            .map(|(at, method, result)| (from_db_time(at), method, result))
-            .collect())
+        Ok(
+            dashboard::calls_about(&mut conn, commodity_order_id, before, limit)?
+                .into_iter()
+                .map(|(id, at, method, result)| CallAbout {
+                    id,
+                    at: from_db_time(at),
+                    method,
+                    result,
+                })
+                .collect(),
+        )
     }
 }

@@ -589,6 +589,7 @@ impl Services {
         let st = lc::handle_service(&service, ServiceEvent::WentLive { at: now }, now)?;
         if st.ignored.is_none() {
             self.save_service(conn, mini_app_id, &st.state, &st.effects, now)?;
+            note_service_change(conn, mini_app_id, "service_live", "pipeline", now)?;
         }
         Ok(())
     }
@@ -678,6 +679,13 @@ impl Services {
                         now,
                     )?;
                     self.save_service(conn, auth_app_id, &st.state, &st.effects, now)?;
+                    // A row either way: the service ends now, or it had ended already.
+                    let label = if service.status == lc::ServiceStatus::Terminated {
+                        cause.as_str().to_string()
+                    } else {
+                        format!("service_terminated:{}", cause.as_str())
+                    };
+                    note_service_change(conn, auth_app_id, &label, "alipay", now)?;
                 }
                 Effect::ScheduleDeadline { .. }
                 | Effect::CancelDeadline { .. }
@@ -1029,4 +1037,37 @@ pub struct LifecycleSettings {
     pub concurrency: usize,
     pub reconcile_cron: String,
     pub reconcile_rate: u32,
+}
+
+/// A timeline row on each order of a service whose state changed while the orders' statuses
+/// stayed (went live, ended by the merchant's authorization cancellation), so support sees it.
+fn note_service_change(
+    conn: &mut AnyConnection,
+    service_key: &str,
+    cause: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<(), LifecycleError> {
+    let ids = match service_key.strip_prefix("order:") {
+        Some(id) => vec![id.to_string()],
+        None => store::ids_for_mini_app(conn, service_key)?,
+    };
+    for id in ids {
+        if let Some(order) = store::find(conn, &id)? {
+            store::add_history(
+                conn,
+                &store::NewHistory {
+                    commodity_order_id: id,
+                    from_status: Some(order.status.as_str().into()),
+                    to_status: order.status.as_str().into(),
+                    actor: actor.into(),
+                    cause: cause.into(),
+                    reason: None,
+                    inferred: false,
+                    at: to_db_time(now),
+                },
+            )?;
+        }
+    }
+    Ok(())
 }

@@ -200,7 +200,7 @@ impl Services {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct MerchantOrderView {
     pub tiny_app_id: String,
     pub out_biz_no: String,

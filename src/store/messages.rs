@@ -145,6 +145,16 @@ pub fn finish(
     Ok(updated == 1)
 }
 
+/// Links a message to the order it is about (set when it is applied), for support's order page.
+pub fn link_order(conn: &mut AnyConnection, id: i64, commodity_order_id: &str) -> QueryResult<()> {
+    db_run!(conn: {
+        diesel::update(gm::table.filter(gm::id.eq(id)))
+            .set(gm::commodity_order_id.eq(Some(commodity_order_id)))
+            .execute(conn)
+            .map(|_| ())
+    })
+}
+
 /// Records a failed attempt: retried at `next_attempt_at`, or given up (`failed`) for support.
 pub fn record_failure(
     conn: &mut AnyConnection,

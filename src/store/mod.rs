@@ -13,6 +13,7 @@ pub mod gauges;
 pub mod group_commit;
 pub mod merchant_orders;
 pub mod messages;
+pub mod operators;
 pub mod orders;
 pub mod schema;
 

@@ -100,6 +100,8 @@ pub struct NewOrder {
     pub status_since: NaiveDateTime,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// The merchant's name from the order notice (`name`), for support's search.
+    pub merchant_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -122,6 +124,7 @@ pub struct OrderRow {
     pub refund: Option<Refund>,
     pub alipay_reading: Option<String>,
     pub reconciled_at: Option<NaiveDateTime>,
+    pub merchant_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -196,6 +199,81 @@ pub fn list(
         let mut query = od::table.select(OrderRow::as_select()).order(od::created_at.desc()).limit(limit).into_boxed();
         if let Some(status) = status {
             query = query.filter(od::status.eq(status));
+        }
+        query.load(conn)
+    })
+}
+
+/// Where a page of the newest-first order list starts: strictly after this (created_at, id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderKey {
+    pub created_at: NaiveDateTime,
+    pub commodity_order_id: String,
+}
+
+/// What support looks for: a status, and text that is an order id, a merchant PID, a mini
+/// program id, or (a prefix of) a merchant name. Every branch is an indexed column.
+#[derive(Debug, Clone, Default)]
+pub struct OrderSearch {
+    pub status: Option<String>,
+    pub text: Option<String>,
+    /// Only orders with a pending implementation or confirmation deadline.
+    pub at_risk: bool,
+}
+
+/// One page of orders, newest first (created_at, then id, both descending), after `after`.
+pub fn page(
+    conn: &mut AnyConnection,
+    search: &OrderSearch,
+    after: Option<&OrderKey>,
+    limit: i64,
+) -> QueryResult<Vec<OrderRow>> {
+    use super::schema::deadlines as dl;
+    // A name prefix: on PostgreSQL `LIKE 'text%'` (indexed with text_pattern_ops, right under
+    // any collation); on SQLite, whose LIKE ignores case and so skips the index, the range
+    // [text, text + U+10FFFF) in its byte order.
+    let postgres = matches!(conn, AnyConnection::Postgresql(_));
+    db_run!(conn: {
+        let mut query = od::table
+            .select(OrderRow::as_select())
+            .order((od::created_at.desc(), od::commodity_order_id.desc()))
+            .limit(limit)
+            .into_boxed();
+        if let Some(status) = &search.status {
+            query = query.filter(od::status.eq(status.clone()));
+        }
+        if let Some(text) = &search.text {
+            let ids = od::commodity_order_id
+                .eq(text.clone())
+                .or(od::merchant_pid.eq(text.clone()))
+                .or(od::mini_app_id.eq(text.clone()));
+            query = if postgres {
+                let pattern = format!(
+                    "{}%",
+                    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+                );
+                query.filter(ids.or(od::merchant_name.like(pattern).escape('\\')))
+            } else {
+                let upper = format!("{text}\u{10FFFF}");
+                query.filter(
+                    ids.or(od::merchant_name.ge(text.clone()).and(od::merchant_name.lt(upper))),
+                )
+            };
+        }
+        if search.at_risk {
+            query = query.filter(diesel::dsl::exists(
+                dl::table
+                    .filter(dl::commodity_order_id.eq(od::commodity_order_id))
+                    .filter(dl::state.eq("pending"))
+                    .filter(dl::kind.eq_any(["implementation", "confirmation"])),
+            ));
+        }
+        if let Some(key) = after {
+            query = query.filter(
+                od::created_at.lt(key.created_at).or(od::created_at
+                    .eq(key.created_at)
+                    .and(od::commodity_order_id.lt(key.commodity_order_id.clone()))),
+            );
         }
         query.load(conn)
     })

@@ -15,6 +15,7 @@ diesel::table! {
         next_attempt_at -> Timestamp,
         last_error -> Nullable<Text>,
         applied_at -> Nullable<Timestamp>,
+        commodity_order_id -> Nullable<Text>,
     }
 }
 
@@ -53,6 +54,7 @@ diesel::table! {
         refund -> Nullable<Text>,
         alipay_reading -> Nullable<Text>,
         reconciled_at -> Nullable<Timestamp>,
+        merchant_name -> Nullable<Text>,
     }
 }
 
@@ -173,7 +175,29 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    operators (name) {
+        name -> Text,
+        password_hash -> Text,
+        created_at -> Timestamp,
+        disabled_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    operator_sessions (id_hash) {
+        id_hash -> Text,
+        operator -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(operator_sessions -> operators (operator));
+
 diesel::allow_tables_to_appear_in_same_query!(
+    operators,
+    operator_sessions,
     alipay_calls,
     template_builds,
     services,

@@ -277,10 +277,22 @@ async fn support_termination_then_appauth_cancelled(app: TestApp) {
         (422, Some("missing_field"), Some("reason")),
         "{err}"
     );
+    // The actor is never taken from the body: the admin API acts as `api`.
+    let (status, err) = app
+        .admin_post(
+            "/admin/api/orders/S1/terminate",
+            r#"{"reason":"merchant asked to stop","actor":"alipay"}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"].as_str(), err["field"].as_str()),
+        (400, Some("invalid_field"), Some("actor")),
+        "{err}"
+    );
     let (status, o) = app
         .admin_post(
             "/admin/api/orders/S1/terminate",
-            r#"{"reason":"merchant asked to stop","actor":"alice"}"#,
+            r#"{"reason":"merchant asked to stop"}"#,
         )
         .await;
     assert_eq!(status, 200, "{o}");
@@ -289,7 +301,7 @@ async fn support_termination_then_appauth_cancelled(app: TestApp) {
     let h = last_history(&o);
     assert_eq!(
         (h["actor"].as_str(), h["reason"].as_str()),
-        (Some("alice"), Some("merchant asked to stop")),
+        (Some("api"), Some("merchant asked to stop")),
         "{h}"
     );
     // The merchant still authorizes us: support must guide them to cancel it.
@@ -319,6 +331,13 @@ async fn support_termination_then_appauth_cancelled(app: TestApp) {
     assert_eq!(auth["status"], "cancelled", "{auth}");
     let o = order(&app, "S1").await;
     assert_eq!(o["open_tasks"], serde_json::json!([]), "{o}");
+    // The cancellation is in the timeline, though the service had ended already.
+    let h = last_history(&o);
+    assert_eq!(
+        (h["actor"].as_str(), h["cause"].as_str()),
+        (Some("alipay"), Some("authorization_cancelled")),
+        "{h}"
+    );
     // The token is erased, not only hidden.
     let mut conn = app.services.pool.get().unwrap();
     assert_eq!(
