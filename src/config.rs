@@ -91,6 +91,10 @@ pub struct AlipaySettings {
     pub max_attempts: u32,
     /// First retry delay of an OpenAPI call; doubles per attempt, with jitter, capped at 5 s.
     pub retry_backoff_ms: u64,
+    /// The production profile requires `https` for `gateway_url`; only a local stack talking
+    /// to the simulator over a private network (docker compose) sets this.
+    #[serde(default)]
+    pub allow_plain_http: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,6 +270,20 @@ impl Prepared {
             return Err(err(
                 "alipay.gateway_url",
                 format!("{:?} is not an http(s) URL", settings.alipay.gateway_url),
+            ));
+        }
+        if !local
+            && !settings.alipay.allow_plain_http
+            && reqwest::Url::parse(&settings.alipay.gateway_url)
+                .map(|u| u.scheme() != "https")
+                .unwrap_or(true)
+        {
+            return Err(err(
+                "alipay.gateway_url",
+                format!(
+                    "{:?} is not https; the production profile sends tokens and signed requests only over TLS",
+                    settings.alipay.gateway_url
+                ),
             ));
         }
         if settings.alipay.max_attempts == 0 || settings.alipay.timeout_seconds == 0 {

@@ -122,6 +122,29 @@ fn production_refuses_to_start_without_real_keys() {
 }
 
 #[test]
+fn production_requires_an_https_gateway() {
+    let production = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/production.example.toml"
+    );
+    let out = run(
+        &["migrate", "--config", production],
+        &[(
+            "ISV__ALIPAY__GATEWAY_URL",
+            "http://openapi.alipay.com/gateway.do",
+        )],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "setting alipay.gateway_url (from environment variable ISV__ALIPAY__GATEWAY_URL)"
+        ) && err.contains("is not https"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_values_are_named() {
     for (var, value, setting) in [
         ("ISV__SERVER__LISTEN", "nowhere", "server.listen"),

@@ -114,14 +114,18 @@ impl AlipayError {
         }
     }
 
-    /// Worth another attempt: transport failures, HTTP 5xx and Alipay's `20000`. Anything else
-    /// (business errors, bad signatures, 4xx) would fail the same way again.
+    /// Worth another attempt: transport failures, HTTP 5xx, Alipay's `20000`, and an answer we
+    /// could not trust (unsigned, not verifying, or not a gateway response at all: a proxy page,
+    /// a forgery, a corruption in transit). Its content is never read, so it can only be retried.
+    /// Anything else (business errors, 4xx, a verified answer we cannot read) would fail the same
+    /// way again.
     pub fn is_retryable(&self) -> bool {
         match self {
             AlipayError::Transport(_) => true,
             AlipayError::Http { status } => *status >= 500,
             AlipayError::Api { code, .. } => code == CODE_UNAVAILABLE,
-            AlipayError::Response(_) | AlipayError::Decode(_) => false,
+            AlipayError::Response(_) => true,
+            AlipayError::Decode(_) => false,
         }
     }
 
@@ -546,21 +550,16 @@ struct CommonResult {
     sub_msg: Option<String>,
 }
 
-/// Reads the common result of a checked response: success only for a signed `<method>_response`
-/// with code 10000 (`check` refuses an unsigned success).
+/// Reads the common result of a checked (signed and verified) response: success only for a
+/// `<method>_response` with code 10000.
 fn interpret(method: &str, checked: CheckedResponse<'_>) -> Result<ApiResponse, AlipayError> {
     let common: CommonResult =
-        serde_json::from_slice(checked.content).map_err(|e| decode_error(method, &e))?;
+        serde_json::from_slice(&checked.content).map_err(|e| decode_error(method, &e))?;
     let code = common
         .code
         .ok_or_else(|| AlipayError::Decode(format!("{method} response has no code")))?;
     let msg = common.msg.map(|m| mask_secrets(&m)).unwrap_or_default();
     if code == CODE_SUCCESS {
-        if !checked.signed {
-            // `check` lets through unsigned bodies it does not read as a success (e.g. a numeric
-            // `10000`): a success is never data unless signed.
-            return Err(AlipayError::Response(ResponseError::Unsigned));
-        }
         if checked.is_error_response {
             return Err(AlipayError::Decode(format!(
                 "{method}: error_response with code 10000"
@@ -569,14 +568,10 @@ fn interpret(method: &str, checked: CheckedResponse<'_>) -> Result<ApiResponse, 
         return Ok(ApiResponse {
             method: method.to_string(),
             msg,
-            content: checked.content.to_vec(),
+            content: checked.content.into_owned(),
         });
     }
     let sub_msg = common.sub_msg.map(|m| mask_secrets(&m));
-    if !checked.signed {
-        // Gateway-level failures may come unsigned; `check` only lets non-success ones through.
-        tracing::warn!(method, code = %code, sub_code = common.sub_code.as_deref().unwrap_or("-"), "unsigned error response from Alipay");
-    }
     if common.sub_code.as_deref() == Some("isv.invalid-signature") {
         // Alipay echoes the sign content it built: the best debugging aid there is (masked).
         tracing::warn!(
@@ -791,7 +786,10 @@ mod tests {
         assert!(!AlipayError::Http { status: 404 }.is_retryable());
         assert!(api_error("20000", Some("isp.unknow-error")).is_retryable());
         assert!(!api_error("40004", Some("X")).is_retryable());
-        assert!(!AlipayError::Response(ResponseError::BadSignature).is_retryable());
+        // An answer we cannot trust is never read: retried, as a transient failure.
+        assert!(AlipayError::Response(ResponseError::BadSignature).is_retryable());
+        assert!(AlipayError::Response(ResponseError::Unsigned).is_retryable());
+        assert!(!AlipayError::Decode("x".into()).is_retryable());
 
         assert!(
             api_error("20001", Some("aop.no-product-reg-by-partner")).is_invalid_app_auth_token()

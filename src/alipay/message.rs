@@ -261,13 +261,22 @@ pub const MASK: &str = "***";
 
 /// A copy of the parameters safe to store in clear and show to support: secret-named values
 /// masked, also inside JSON-valued parameters such as `biz_content`.
+///
+/// Fails closed: a structured value (`biz_content`, or any value that starts like JSON) that does
+/// not parse cannot be searched for secrets, so it is replaced by a placeholder naming its size.
+/// An AES-encrypted `biz_content` (`encrypt_type=AES`) is ciphertext and kept as it is.
 pub fn masked(params: &Params) -> Params {
+    let encrypted = params
+        .get("encrypt_type")
+        .is_some_and(|t| t.eq_ignore_ascii_case("AES"));
     params
         .iter()
         .map(|(k, v)| {
             let value = if is_secret_name(k) {
                 MASK.to_string()
-            } else if v.contains('{') || v.contains('[') {
+            } else if k == "biz_content" && encrypted {
+                v.clone()
+            } else if k == "biz_content" && !v.is_empty() || looks_structured(v) {
                 mask_json_text(v)
             } else {
                 v.clone()
@@ -275,6 +284,15 @@ pub fn masked(params: &Params) -> Params {
             (k.clone(), value)
         })
         .collect()
+}
+
+fn looks_structured(text: &str) -> bool {
+    matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['))
+}
+
+/// What is stored instead of a structured value that could not be read.
+pub fn unreadable_placeholder(len: usize) -> String {
+    format!("{MASK} (not valid JSON, {len} bytes, withheld)")
 }
 
 fn mask_json_text(text: &str) -> String {
@@ -286,7 +304,7 @@ fn mask_json_text(text: &str) -> String {
                 text.to_string()
             }
         }
-        Err(_) => text.to_string(),
+        Err(_) => unreadable_placeholder(text.len()),
     }
 }
 
@@ -308,7 +326,7 @@ fn mask_value(value: &mut Value) -> bool {
                 changed |= mask_value(v);
             }
         }
-        Value::String(s) if s.starts_with('{') || s.starts_with('[') => {
+        Value::String(s) if looks_structured(s) => {
             let masked = mask_json_text(s);
             if masked != *s {
                 *s = masked;
@@ -364,6 +382,31 @@ mod tests {
             "{all}"
         );
         assert_eq!(m["other"], "plain");
+    }
+
+    #[test]
+    fn masking_fails_closed_on_unparsable_structured_values() {
+        let p = params(&[
+            // Truncated JSON: the token inside cannot be found by parsing.
+            ("biz_content", r#"{"detail":{"app_auth_token":"T1","n":1}"#),
+            ("extra", r#"[{"refresh_token":"T2"}"#),
+            ("nested", r#"{"inner":"{\"app_auth_token\":\"T3\""}"#),
+            ("title", "套餐A"),
+        ]);
+        let m = masked(&p);
+        let all = format!("{m:?}");
+        assert!(
+            !all.contains("T1") && !all.contains("T2") && !all.contains("T3"),
+            "{all}"
+        );
+        assert_eq!(
+            m["biz_content"],
+            unreadable_placeholder(p["biz_content"].len())
+        );
+        assert_eq!(m["title"], "套餐A");
+        // Ciphertext is kept: it is no secret in clear.
+        let enc = params(&[("encrypt_type", "AES"), ("biz_content", "c2VjcmV0")]);
+        assert_eq!(masked(&enc)["biz_content"], "c2VjcmV0");
     }
 
     #[test]

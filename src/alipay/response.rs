@@ -18,12 +18,15 @@ pub enum ResponseError {
     BadSignature,
 }
 
-/// A response whose signature verified (or, for an unsigned gateway error, that carries no data
-/// we act on). `content` is the raw JSON text of the response value.
+/// A response whose signature verified. `content` is the JSON text of the response value that
+/// the signature covers: the raw bytes as received, or, when only the `\/`-unescaped form
+/// verified, exactly that unescaped text (we parse what we verified, nothing else).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedResponse<'a> {
-    pub content: &'a [u8],
+    pub content: std::borrow::Cow<'a, [u8]>,
     pub is_error_response: bool,
+    /// Always true: an unsigned response is refused (`ResponseError::Unsigned`). Kept so callers
+    /// can assert it.
     pub signed: bool,
 }
 
@@ -144,48 +147,30 @@ pub fn check<'a>(
         ),
     };
     let content = &body[content];
-    let Some(sign_range) = find("sign") else {
-        // Gateway-level failures may come unsigned. They are errors either way, so an unsigned
-        // one can only make us retry; an unsigned success is never taken as data.
-        if is_error_response || !is_success(content) {
-            return Ok(CheckedResponse {
-                content,
-                is_error_response,
-                signed: false,
-            });
-        }
-        return Err(ResponseError::Unsigned);
-    };
+    // An unsigned answer is never data, not even an error: its `code`/`sub_code` could be
+    // anyone's (an unsigned `20001` would end an authorization, an unsigned
+    // `VERSION_ALREADY_EXIST` would skip an upload). The caller treats it as transient.
+    let sign_range = find("sign").ok_or(ResponseError::Unsigned)?;
     let sign_text: String = serde_json::from_slice(&body[sign_range])
         .map_err(|_| ResponseError::Malformed("`sign` is not a string"))?;
     let signature = sign::decode_signature(sign_text.as_bytes(), SIGNATURE_LEN)
         .ok_or(ResponseError::BadSignature)?;
-    let verified = sign::verify(key, content, &signature)
-        || (content.windows(2).any(|w| w == b"\\/")
-            && sign::verify(key, &unescape_slashes(content), &signature));
-    if verified {
-        Ok(CheckedResponse {
-            content,
-            is_error_response,
-            signed: true,
-        })
+    let content = if sign::verify(key, content, &signature) {
+        std::borrow::Cow::Borrowed(content)
+    } else if content.windows(2).any(|w| w == b"\\/") {
+        let unescaped = unescape_slashes(content);
+        if !sign::verify(key, &unescaped, &signature) {
+            return Err(ResponseError::BadSignature);
+        }
+        std::borrow::Cow::Owned(unescaped)
     } else {
-        Err(ResponseError::BadSignature)
-    }
-}
-
-fn is_success(content: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Code<'a> {
-        #[serde(borrow)]
-        code: Option<&'a str>,
-    }
-    matches!(
-        serde_json::from_slice::<Code>(content),
-        Ok(Code {
-            code: Some("10000")
-        })
-    )
+        return Err(ResponseError::BadSignature);
+    };
+    Ok(CheckedResponse {
+        content,
+        is_error_response,
+        signed: true,
+    })
 }
 
 /// Java's serialiser writes `/` as `\/`; Alipay may have signed either form.

@@ -43,8 +43,16 @@ impl Services {
         };
         let params: Params = verified.params;
         let app_id = params.get("app_id").cloned().unwrap_or_default();
-        // Order notifications come without app_id; only a different one is someone else's.
-        let foreign = !app_id.is_empty() && app_id != *self.app_id;
+        // A message that does not name our app is not ours to apply: another app's, or one
+        // without `app_id` at all (alipay-protocol.md, our decision 5).
+        let foreign = app_id != *self.app_id;
+        let last_error = foreign.then(|| {
+            if app_id.is_empty() {
+                format!("no app_id: not addressed to our app ({})", self.app_id)
+            } else {
+                format!("app_id is not ours ({})", self.app_id)
+            }
+        });
         let now = to_db_time(self.clock.now());
         let notify_id = message::dedup_key(&params);
         let kind = message::kind(&params);
@@ -65,7 +73,7 @@ impl Services {
             received_at: now,
             attempts: 0,
             next_attempt_at: now,
-            last_error: foreign.then(|| format!("app_id is not ours ({})", self.app_id)),
+            last_error,
         };
         let new = self
             .inbox

@@ -13,12 +13,42 @@ fn vector(id: &str) -> serde_json::Value {
 }
 
 async fn order_notification_creates_the_order(app: TestApp) {
+    // N027 as the official SDK signed it carries no `app_id`: verified, but not addressed to our
+    // app, so it is quarantined and nothing is applied.
     assert_eq!(
         app.post_notify(vector("N027")["body"].as_str().unwrap())
             .await
             .1,
         "success"
     );
+    assert_eq!(app.run_pending_jobs().await, 0);
+    let n027 = vector("N027");
+    let notify_id = n027["params"]["notify_id"].as_str().unwrap().to_string();
+    assert!(
+        app.message_states()
+            .iter()
+            .any(|(_, n, state)| *n == notify_id && state == "quarantined"),
+        "{:?}",
+        app.message_states()
+    );
+    let (status, _) = app
+        .admin_get("/admin/api/orders/2024061000000000000001")
+        .await;
+    assert_eq!(status, 404);
+    // The same content addressed to our app is applied.
+    let mut params: Vec<(String, String)> = n027["params"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "sign")
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    params.push(("app_id".into(), common::APP_ID.into()));
+    params.retain(|(k, _)| k != "notify_id");
+    params.push(("notify_id".into(), format!("{notify_id}-ours")));
+    let body =
+        isv_lifecycle::alipay::notify::sign_message(&params, &common::platform_private_key());
+    assert_eq!(app.post_notify(body).await.1, "success");
     assert_eq!(app.run_pending_jobs().await, 1);
     let (status, order) = app
         .admin_get("/admin/api/orders/2024061000000000000001")
@@ -70,6 +100,7 @@ async fn order_notification_creates_the_order(app: TestApp) {
     let params: Vec<(String, String)> = [
         ("notify_id", "n-conflict"),
         ("notify_type", "servicemarket_order_notify"),
+        ("app_id", common::APP_ID),
         ("commodity_order_id", "FREE1"),
         ("order_time", "2024-06-10 13:01:00"),
         ("merchant_pid", "2088000000000009"),
@@ -126,6 +157,7 @@ async fn a_failing_message_does_not_block_the_next(app: TestApp) {
     let params: Vec<(String, String)> = [
         ("notify_id", "n-bad"),
         ("notify_type", "servicemarket_order_notify"),
+        ("app_id", common::APP_ID),
         ("commodity_order_id", "BAD1"),
         ("order_time", "yesterday"),
     ]

@@ -27,6 +27,12 @@ pub enum Reply {
     Http(u16),
     /// A success whose signature is made with the wrong key (a forged or corrupted answer).
     BadSignature,
+    /// An error answer with no signature at all (what a proxy, a forger or a gateway-level
+    /// failure may send): never to be believed.
+    Unsigned {
+        code: &'static str,
+        sub_code: &'static str,
+    },
     /// No answer for this many milliseconds (longer than the client's timeout), then the
     /// default one.
     Delay(u64),
@@ -250,6 +256,13 @@ async fn gateway(
                     &wrong,
                 ))
         }
+        Some(Reply::Unsigned { code, sub_code }) => HttpResponse::Ok()
+            .content_type("application/json;charset=utf-8")
+            .body(format!(
+                "{{\"{}\":{}}}",
+                response::response_key(&method),
+                serde_json::json!({"code": code, "msg": "Business Failed", "sub_code": sub_code, "sub_msg": "unsigned"})
+            )),
         Some(Reply::Http(status)) => {
             HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
                 .body("error")
