@@ -343,13 +343,7 @@ pub fn token_context(what: &str, auth_app_id: &str) -> String {
 fn decode_params(body: &[u8]) -> Result<Params, ApplyError> {
     let pairs =
         form::decode(body).map_err(|e| ApplyError::Permanent(format!("stored body: {e}")))?;
-    pairs
-        .iter()
-        .map(
-            |(k, v)| match (std::str::from_utf8(k), std::str::from_utf8(v)) {
-                (Ok(k), Ok(v)) => Ok((k.to_string(), v.to_string())),
-                _ => Err(ApplyError::Permanent("stored body is not UTF-8".into())),
-            },
-        )
-        .collect()
+    // Decoded with the message's own charset, as at ingest.
+    crate::alipay::notify::decode_params(&pairs)
+        .map_err(|e| ApplyError::Permanent(format!("stored body: {e}")))
 }

@@ -4,6 +4,7 @@
 use crate::both_backends;
 use crate::common::{self, Db};
 use crate::helpers::TestApp;
+use isv_lifecycle::alipay::notify;
 
 fn vector(id: &str) -> serde_json::Value {
     common::vectors("notifications.jsonl")
@@ -46,8 +47,7 @@ async fn order_notification_creates_the_order(app: TestApp) {
     params.push(("app_id".into(), common::APP_ID.into()));
     params.retain(|(k, _)| k != "notify_id");
     params.push(("notify_id".into(), format!("{notify_id}-ours")));
-    let body =
-        isv_lifecycle::alipay::notify::sign_message(&params, &common::platform_private_key());
+    let body = notify::sign_message(&params, &common::platform_private_key());
     assert_eq!(app.post_notify(body).await.1, "success");
     assert_eq!(app.run_pending_jobs().await, 1);
     let (status, order) = app
@@ -110,9 +110,7 @@ async fn order_notification_creates_the_order(app: TestApp) {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     assert_eq!(
-        app.post_notify(isv_lifecycle::alipay::notify::sign_message(&params, &key))
-            .await
-            .1,
+        app.post_notify(notify::sign_message(&params, &key)).await.1,
         "success"
     );
     app.run_pending_jobs().await;
@@ -165,9 +163,7 @@ async fn a_failing_message_does_not_block_the_next(app: TestApp) {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     assert_eq!(
-        app.post_notify(isv_lifecycle::alipay::notify::sign_message(&params, &key))
-            .await
-            .1,
+        app.post_notify(notify::sign_message(&params, &key)).await.1,
         "success"
     );
     assert_eq!(
@@ -204,3 +200,71 @@ both_backends!(
     a_failing_message_does_not_block_the_next,
     a_failing_message_does_not_block_the_next
 );
+
+fn order_params(charset: &str, id: &str, notify_id: &str) -> Vec<(String, String)> {
+    [
+        ("notify_id", notify_id),
+        ("notify_type", "servicemarket_order_notify"),
+        ("app_id", common::APP_ID),
+        ("notify_time", "2024-06-10 13:01:00"),
+        ("sign_type", "RSA2"),
+        ("charset", charset),
+        ("version", "1.0"),
+        ("commodity_order_id", id),
+        ("order_time", "2024-06-10 13:01:00"),
+        ("merchant_pid", "2088102177846880"),
+        ("total_price", "9.90"),
+        ("title", "餐饮小程序模板·基础版"),
+        ("name", "张三的面馆"),
+        ("consumer_miniAppId", "2021004199990002"),
+        ("item_code", "TS0001"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// A message signed over GBK bytes (`charset=GBK`) verifies, is applied, and its Chinese text is
+/// stored as text, not mojibake; an unknown charset is refused with `fail` and counted.
+async fn gbk_order_notice_is_applied_with_its_text_intact(app: TestApp) {
+    use isv_lifecycle::alipay::notify::{Charset, sign_message_in};
+    let key = common::platform_private_key();
+    let body = sign_message_in(&order_params("GBK", "GBK1", "n-gbk"), Charset::Gbk, &key);
+    assert!(
+        std::str::from_utf8(&form_bytes(&body)).is_err(),
+        "really GBK"
+    );
+    assert_eq!(app.post_notify(body).await.1, "success");
+    assert_eq!(app.run_pending_jobs().await, 1);
+    let (status, order) = app.admin_get("/admin/api/orders/GBK1").await;
+    assert_eq!(status, 200, "{order}");
+    assert_eq!(order["status"], "awaiting_payment");
+    let mut conn = app.services.pool.get().unwrap();
+    let row = isv_lifecycle::store::orders::find(&mut conn, "GBK1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.title.as_deref(), Some("餐饮小程序模板·基础版"));
+    // The stored (masked) parameters are text too.
+    let (_, list) = app.admin_get("/admin/api/messages").await;
+    assert!(list.to_string().contains("n-gbk"), "{list}");
+
+    let body = notify::sign_message(&order_params("Big5", "B5", "n-big5"), &key);
+    assert_eq!(app.post_notify(body).await.1, "fail");
+    assert_eq!(
+        app.services.metrics.rejected("unknown_charset"),
+        1,
+        "counted with its reason"
+    );
+    assert!(app.message_states().iter().all(|(_, n, _)| n != "n-big5"));
+    app.stop().await;
+}
+both_backends!(
+    gbk_order_notice_is_applied_with_its_text_intact,
+    gbk_order_notice_is_applied_with_its_text_intact
+);
+
+/// The raw bytes of a form body's values, percent-decoded (to show they are not UTF-8).
+fn form_bytes(body: &str) -> Vec<u8> {
+    let pairs = isv_lifecycle::alipay::form::decode(body.as_bytes()).unwrap();
+    pairs.iter().flat_map(|(_, v)| v.to_vec()).collect()
+}
