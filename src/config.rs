@@ -95,6 +95,14 @@ pub struct AlipaySettings {
     /// to the simulator over a private network (docker compose) sets this.
     #[serde(default)]
     pub allow_plain_http: bool,
+    /// The app's content-encryption key (base64, from Alipay's console); empty: none. Decrypts
+    /// `encrypt_type=AES` messages and encrypted responses.
+    #[serde(default = "empty_secret")]
+    pub aes_key: SecretString,
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,6 +218,8 @@ pub struct Prepared {
     pub database: DbTarget,
     pub app_key: Arc<PrivateKey>,
     pub alipay_key: Arc<PublicKey>,
+    /// `alipay.aes_key`, when set.
+    pub aes_key: Option<Arc<crate::alipay::AesKey>>,
     pub encryption_key: Vec<u8>,
     pub admin_token: SecretString,
     pub api_token: SecretString,
@@ -435,11 +445,23 @@ impl Prepared {
             }
         }
 
+        let aes_key = match required(settings.alipay.aes_key.expose_secret()) {
+            None => None,
+            Some(text) => Some(Arc::new(crate::alipay::AesKey::parse(text).map_err(
+                |e| {
+                    err(
+                        "alipay.aes_key",
+                        format!("{e} (the console's AES key, base64)"),
+                    )
+                },
+            )?)),
+        };
         Ok(Prepared {
             listen,
             database,
             app_key: Arc::new(app_key),
             alipay_key: Arc::new(alipay_key),
+            aes_key,
             encryption_key,
             admin_token,
             api_token,

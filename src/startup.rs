@@ -32,13 +32,14 @@ pub fn alipay_client(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<
     settings.timeout = Duration::from_secs(a.timeout_seconds);
     settings.max_attempts = a.max_attempts;
     settings.backoff_base = Duration::from_millis(a.retry_backoff_ms);
-    AlipayClient::new(
+    Ok(AlipayClient::new(
         settings,
         prepared.app_key.clone(),
         prepared.alipay_key.clone(),
         clock,
     )
-    .context("alipay.gateway_url")
+    .context("alipay.gateway_url")?
+    .with_aes_key(prepared.aes_key.clone()))
 }
 
 pub fn services(
@@ -103,6 +104,7 @@ pub fn services(
         clock,
         sealer: Arc::new(Sealer::new(&prepared.encryption_key).context("security.encryption_key")?),
         alipay_key: prepared.alipay_key.clone(),
+        aes_key: prepared.aes_key.clone(),
         app_id: Arc::from(prepared.settings.alipay.app_id.as_str()),
         metrics,
         apply_wakeup: Arc::new(Notify::new()),

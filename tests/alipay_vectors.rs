@@ -1421,3 +1421,55 @@ async fn client_accepts_the_sdk_signed_response_vectors() {
     assert_eq!(mock.hits(), vectors.len());
     mock.stop().await;
 }
+
+#[tokio::test]
+async fn encrypted_responses_are_verified_then_decrypted() {
+    use isv_lifecycle::alipay::AesKey;
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODw==";
+    let plain = json!({"code": "10000", "msg": "Success", "commodity_id": "APPMK1",
+        "status": "MERCHANT_ORDED", "order_items": [{"order_status": "DOING"}]})
+    .to_string();
+    let ciphertext = AesKey::parse(KEY).unwrap().encrypt_base64(plain.as_bytes());
+    // The value is a JSON string; the signature covers it, quotes included.
+    let body_for = |c: &str| {
+        response::sign_response(
+            "alipay.open.servicemarket.order.query",
+            &format!("\"{c}\""),
+            &keys().platform_private,
+        )
+    };
+    let good = body_for(&ciphertext);
+    let mock = Mock::start(move |_, _| (200, good.clone())).await;
+    let clock = ManualClock::new(start_time());
+    let with_key =
+        client(&mock.url, &clock).with_aes_key(Some(Arc::new(AesKey::parse(KEY).unwrap())));
+    let r = with_key
+        .servicemarket_order_query(&OrderQueryRequest::new("C1"))
+        .await
+        .expect("decrypted");
+    assert_eq!(r.commodity_id.as_deref(), Some("APPMK1"));
+    assert_eq!(r.order_items[0].order_status, Some(ItemOrderStatus::Doing));
+    // Without a key: a clear decode error, not data.
+    let err = client(&mock.url, &clock)
+        .servicemarket_order_query(&OrderQueryRequest::new("C1"))
+        .await
+        .expect_err("no key");
+    assert!(
+        matches!(&err, AlipayError::Decode(m) if m.contains("alipay.aes_key")),
+        "{err:?}"
+    );
+    mock.stop().await;
+
+    // Ciphertext changed after signing: refused before any decryption.
+    let mut tampered = body_for(&ciphertext);
+    let at = tampered.find(&ciphertext[..8]).unwrap();
+    tampered.replace_range(at..at + 1, if &ciphertext[..1] == "A" { "B" } else { "A" });
+    let mock = Mock::start(move |_, _| (200, tampered.clone())).await;
+    let err = client(&mock.url, &clock)
+        .with_aes_key(Some(Arc::new(AesKey::parse(KEY).unwrap())))
+        .servicemarket_order_query(&OrderQueryRequest::new("C1"))
+        .await
+        .expect_err("tampered");
+    assert_eq!(err, AlipayError::Response(ResponseError::BadSignature));
+    mock.stop().await;
+}

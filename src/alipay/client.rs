@@ -7,6 +7,7 @@
 //! stripped of their URL before they become messages, and `sub_msg` (which may echo the sign
 //! content, token included) is masked before it is stored or logged.
 
+use super::aes::AesKey;
 use super::api::{self, BizRequest};
 use super::form;
 use super::keys::{PrivateKey, PublicKey};
@@ -312,6 +313,8 @@ pub struct AlipayClient {
     app_key: Arc<PrivateKey>,
     alipay_key: Arc<PublicKey>,
     clock: SharedClock,
+    /// Decrypts encrypted responses (the `*_response` value is a JSON string of ciphertext).
+    aes_key: Option<Arc<AesKey>>,
 }
 
 impl fmt::Debug for AlipayClient {
@@ -353,7 +356,14 @@ impl AlipayClient {
             app_key,
             alipay_key,
             clock,
+            aes_key: None,
         })
+    }
+
+    /// The app's AES key, for encrypted responses.
+    pub fn with_aes_key(mut self, key: Option<Arc<AesKey>>) -> Self {
+        self.aes_key = key;
+        self
     }
 
     pub fn settings(&self) -> &ClientSettings {
@@ -478,6 +488,7 @@ impl AlipayClient {
         }
         let body = read_body(response).await?;
         let checked = response::check(&body, method, &self.alipay_key)?;
+        let checked = decrypt_response(method, checked, self.aes_key.as_deref())?;
         interpret(method, checked)
     }
 }
@@ -548,6 +559,32 @@ struct CommonResult {
     sub_code: Option<String>,
     #[serde(default, deserialize_with = "api::lenient::opt_string")]
     sub_msg: Option<String>,
+}
+
+/// An encrypted response carries its value as a JSON string of base64 ciphertext; the signature
+/// (checked already) covers that string, quotes included. Decrypted only after verifying.
+fn decrypt_response<'a>(
+    method: &str,
+    checked: CheckedResponse<'a>,
+    key: Option<&AesKey>,
+) -> Result<CheckedResponse<'a>, AlipayError> {
+    if checked.content.first() != Some(&b'"') {
+        return Ok(checked);
+    }
+    let ciphertext: String =
+        serde_json::from_slice(&checked.content).map_err(|e| decode_error(method, &e))?;
+    let key = key.ok_or_else(|| {
+        AlipayError::Decode(format!(
+            "{method}: the response is encrypted and no alipay.aes_key is configured"
+        ))
+    })?;
+    let plain = key
+        .decrypt_base64(&ciphertext)
+        .map_err(|e| AlipayError::Decode(format!("{method}: encrypted response: {e}")))?;
+    Ok(CheckedResponse {
+        content: std::borrow::Cow::Owned(plain),
+        ..checked
+    })
 }
 
 /// Reads the common result of a checked (signed and verified) response: success only for a

@@ -49,6 +49,50 @@ pub fn non_empty<'a>(params: &'a Params, key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty() && *v != "null")
 }
 
+/// Why an `encrypt_type` message could not be read. Retrying cannot help until the key is fixed;
+/// the message is kept and can be replayed then.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecryptError {
+    #[error("encrypt_type {0:?} is not AES")]
+    UnknownEncryptType(String),
+    #[error(
+        "biz_content is AES-encrypted and no AES key is configured for this app (alipay.aes_key)"
+    )]
+    NoKey,
+    #[error("biz_content cannot be decrypted: {0} (check alipay.aes_key, then replay)")]
+    Aes(#[from] super::aes::AesError),
+    #[error("decrypted biz_content is not valid {0} text (wrong alipay.aes_key?)")]
+    NotText(&'static str),
+}
+
+/// Decrypts an `encrypt_type=AES` message's `biz_content` in place, after its signature (over the
+/// ciphertext) verified: AES-CBC, zero IV, PKCS#7, the plaintext in the message's charset. A
+/// message without `encrypt_type` is left as it is.
+pub fn decrypt_biz_content(
+    params: &mut Params,
+    key: Option<&super::aes::AesKey>,
+) -> Result<(), DecryptError> {
+    let Some(kind) = non_empty(params, "encrypt_type") else {
+        return Ok(());
+    };
+    if !kind.eq_ignore_ascii_case("AES") {
+        return Err(DecryptError::UnknownEncryptType(kind.to_string()));
+    }
+    let Some(ciphertext) = non_empty(params, "biz_content") else {
+        return Ok(());
+    };
+    let key = key.ok_or(DecryptError::NoKey)?;
+    let plain = key.decrypt_base64(ciphertext)?;
+    // The charset was checked when the message was decoded; UTF-8 when absent.
+    let charset = super::notify::Charset::from_param(params.get("charset").map(String::as_bytes))
+        .unwrap_or(super::notify::Charset::Utf8);
+    let text = charset
+        .decode(&plain)
+        .ok_or(DecryptError::NotText(charset.name()))?;
+    params.insert("biz_content".into(), text);
+    Ok(())
+}
+
 #[derive(Debug)]
 pub enum GatewayMessage {
     Order(OrderNotification),
@@ -407,6 +451,38 @@ mod tests {
         // Ciphertext is kept: it is no secret in clear.
         let enc = params(&[("encrypt_type", "AES"), ("biz_content", "c2VjcmV0")]);
         assert_eq!(masked(&enc)["biz_content"], "c2VjcmV0");
+    }
+
+    #[test]
+    fn aes_biz_content_is_decrypted_in_place() {
+        let key = super::super::aes::AesKey::parse("AAECAwQFBgcICQoLDA0ODw==").unwrap();
+        let plain = r#"{"auth_app_id":"2021004199990002"}"#;
+        let mut p = params(&[
+            ("msg_method", METHOD_AUTH_CANCELLED),
+            ("encrypt_type", "AES"),
+            ("charset", "UTF-8"),
+            ("biz_content", &key.encrypt_base64(plain.as_bytes())),
+        ]);
+        let original = p.clone();
+        assert_eq!(
+            decrypt_biz_content(&mut p.clone(), None),
+            Err(DecryptError::NoKey)
+        );
+        decrypt_biz_content(&mut p, Some(&key)).unwrap();
+        assert_eq!(p["biz_content"], plain);
+        match parse(&p).unwrap() {
+            GatewayMessage::AuthorizationCancelled { auth_app_id } => {
+                assert_eq!(auth_app_id, "2021004199990002")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The ciphertext alone is not JSON: parsing without decrypting fails.
+        assert!(parse(&original).is_err());
+        let mut odd = params(&[("encrypt_type", "DES"), ("biz_content", "x")]);
+        assert_eq!(
+            decrypt_biz_content(&mut odd, Some(&key)),
+            Err(DecryptError::UnknownEncryptType("DES".into()))
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! OpenAPI request signing and response verification, and the HTTP client. No database, no actix;
 //! time is passed in.
 
+pub mod aes;
 pub mod api;
 pub mod client;
 pub mod form;
@@ -13,5 +14,6 @@ pub mod response;
 pub mod sign;
 pub mod time;
 
+pub use aes::{AesError, AesKey};
 pub use keys::{KeyError, PrivateKey, PublicKey};
 pub use notify::{Rejection, SignVariant, VerifiedMessage};

@@ -165,7 +165,11 @@ impl Services {
             .sealer
             .open(super::raw_body_context(), &pending.raw_body)
             .map_err(|e| ApplyError::Permanent(format!("stored body does not open: {e}")))?;
-        let params = decode_params(&body)?;
+        let mut params = decode_params(&body)?;
+        // Verified over the ciphertext at ingest; decrypted here, so a message that arrived
+        // before its key was right can be replayed once it is.
+        message::decrypt_biz_content(&mut params, self.aes_key.as_deref())
+            .map_err(|e| ApplyError::Permanent(e.to_string()))?;
         let parsed = message::parse(&params).map_err(|e| ApplyError::Permanent(e.to_string()))?;
         conn.transaction(|conn| {
             // The guarded move out of `received` comes first: it takes the row's lock (and, on

@@ -29,6 +29,8 @@ pub struct Services {
     pub clock: SharedClock,
     pub sealer: Arc<Sealer>,
     pub alipay_key: Arc<PublicKey>,
+    /// `alipay.aes_key`: decrypts `encrypt_type=AES` messages when they are applied.
+    pub aes_key: Option<Arc<crate::alipay::AesKey>>,
     /// Our third-party app id: messages for another one are quarantined.
     pub app_id: Arc<str>,
     pub metrics: Arc<Metrics>,

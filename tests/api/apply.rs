@@ -268,3 +268,117 @@ fn form_bytes(body: &str) -> Vec<u8> {
     let pairs = isv_lifecycle::alipay::form::decode(body.as_bytes()).unwrap();
     pairs.iter().flat_map(|(_, v)| v.to_vec()).collect()
 }
+
+const AES_KEY: &str = "AAECAwQFBgcICQoLDA0ODw==";
+
+fn aes_cancellation(key_b64: &str, notify_id: &str, auth_app_id: &str) -> String {
+    let key = isv_lifecycle::alipay::AesKey::parse(key_b64).unwrap();
+    let biz = format!(r#"{{"auth_app_id":"{auth_app_id}","cancel_time":"2024-06-10 12:00:01"}}"#);
+    let params: Vec<(String, String)> = [
+        ("notify_id", notify_id.to_string()),
+        ("msg_method", "alipay.open.auth.appauth.cancelled".into()),
+        ("app_id", common::APP_ID.into()),
+        ("version", "1.1".into()),
+        ("charset", "UTF-8".into()),
+        ("sign_type", "RSA2".into()),
+        ("utc_timestamp", "1718000007919".into()),
+        ("encrypt_type", "AES".into()),
+        ("biz_content", key.encrypt_base64(biz.as_bytes())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    notify::sign_message(&params, &common::platform_private_key())
+}
+
+/// `encrypt_type=AES`: verified over the ciphertext, decrypted with `alipay.aes_key`, applied. One
+/// encrypted with another key is stored `failed` with a clear reason, and applies once replayed
+/// with the right key.
+async fn aes_cancellation_is_applied(db: Db) {
+    let app = TestApp::spawn_with(db, |s| {
+        s.alipay.aes_key = secrecy::SecretString::from(AES_KEY);
+    })
+    .await;
+    let auth = vector("N035");
+    assert_eq!(
+        app.post_notify(auth["body"].as_str().unwrap()).await.1,
+        "success"
+    );
+    app.run_pending_jobs().await;
+    const AUTH_APP: &str = "2021004199990002";
+    let (_, a) = app
+        .admin_get(&format!("/admin/api/authorizations/{AUTH_APP}"))
+        .await;
+    assert_eq!(a["status"], "active", "{a}");
+
+    // Encrypted with a key that is not ours: verified and stored, then failed with its reason.
+    let rotated = "ZmVkY2JhOTg3NjU0MzIxMA==";
+    assert_eq!(
+        app.post_notify(aes_cancellation(rotated, "n-aes-other", AUTH_APP))
+            .await
+            .1,
+        "success"
+    );
+    app.run_pending_jobs().await;
+    let (_, list) = app.admin_get("/admin/api/messages").await;
+    let failed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["notify_id"] == "n-aes-other")
+        .unwrap()
+        .clone();
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let reason = failed["last_error"].as_str().unwrap();
+    assert!(reason.contains("alipay.aes_key"), "{reason}");
+    let (_, a) = app
+        .admin_get(&format!("/admin/api/authorizations/{AUTH_APP}"))
+        .await;
+    assert_eq!(a["status"], "active", "nothing applied: {a}");
+
+    // Encrypted with our key: applied.
+    assert_eq!(
+        app.post_notify(aes_cancellation(AES_KEY, "n-aes", AUTH_APP))
+            .await
+            .1,
+        "success"
+    );
+    assert_eq!(app.run_pending_jobs().await, 1);
+    assert!(
+        app.message_states()
+            .iter()
+            .any(|(_, n, s)| n == "n-aes" && s == "applied"),
+        "{:?}",
+        app.message_states()
+    );
+    let (_, a) = app
+        .admin_get(&format!("/admin/api/authorizations/{AUTH_APP}"))
+        .await;
+    assert_eq!(a["status"], "cancelled", "{a}");
+
+    // The key fixed (here: the other one configured), the failed message replays and applies.
+    let mut fixed = app.services.clone();
+    fixed.aes_key = Some(std::sync::Arc::new(
+        isv_lifecycle::alipay::AesKey::parse(rotated).unwrap(),
+    ));
+    fixed.replay_message(common::APP_ID, "n-aes-other").unwrap();
+    let pass = tokio::task::spawn_blocking(move || fixed.apply_due())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pass.applied, 1, "{pass:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aes_cancellation_is_applied_sqlite() {
+    aes_cancellation_is_applied(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aes_cancellation_is_applied_postgres() {
+    if common::skip_postgres() {
+        return;
+    }
+    aes_cancellation_is_applied(Db::Postgres).await;
+}
