@@ -4,6 +4,7 @@
 
 pub mod aes;
 pub mod api;
+pub mod cert;
 pub mod client;
 pub mod form;
 pub mod keys;
