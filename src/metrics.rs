@@ -17,6 +17,7 @@ pub const REJECTION_CODES: &[&str] = &[
     "not_utf8",
     "unknown_charset",
     "not_in_charset",
+    "unknown_cert_sn",
 ];
 
 /// Upper bounds (seconds) of the Alipay call latency histogram.

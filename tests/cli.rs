@@ -285,3 +285,42 @@ fn orders_list_on_a_fresh_database_prints_only_the_header() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no message"), "{}", stderr(&out));
 }
+
+#[test]
+fn keys_cert_sn_prints_the_official_sdk_sns() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/certs/");
+    for (file, root, expected) in [
+        (
+            "appCertPublicKey_2021001161683774.crt",
+            false,
+            "866efef280dec9137a87d047ac446315",
+        ),
+        (
+            "alipayCertPublicKey_RSA2.crt",
+            false,
+            "7513daaaa48aa3ba2e4018d84402479c",
+        ),
+        (
+            "alipayRootCert.crt",
+            true,
+            "687b59193f3f462dd5336e5abf83c5d8_02941eef3187dddf3d3b83462e1dfcf6",
+        ),
+    ] {
+        let path = format!("{dir}{file}");
+        let mut args = vec!["keys", "cert-sn", path.as_str()];
+        if root {
+            args.push("--root");
+        }
+        let out = run(&args, &[]);
+        assert!(out.status.success(), "{file}: {}", stderr(&out));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(stdout.lines().last(), Some(expected), "{file}");
+    }
+    let out = run(&["keys", "cert-sn", "/nonexistent.crt"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("/nonexistent.crt"),
+        "{}",
+        stderr(&out)
+    );
+}

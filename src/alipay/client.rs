@@ -9,6 +9,7 @@
 
 use super::aes::AesKey;
 use super::api::{self, BizRequest};
+use super::cert_mode::CertMode;
 use super::form;
 use super::keys::{PrivateKey, PublicKey};
 use super::message;
@@ -125,7 +126,14 @@ impl AlipayError {
             AlipayError::Transport(_) => true,
             AlipayError::Http { status } => *status >= 500,
             AlipayError::Api { code, .. } => code == CODE_UNAVAILABLE,
-            AlipayError::Response(_) => true,
+            // A certificate refused as not chaining to our root would be refused again.
+            AlipayError::Response(ResponseError::UntrustedCertificate { .. }) => false,
+            AlipayError::Response(
+                ResponseError::Malformed(_)
+                | ResponseError::MissingResponse(_)
+                | ResponseError::Unsigned
+                | ResponseError::BadSignature,
+            ) => true,
             AlipayError::Decode(_) => false,
         }
     }
@@ -315,6 +323,8 @@ pub struct AlipayClient {
     clock: SharedClock,
     /// Decrypts encrypted responses (the `*_response` value is a JSON string of ciphertext).
     aes_key: Option<Arc<AesKey>>,
+    /// Certificate mode: requests carry both SNs, responses are verified by their SN.
+    cert_mode: Option<Arc<CertMode>>,
 }
 
 impl fmt::Debug for AlipayClient {
@@ -357,7 +367,14 @@ impl AlipayClient {
             alipay_key,
             clock,
             aes_key: None,
+            cert_mode: None,
         })
+    }
+
+    /// Public-key certificate mode (公钥证书模式).
+    pub fn with_cert_mode(mut self, mode: Option<Arc<CertMode>>) -> Self {
+        self.cert_mode = mode;
+        self
     }
 
     /// The app's AES key, for encrypted responses.
@@ -454,12 +471,26 @@ impl AlipayClient {
         files: Option<&[FilePart]>,
     ) -> Result<ApiResponse, AlipayError> {
         let method = parts.method;
-        // Rebuilt on every attempt so the signed `timestamp` is fresh.
-        let signed = request::build(
+        let body = self.send(parts, files).await?;
+        let located = response::locate(&body, method)?;
+        let key = self.response_key(located.alipay_cert_sn.as_deref()).await?;
+        let checked = response::verify_located(located, &key)?;
+        let checked = decrypt_response(method, checked, self.aes_key.as_deref())?;
+        interpret(method, checked)
+    }
+
+    /// Signs (afresh: the `timestamp` is current) and sends one request; the raw answer.
+    async fn send(
+        &self,
+        parts: RequestParts<'_>,
+        files: Option<&[FilePart]>,
+    ) -> Result<Vec<u8>, AlipayError> {
+        let signed = request::build_with(
             &self.settings.app_id,
             &self.app_key,
             parts,
             self.clock.now(),
+            self.cert_mode.as_ref().map(|m| m.sns()),
         );
         let separator = if self.settings.gateway_url.contains('?') {
             '&'
@@ -486,10 +517,75 @@ impl AlipayClient {
                 status: status.as_u16(),
             });
         }
-        let body = read_body(response).await?;
-        let checked = response::check(&body, method, &self.alipay_key)?;
-        let checked = decrypt_response(method, checked, self.aes_key.as_deref())?;
-        interpret(method, checked)
+        read_body(response).await
+    }
+
+    /// The key that verifies a response: Alipay's public key, or in certificate mode the key of
+    /// the certificate the response names (held, cached by a replica, or downloaded now and
+    /// trusted only if it chains to our root).
+    async fn response_key(&self, sn: Option<&str>) -> Result<PublicKey, AlipayError> {
+        let Some(mode) = &self.cert_mode else {
+            return Ok((*self.alipay_key).clone());
+        };
+        let now = self.clock.now();
+        if let Some(key) = mode.key(sn, now).await {
+            return Ok(key);
+        }
+        let sn = sn.unwrap_or(mode.default_sn()).to_string();
+        tracing::info!(alipay_cert_sn = %sn, "unknown Alipay certificate: downloading it");
+        let pem = self.download_cert(&sn).await?;
+        mode.accept_download(&sn, &pem, now)
+            .await
+            .map_err(|reason| {
+                AlipayError::Response(ResponseError::UntrustedCertificate { sn, reason })
+            })
+    }
+
+    /// `alipay.open.app.alipaycert.download`: the certificate's PEM text. The answer's own
+    /// signature is not what makes it trusted (it may be signed under the very certificate we
+    /// are fetching): the certificate must chain to our root, which the caller checks.
+    async fn download_cert(&self, sn: &str) -> Result<String, AlipayError> {
+        #[derive(serde::Deserialize)]
+        struct Download {
+            #[serde(default, deserialize_with = "api::lenient::opt_string")]
+            code: Option<String>,
+            #[serde(default)]
+            alipay_cert_content: Option<String>,
+        }
+        let parts = RequestParts {
+            method: api::METHOD_CERT_DOWNLOAD,
+            biz_content: Some(serde_json::json!({ "alipay_cert_sn": sn }).to_string()),
+            text_fields: Vec::new(),
+            app_auth_token: None,
+        };
+        let body = self.send(parts, None).await?;
+        let located = response::locate(&body, api::METHOD_CERT_DOWNLOAD)?;
+        let download: Download = serde_json::from_slice(located.content)
+            .map_err(|e| decode_error(api::METHOD_CERT_DOWNLOAD, &e))?;
+        let content = match (download.code.as_deref(), download.alipay_cert_content) {
+            (Some(CODE_SUCCESS), Some(content)) if !content.is_empty() => content,
+            (code, _) => {
+                return Err(AlipayError::Response(ResponseError::UntrustedCertificate {
+                    sn: sn.to_string(),
+                    reason: format!(
+                        "alipay.open.app.alipaycert.download gave no certificate (code {})",
+                        code.unwrap_or("-")
+                    ),
+                }));
+            }
+        };
+        use base64::Engine as _;
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(content.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| {
+                AlipayError::Response(ResponseError::UntrustedCertificate {
+                    sn: sn.to_string(),
+                    reason: "alipay_cert_content is not base64 of a PEM certificate".into(),
+                })
+            })?;
+        Ok(pem)
     }
 }
 

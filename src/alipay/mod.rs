@@ -5,6 +5,7 @@
 pub mod aes;
 pub mod api;
 pub mod cert;
+pub mod cert_mode;
 pub mod client;
 pub mod form;
 pub mod keys;

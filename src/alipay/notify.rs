@@ -44,6 +44,10 @@ pub enum Rejection {
     /// `charset` names an encoding we do not read (we read UTF-8, GBK, GB2312 and GB18030).
     #[error("charset {0:?} is not one we read (UTF-8, GBK, GB2312, GB18030)")]
     UnknownCharset(String),
+    /// Certificate mode: the message names an Alipay certificate we do not hold (yet). Alipay
+    /// retries; the certificate is learned from the next OpenAPI answer that names it.
+    #[error("alipay_cert_sn {0:?} names no Alipay certificate we hold")]
+    UnknownCertSn(String),
     /// A value is not valid in the message's own (non-UTF-8) charset.
     #[error("parameter `{0}` is not valid {1}")]
     NotInCharset(String, &'static str),
@@ -61,6 +65,7 @@ impl Rejection {
             Rejection::NotUtf8(_) => "not_utf8",
             Rejection::UnknownCharset(_) => "unknown_charset",
             Rejection::NotInCharset(..) => "not_in_charset",
+            Rejection::UnknownCertSn(_) => "unknown_cert_sn",
         }
     }
 }
@@ -163,6 +168,16 @@ fn undecodable(charset: Charset, param: String) -> Rejection {
 }
 
 const SIGNATURE_LEN: usize = 256;
+
+/// Certificate mode: the `alipay_cert_sn` a message names, if any (read before verifying, to
+/// pick the key; the signature then covers it like any other parameter).
+pub fn alipay_cert_sn(body: &[u8]) -> Result<Option<String>, Rejection> {
+    let pairs = form::decode(body)?;
+    Ok(pairs
+        .get("alipay_cert_sn")
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned()))
+}
 
 pub fn verify(body: &[u8], key: &PublicKey) -> Result<VerifiedMessage, Rejection> {
     let pairs = form::decode(body)?;

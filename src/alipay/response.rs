@@ -16,6 +16,10 @@ pub enum ResponseError {
     Unsigned,
     #[error("response signature does not verify")]
     BadSignature,
+    /// Certificate mode: the response names an Alipay certificate we do not hold and could not
+    /// obtain, or one that does not chain to the configured root (refused; support alerted).
+    #[error("response signed under Alipay certificate {sn}, which is not trusted: {reason}")]
+    UntrustedCertificate { sn: String, reason: String },
 }
 
 /// A response whose signature verified. `content` is the JSON text of the response value that
@@ -126,11 +130,20 @@ pub fn response_key(method: &str) -> String {
 
 const SIGNATURE_LEN: usize = 256;
 
-pub fn check<'a>(
-    body: &'a [u8],
-    method: &str,
-    key: &PublicKey,
-) -> Result<CheckedResponse<'a>, ResponseError> {
+/// A response located in its body, not yet verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located<'a> {
+    /// Raw JSON text of the `<method>_response` (or `error_response`) value.
+    pub content: &'a [u8],
+    pub is_error_response: bool,
+    /// `sign`, when present.
+    pub sign: Option<String>,
+    /// Certificate mode: the SN of the Alipay certificate whose key signed this response.
+    pub alipay_cert_sn: Option<String>,
+}
+
+/// Finds the response value, `sign` and `alipay_cert_sn` without reading anything else.
+pub fn locate<'a>(body: &'a [u8], method: &str) -> Result<Located<'a>, ResponseError> {
     let members = top_level_members(body)?;
     let wanted = response_key(method);
     let find = |name: &str| {
@@ -146,13 +159,46 @@ pub fn check<'a>(
             true,
         ),
     };
-    let content = &body[content];
+    let text = |name: &str| -> Result<Option<String>, ResponseError> {
+        find(name)
+            .map(|r| {
+                serde_json::from_slice::<String>(&body[r]).map_err(|_| {
+                    ResponseError::Malformed("`sign` or `alipay_cert_sn` is not a string")
+                })
+            })
+            .transpose()
+    };
+    Ok(Located {
+        content: &body[content],
+        is_error_response,
+        sign: text("sign")?,
+        alipay_cert_sn: text("alipay_cert_sn")?.filter(|s| !s.is_empty()),
+    })
+}
+
+pub fn check<'a>(
+    body: &'a [u8],
+    method: &str,
+    key: &PublicKey,
+) -> Result<CheckedResponse<'a>, ResponseError> {
+    verify_located(locate(body, method)?, key)
+}
+
+/// Verifies a located response with `key`.
+pub fn verify_located<'a>(
+    located: Located<'a>,
+    key: &PublicKey,
+) -> Result<CheckedResponse<'a>, ResponseError> {
+    let Located {
+        content,
+        is_error_response,
+        sign,
+        ..
+    } = located;
     // An unsigned answer is never data, not even an error: its `code`/`sub_code` could be
     // anyone's (an unsigned `20001` would end an authorization, an unsigned
     // `VERSION_ALREADY_EXIST` would skip an upload). The caller treats it as transient.
-    let sign_range = find("sign").ok_or(ResponseError::Unsigned)?;
-    let sign_text: String = serde_json::from_slice(&body[sign_range])
-        .map_err(|_| ResponseError::Malformed("`sign` is not a string"))?;
+    let sign_text = sign.ok_or(ResponseError::Unsigned)?;
     let signature = sign::decode_signature(sign_text.as_bytes(), SIGNATURE_LEN)
         .ok_or(ResponseError::BadSignature)?;
     let content = if sign::verify(key, content, &signature) {
@@ -202,6 +248,24 @@ pub fn sign_response(
         response_key(method_or_error_key)
     };
     format!("{{\"{name}\":{content_json},\"sign\":\"{sign}\"}}")
+}
+
+/// `sign_response` in certificate mode: `alipay_cert_sn` names the signing certificate.
+pub fn sign_response_with_sn(
+    method_or_error_key: &str,
+    content_json: &str,
+    key: &super::keys::PrivateKey,
+    alipay_cert_sn: &str,
+) -> String {
+    let sign = key.sign_base64(content_json.as_bytes());
+    let name = if method_or_error_key == "error_response" {
+        method_or_error_key.to_string()
+    } else {
+        response_key(method_or_error_key)
+    };
+    format!(
+        "{{\"{name}\":{content_json},\"alipay_cert_sn\":\"{alipay_cert_sn}\",\"sign\":\"{sign}\"}}"
+    )
 }
 
 #[cfg(test)]

@@ -102,6 +102,15 @@ pub enum KeysCommand {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// Prints a certificate's SN as Alipay computes it (`app_cert_sn`, `alipay_cert_sn`); with
+    /// `--root`, the root bundle's SN (`alipay_root_cert_sn`). The last line is the SN alone.
+    CertSn {
+        /// The certificate file (PEM).
+        file: PathBuf,
+        /// The file is Alipay's root bundle.
+        #[arg(long)]
+        root: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -203,6 +212,18 @@ pub fn main() -> ExitCode {
         };
     }
     // Generating keys needs no settings or database.
+    if let Command::Keys(KeysCommand::CertSn { file, root }) = &cli.command {
+        return match cert_sn(file, *root) {
+            Ok(sn) => {
+                println!("{sn}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("isv-lifecycle: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Command::Keys(KeysCommand::Generate { out }) = &cli.command {
         return match keys_generate(out) {
             Ok(()) => ExitCode::SUCCESS,
@@ -492,6 +513,17 @@ fn messages_replay(prepared: Prepared, app_id: String, notify_id: String) -> any
 }
 
 /// Writes a fresh key pair into `out`; refuses to overwrite anything.
+fn cert_sn(file: &std::path::Path, root: bool) -> anyhow::Result<String> {
+    use crate::alipay::cert;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let sn = if root {
+        cert::root_sn(&cert::parse_bundle(&bytes, true)?)?
+    } else {
+        cert::parse_leaf(&bytes)?[0].sn()?
+    };
+    Ok(sn)
+}
+
 fn keys_generate(out: &std::path::Path) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;

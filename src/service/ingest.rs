@@ -35,8 +35,11 @@ impl Services {
         self.metrics.received.fetch_add(1, Relaxed);
         // Verification comes before any duplicate check: a forged copy of a stored message's id
         // must be refused, not acknowledged.
-        let verified = notify::verify(body, &self.alipay_key)
+        let key = self
+            .message_key(body)
+            .await
             .inspect_err(|r| self.metrics.reject(r.code()))?;
+        let verified = notify::verify(body, &key).inspect_err(|r| self.metrics.reject(r.code()))?;
         match verified.variant {
             SignVariant::V1 => self.metrics.verified_v1.fetch_add(1, Relaxed),
             SignVariant::V2 => self.metrics.verified_v2.fetch_add(1, Relaxed),
@@ -100,6 +103,20 @@ impl Services {
             new,
             quarantined: foreign,
         })
+    }
+}
+
+impl Services {
+    /// The key that verifies a gateway message: Alipay's public key, or in certificate mode the
+    /// key of the certificate the message names (the configured one when it names none).
+    async fn message_key(&self, body: &[u8]) -> Result<crate::alipay::PublicKey, Rejection> {
+        let Some(mode) = &self.cert_mode else {
+            return Ok((*self.alipay_key).clone());
+        };
+        let sn = notify::alipay_cert_sn(body)?;
+        mode.key(sn.as_deref(), self.clock.now())
+            .await
+            .ok_or_else(|| Rejection::UnknownCertSn(sn.unwrap_or_default()))
     }
 }
 

@@ -172,8 +172,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    alipay_certs (sn) {
+        sn -> Text,
+        pem -> Text,
+        not_after -> Timestamp,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     alipay_calls,
+    alipay_certs,
     template_builds,
     services,
     support_tasks,
