@@ -67,7 +67,14 @@ pub struct CertMode {
     default_sn: String,
     known: RwLock<HashMap<String, PublicKey>>,
     cache: RwLock<Arc<dyn CertCache>>,
+    /// When a download was last asked for an SN named by a gateway message: anyone can post a
+    /// message naming any SN, so each is asked for at most once per `DOWNLOAD_EVERY`, and only
+    /// so many SNs are tracked.
+    asked: std::sync::Mutex<HashMap<String, DateTime<Utc>>>,
 }
+
+const DOWNLOAD_EVERY_MINUTES: i64 = 10;
+const MAX_TRACKED_SNS: usize = 64;
 
 impl std::fmt::Debug for CertMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,6 +138,7 @@ impl CertMode {
             known: RwLock::new(HashMap::from([(default_sn.clone(), alipay_key)])),
             default_sn,
             cache: RwLock::new(Arc::new(NoCache)),
+            asked: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -168,6 +176,17 @@ impl CertMode {
         let pem = self.cache().load(sn).await.ok().flatten()?;
         let chain = cert::parse_leaf(pem.as_bytes()).ok()?;
         self.trust(sn, &chain, now).ok()
+    }
+
+    /// Whether a gateway message naming the unknown `sn` should make us download it now.
+    pub fn should_download(&self, sn: &str, now: DateTime<Utc>) -> bool {
+        let mut asked = self.asked.lock().expect("asked lock");
+        asked.retain(|_, at| now - *at < chrono::Duration::minutes(DOWNLOAD_EVERY_MINUTES));
+        if asked.contains_key(sn) || asked.len() >= MAX_TRACKED_SNS {
+            return false;
+        }
+        asked.insert(sn.to_string(), now);
+        true
     }
 
     /// Accepts a downloaded certificate (PEM text, leaf first) for `sn`: it must be that SN,

@@ -306,6 +306,11 @@ pub trait AlipayApi: Send + Sync {
         req: &'a api::VersionOnlineRequest,
     ) -> BoxFuture<'a, Result<api::VersionOnlineResponse, AlipayError>>;
 
+    /// Certificate mode: makes sure the Alipay certificate `sn` is held, downloading it
+    /// (`alipay.open.app.alipaycert.download`) and accepting it only if it chains to our root.
+    /// A gateway message naming an unknown SN asks for this. In key mode: a `Decode` error.
+    fn alipay_cert_download<'a>(&'a self, sn: &'a str) -> BoxFuture<'a, Result<(), AlipayError>>;
+
     /// `alipay.merchant.order.sync`, for a merchant. `biz_content` must be a JSON object,
     /// already validated by the caller.
     fn merchant_order_sync<'a>(
@@ -824,6 +829,17 @@ fn json_string_member(
 }
 
 impl AlipayApi for AlipayClient {
+    fn alipay_cert_download<'a>(&'a self, sn: &'a str) -> BoxFuture<'a, Result<(), AlipayError>> {
+        Box::pin(async move {
+            if self.cert_mode.is_none() {
+                return Err(AlipayError::Decode(
+                    "alipay.open.app.alipaycert.download: not in certificate mode".into(),
+                ));
+            }
+            self.response_key(Some(sn)).await.map(|_| ())
+        })
+    }
+
     fn servicemarket_order_query<'a>(
         &'a self,
         req: &'a api::OrderQueryRequest,

@@ -114,9 +114,23 @@ impl Services {
             return Ok((*self.alipay_key).clone());
         };
         let sn = notify::alipay_cert_sn(body)?;
-        mode.key(sn.as_deref(), self.clock.now())
-            .await
-            .ok_or_else(|| Rejection::UnknownCertSn(sn.unwrap_or_default()))
+        let now = self.clock.now();
+        if let Some(key) = mode.key(sn.as_deref(), now).await {
+            return Ok(key);
+        }
+        let sn = sn.unwrap_or_default();
+        // Refused for now (Alipay retries); fetch the certificate meanwhile, so a redelivery
+        // verifies. Whatever is downloaded must still chain to our root.
+        if mode.should_download(&sn, now) {
+            let alipay = self.alipay.clone();
+            let wanted = sn.clone();
+            tokio::spawn(async move {
+                if let Err(e) = alipay.alipay_cert_download(&wanted).await {
+                    tracing::warn!(alipay_cert_sn = %wanted, error = %e, "Alipay certificate named by a message not obtained");
+                }
+            });
+        }
+        Err(Rejection::UnknownCertSn(sn))
     }
 }
 
