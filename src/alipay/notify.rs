@@ -194,11 +194,23 @@ pub fn verify(body: &[u8], key: &PublicKey) -> Result<VerifiedMessage, Rejection
     }
     let signature =
         sign::decode_signature(signature, SIGNATURE_LEN).ok_or(Rejection::SignEncoding)?;
+    // Certificate mode: whether a message's `alipay_cert_sn` is signed is unconfirmed
+    // (alipay-protocol.md §9.4). Java's `rsaCertCheckV1/V2` sign it like any parameter; a
+    // third-party SDK leaves it out. Signed first, then left out, only when it is there.
+    let has_cert_sn = pairs.get("alipay_cert_sn").is_some();
     let variant = [
         (SignVariant::V1, &["sign", "sign_type"][..]),
         (SignVariant::V2, &["sign"][..]),
+        (
+            SignVariant::V1,
+            &["sign", "sign_type", "alipay_cert_sn"][..],
+        ),
+        (SignVariant::V2, &["sign", "alipay_cert_sn"][..]),
     ]
     .into_iter()
+    .enumerate()
+    .filter(|(i, _)| *i < 2 || has_cert_sn)
+    .map(|(_, v)| v)
     .find(|(_, exclude)| {
         let content = sign::content(pairs.iter(), exclude, false);
         sign::verify(key, &content, &signature)
@@ -298,6 +310,32 @@ mod tests {
                 .unwrap_err()
                 .code(),
             "not_utf8"
+        );
+    }
+
+    #[test]
+    fn alipay_cert_sn_signed_or_left_out_both_verify() {
+        let key = platform();
+        let base = pairs(&[("charset", "UTF-8"), ("x", "1"), ("alipay_cert_sn", "abc")]);
+        // Signed over everything (sign_message signs every given parameter).
+        let body = sign_message(&base, &key);
+        assert!(verify(body.as_bytes(), &key.public_key()).is_ok());
+        // Signed without it, then sent with it.
+        let without: Vec<_> = base
+            .iter()
+            .filter(|(k, _)| k != "alipay_cert_sn")
+            .cloned()
+            .collect();
+        let body = format!("{}&alipay_cert_sn=abc", sign_message(&without, &key));
+        assert_eq!(
+            verify(body.as_bytes(), &key.public_key()).unwrap().variant,
+            SignVariant::V1
+        );
+        // Any other added parameter still breaks the signature.
+        let body = format!("{}&other=abc", sign_message(&without, &key));
+        assert_eq!(
+            verify(body.as_bytes(), &key.public_key()).unwrap_err(),
+            Rejection::BadSignature
         );
     }
 
