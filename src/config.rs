@@ -127,6 +127,27 @@ pub struct AlipaySettings {
     pub max_attempts: u32,
     /// First retry delay of an OpenAPI call; doubles per attempt, with jitter, capped at 5 s.
     pub retry_backoff_ms: u64,
+    /// The production profile requires `https` for `gateway_url`; only a local stack talking
+    /// to the simulator over a private network (docker compose) sets this.
+    #[serde(default)]
+    pub allow_plain_http: bool,
+    /// The app's content-encryption key (base64, from Alipay's console); empty: none. Decrypts
+    /// `encrypt_type=AES` messages and encrypted responses.
+    #[serde(default = "empty_secret")]
+    pub aes_key: SecretString,
+    /// Public-key certificate mode (公钥证书模式): our app certificate, Alipay's public-key
+    /// certificate and Alipay's root bundle (PEM files). All three or none; when set,
+    /// `alipay_public_key_file` is not needed.
+    #[serde(default)]
+    pub app_cert_file: String,
+    #[serde(default)]
+    pub alipay_cert_file: String,
+    #[serde(default)]
+    pub alipay_root_cert_file: String,
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -257,6 +278,10 @@ pub struct Prepared {
     pub database: DbTarget,
     pub app_key: Arc<PrivateKey>,
     pub alipay_key: Arc<PublicKey>,
+    /// `alipay.aes_key`, when set.
+    pub aes_key: Option<Arc<crate::alipay::AesKey>>,
+    /// Certificate mode, when the three certificate files are set.
+    pub cert_mode: Option<Arc<crate::alipay::cert_mode::CertMode>>,
     pub encryption_key: Vec<u8>,
     pub admin_token: SecretString,
     pub api_token: SecretString,
@@ -376,6 +401,20 @@ impl Prepared {
                 format!("{:?} is not an http(s) URL", settings.alipay.gateway_url),
             ));
         }
+        if !local
+            && !settings.alipay.allow_plain_http
+            && reqwest::Url::parse(&settings.alipay.gateway_url)
+                .map(|u| u.scheme() != "https")
+                .unwrap_or(true)
+        {
+            return Err(err(
+                "alipay.gateway_url",
+                format!(
+                    "{:?} is not https; the production profile sends tokens and signed requests only over TLS",
+                    settings.alipay.gateway_url
+                ),
+            ));
+        }
         if settings.alipay.max_attempts == 0 || settings.alipay.timeout_seconds == 0 {
             return Err(err(
                 "alipay.max_attempts",
@@ -405,7 +444,8 @@ impl Prepared {
         }
 
         let keys_missing = settings.alipay.app_private_key_file.trim().is_empty()
-            && settings.alipay.alipay_public_key_file.trim().is_empty();
+            && settings.alipay.alipay_public_key_file.trim().is_empty()
+            && settings.alipay.app_cert_file.trim().is_empty();
         let sandbox = if keys_missing && local {
             let made = match creation {
                 Creation::Allowed => ensure_sandbox(&settings.app.data_dir),
@@ -416,6 +456,36 @@ impl Prepared {
             None
         };
 
+        // Certificate mode: all three files, or none.
+        let cert_files = {
+            let a = &settings.alipay;
+            let files = [
+                ("alipay.app_cert_file", a.app_cert_file.trim().to_string()),
+                (
+                    "alipay.alipay_cert_file",
+                    a.alipay_cert_file.trim().to_string(),
+                ),
+                (
+                    "alipay.alipay_root_cert_file",
+                    a.alipay_root_cert_file.trim().to_string(),
+                ),
+            ];
+            match files.iter().filter(|(_, p)| p.is_empty()).count() {
+                3 => None,
+                0 => Some(files),
+                _ => {
+                    let missing = files
+                        .iter()
+                        .find(|(_, p)| p.is_empty())
+                        .expect("one is empty");
+                    return Err(err(
+                        missing.0,
+                        "certificate mode needs all three of app_cert_file, alipay_cert_file and alipay_root_cert_file".into(),
+                    ));
+                }
+            }
+        };
+        let mut cert_mode = None;
         let (app_key, alipay_key) = match &sandbox {
             Some(files) => {
                 let app = read_file(&files.dir.join("app_private_key.pem"))
@@ -428,6 +498,50 @@ impl Prepared {
                     PublicKey::parse(&platform)
                         .map_err(|e| err("app.data_dir", format!("sandbox Alipay key: {e}")))?,
                 )
+            }
+            None if cert_files.is_some() => {
+                let app_path =
+                    required(&settings.alipay.app_private_key_file).ok_or_else(|| {
+                        err(
+                            "alipay.app_private_key_file",
+                            "is required (our app private key: PEM or bare base64)".into(),
+                        )
+                    })?;
+                let app_text = read_file(Path::new(app_path))
+                    .map_err(|p| err("alipay.app_private_key_file", p))?;
+                let app_key = PrivateKey::parse(&app_text)
+                    .map_err(|e| err("alipay.app_private_key_file", format!("{app_path}: {e}")))?;
+                let [app_cert, alipay_cert, root] = cert_files
+                    .as_ref()
+                    .expect("matched on is_some")
+                    .clone()
+                    .map(|(name, path)| {
+                        std::fs::read(&path)
+                            .map_err(|e| err(name, format!("cannot read {path}: {e}")))
+                    });
+                let mode = crate::alipay::cert_mode::CertMode::new(
+                    &app_cert?,
+                    &alipay_cert?,
+                    &root?,
+                    &app_key.public_key(),
+                )
+                .map_err(|e| {
+                    use crate::alipay::cert_mode::CertModeError as E;
+                    let name = match &e {
+                        E::File { file, .. } => match *file {
+                            "app_cert_file" => "alipay.app_cert_file",
+                            "alipay_cert_file" => "alipay.alipay_cert_file",
+                            _ => "alipay.alipay_root_cert_file",
+                        },
+                        E::AppKeyMismatch => "alipay.app_cert_file",
+                    };
+                    err(name, e.to_string())
+                })?;
+                let alipay_key = mode
+                    .known_key(None)
+                    .expect("the configured Alipay certificate is held");
+                cert_mode = Some(Arc::new(mode));
+                (app_key, alipay_key)
             }
             None => {
                 let app_path =
@@ -529,6 +643,17 @@ impl Prepared {
             }
         }
 
+        let aes_key = match required(settings.alipay.aes_key.expose_secret()) {
+            None => None,
+            Some(text) => Some(Arc::new(crate::alipay::AesKey::parse(text).map_err(
+                |e| {
+                    err(
+                        "alipay.aes_key",
+                        format!("{e} (the console's AES key, base64)"),
+                    )
+                },
+            )?)),
+        };
         Ok(Prepared {
             config_file: file.to_path_buf(),
             listen,
@@ -536,6 +661,8 @@ impl Prepared {
             database,
             app_key: Arc::new(app_key),
             alipay_key: Arc::new(alipay_key),
+            aes_key,
+            cert_mode,
             encryption_key,
             admin_token,
             api_token,

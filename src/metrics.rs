@@ -15,6 +15,9 @@ pub const REJECTION_CODES: &[&str] = &[
     "sign_type",
     "bad_signature",
     "not_utf8",
+    "unknown_charset",
+    "not_in_charset",
+    "unknown_cert_sn",
 ];
 
 /// Upper bounds (seconds) of the Alipay call latency histogram.
@@ -55,7 +58,7 @@ pub struct Metrics {
     pub received: AtomicU64,
     pub verified_v1: AtomicU64,
     pub verified_v2: AtomicU64,
-    rejected: [AtomicU64; 7],
+    rejected: [AtomicU64; REJECTION_CODES.len()],
     pub stored: AtomicU64,
     pub duplicates: AtomicU64,
     pub quarantined: AtomicU64,

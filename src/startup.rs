@@ -37,13 +37,15 @@ pub fn alipay_client(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<
     settings.timeout = Duration::from_secs(a.timeout_seconds);
     settings.max_attempts = a.max_attempts;
     settings.backoff_base = Duration::from_millis(a.retry_backoff_ms);
-    AlipayClient::new(
+    Ok(AlipayClient::new(
         settings,
         prepared.app_key.clone(),
         prepared.alipay_key.clone(),
         clock,
     )
-    .context("alipay.gateway_url")
+    .context("alipay.gateway_url")?
+    .with_aes_key(prepared.aes_key.clone())
+    .with_cert_mode(prepared.cert_mode.clone()))
 }
 
 pub fn services(
@@ -59,6 +61,15 @@ pub fn services(
         inbox.writers
     };
     let metrics = Arc::new(Metrics::default());
+    let alerts = crate::service::alerts::Alerter::new(&prepared.settings.alerts.webhook_url)
+        .context("alerts.webhook_url")?;
+    if let Some(mode) = &prepared.cert_mode {
+        mode.set_cache(Arc::new(crate::service::alipay_certs::DbCertCache {
+            pool: pool.clone(),
+            alerts: alerts.clone(),
+            clock: clock.clone(),
+        }));
+    }
     let client: Arc<dyn crate::alipay::client::AlipayApi> =
         Arc::new(alipay_client(prepared, clock.clone())?);
     let alipay = Arc::new(crate::service::metered::MeteredAlipay::new(
@@ -95,8 +106,7 @@ pub fn services(
             reconcile_cron: prepared.settings.scheduler.reconcile_cron.clone(),
             reconcile_rate: prepared.settings.scheduler.reconcile_rate_per_second,
         }),
-        alerts: crate::service::alerts::Alerter::new(&prepared.settings.alerts.webhook_url)
-            .context("alerts.webhook_url")?,
+        alerts,
         inbox: crate::service::ingest::start_inbox(pool.clone(), writers, inbox.batch_size),
         merchant_syncs: crate::service::merchant_sync::start_sync_writer(
             pool.clone(),
@@ -107,6 +117,8 @@ pub fn services(
         clock,
         sealer: Arc::new(Sealer::new(&prepared.encryption_key).context("security.encryption_key")?),
         alipay_key: prepared.alipay_key.clone(),
+        aes_key: prepared.aes_key.clone(),
+        cert_mode: prepared.cert_mode.clone(),
         app_id: Arc::from(prepared.settings.alipay.app_id.as_str()),
         metrics,
         apply_wakeup: Arc::new(Notify::new()),

@@ -295,9 +295,7 @@ fn tampered_response_vectors_are_rejected() {
             s(r, "tamper"),
             result.as_ref().map(|c| c.signed)
         ));
-        // A tamper that left the response unsigned *and* non-success would come back as Ok with
-        // signed=false (a gateway error carries no data). None of these is such a case, and the
-        // one unsigned vector, PT007 (sign_missing), is a success shape: it must be refused.
+        // Every unsigned response is refused, success or error shape alike.
         match s(r, "tamper") {
             "sign_missing" => assert_eq!(result, Err(ResponseError::Unsigned), "{id}"),
             _ => assert_eq!(result, Err(ResponseError::BadSignature), "{id}"),
@@ -978,8 +976,9 @@ async fn bad_response_signatures_are_response_errors() {
         .await
         .expect_err("bad sig");
     assert_eq!(err, AlipayError::Response(ResponseError::BadSignature));
-    assert!(!err.is_retryable());
-    assert_eq!(mock.hits(), 1);
+    // Untrusted, so never read: transient, retried up to max_attempts.
+    assert!(err.is_retryable());
+    assert_eq!(mock.hits(), 3);
     mock.stop().await;
 
     // Content changed after signing.
@@ -1046,21 +1045,46 @@ async fn bad_response_signatures_are_response_errors() {
 }
 
 #[tokio::test]
-async fn unsigned_gateway_errors_are_api_errors() {
-    // Gateway-level failures may come unsigned; they carry no data, only the error.
-    let mock = Mock::start(|_, _| {
-        (200, r#"{"error_response":{"code":"40002","msg":"Invalid Arguments","sub_code":"isv.invalid-app-id","sub_msg":"无效的AppID参数"}}"#.into())
-    })
-    .await;
-    let clock = ManualClock::new(start_time());
-    let err = client(&mock.url, &clock)
-        .servicemarket_order_query(&OrderQueryRequest::new("C1"))
-        .await
-        .expect_err("40002");
-    assert_eq!(err.code(), Some("40002"));
-    assert_eq!(err.sub_code(), Some("isv.invalid-app-id"));
-    assert_eq!(mock.hits(), 1);
-    mock.stop().await;
+async fn unsigned_gateway_errors_are_transient_never_data() {
+    // An unsigned error answer could come from anyone: its code and sub_code are never read. It
+    // is a transient failure, retried up to max_attempts and then reported as `Unsigned`.
+    for body in [
+        r#"{"error_response":{"code":"40002","msg":"Invalid Arguments","sub_code":"isv.invalid-app-id","sub_msg":"无效的AppID参数"}}"#,
+        r#"{"alipay_open_servicemarket_order_query_response":{"code":"20001","msg":"Insufficient Token Permissions","sub_code":"aop.invalid-app-auth-token"}}"#,
+    ] {
+        let mock = Mock::start(move |_, _| (200, body.to_string())).await;
+        let clock = ManualClock::new(start_time());
+        let err = client_with_attempts(&mock.url, &clock, 3)
+            .servicemarket_order_query(&OrderQueryRequest::new("C1"))
+            .await
+            .expect_err("unsigned");
+        assert_eq!(err, AlipayError::Response(ResponseError::Unsigned));
+        assert_eq!(err.code(), None);
+        assert_eq!(err.sub_code(), None);
+        assert!(!err.is_invalid_app_auth_token());
+        assert!(err.is_retryable());
+        assert_eq!(mock.hits(), 3);
+        mock.stop().await;
+    }
+}
+
+#[test]
+fn slash_fallback_hands_back_exactly_the_verified_text() {
+    // Alipay signed the unescaped text; the body carries `\/`. What we parse is what verified.
+    let k = keys();
+    let signed_text = r#"{"code":"10000","msg":"Success","url":"https://a/b"}"#;
+    let sign = k.platform_private.sign_base64(signed_text.as_bytes());
+    let body = format!(
+        r#"{{"alipay_open_servicemarket_order_query_response":{},"sign":"{sign}"}}"#,
+        signed_text.replace('/', "\\/")
+    );
+    let checked = response::check(
+        body.as_bytes(),
+        "alipay.open.servicemarket.order.query",
+        &k.platform_public,
+    )
+    .unwrap();
+    assert_eq!(checked.content, signed_text.as_bytes());
 }
 
 #[tokio::test]
@@ -1395,5 +1419,57 @@ async fn client_accepts_the_sdk_signed_response_vectors() {
         }
     }
     assert_eq!(mock.hits(), vectors.len());
+    mock.stop().await;
+}
+
+#[tokio::test]
+async fn encrypted_responses_are_verified_then_decrypted() {
+    use isv_lifecycle::alipay::AesKey;
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODw==";
+    let plain = json!({"code": "10000", "msg": "Success", "commodity_id": "APPMK1",
+        "status": "MERCHANT_ORDED", "order_items": [{"order_status": "DOING"}]})
+    .to_string();
+    let ciphertext = AesKey::parse(KEY).unwrap().encrypt_base64(plain.as_bytes());
+    // The value is a JSON string; the signature covers it, quotes included.
+    let body_for = |c: &str| {
+        response::sign_response(
+            "alipay.open.servicemarket.order.query",
+            &format!("\"{c}\""),
+            &keys().platform_private,
+        )
+    };
+    let good = body_for(&ciphertext);
+    let mock = Mock::start(move |_, _| (200, good.clone())).await;
+    let clock = ManualClock::new(start_time());
+    let with_key =
+        client(&mock.url, &clock).with_aes_key(Some(Arc::new(AesKey::parse(KEY).unwrap())));
+    let r = with_key
+        .servicemarket_order_query(&OrderQueryRequest::new("C1"))
+        .await
+        .expect("decrypted");
+    assert_eq!(r.commodity_id.as_deref(), Some("APPMK1"));
+    assert_eq!(r.order_items[0].order_status, Some(ItemOrderStatus::Doing));
+    // Without a key: a clear decode error, not data.
+    let err = client(&mock.url, &clock)
+        .servicemarket_order_query(&OrderQueryRequest::new("C1"))
+        .await
+        .expect_err("no key");
+    assert!(
+        matches!(&err, AlipayError::Decode(m) if m.contains("alipay.aes_key")),
+        "{err:?}"
+    );
+    mock.stop().await;
+
+    // Ciphertext changed after signing: refused before any decryption.
+    let mut tampered = body_for(&ciphertext);
+    let at = tampered.find(&ciphertext[..8]).unwrap();
+    tampered.replace_range(at..at + 1, if &ciphertext[..1] == "A" { "B" } else { "A" });
+    let mock = Mock::start(move |_, _| (200, tampered.clone())).await;
+    let err = client(&mock.url, &clock)
+        .with_aes_key(Some(Arc::new(AesKey::parse(KEY).unwrap())))
+        .servicemarket_order_query(&OrderQueryRequest::new("C1"))
+        .await
+        .expect_err("tampered");
+    assert_eq!(err, AlipayError::Response(ResponseError::BadSignature));
     mock.stop().await;
 }

@@ -122,6 +122,29 @@ fn production_refuses_to_start_without_real_keys() {
 }
 
 #[test]
+fn production_requires_an_https_gateway() {
+    let production = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/production.example.toml"
+    );
+    let out = run(
+        &["migrate", "--config", production],
+        &[(
+            "ISV__ALIPAY__GATEWAY_URL",
+            "http://openapi.alipay.com/gateway.do",
+        )],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "setting alipay.gateway_url (from environment variable ISV__ALIPAY__GATEWAY_URL)"
+        ) && err.contains("is not https"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_values_are_named() {
     for (var, value, setting) in [
         ("ISV__SERVER__LISTEN", "nowhere", "server.listen"),
@@ -485,5 +508,44 @@ fn a_termination_the_rules_refuse_exits_4() {
         shown["history"].as_array().map(Vec::len),
         Some(0),
         "{shown}"
+    );
+}
+
+#[test]
+fn keys_cert_sn_prints_the_official_sdk_sns() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/certs/");
+    for (file, root, expected) in [
+        (
+            "appCertPublicKey_2021001161683774.crt",
+            false,
+            "866efef280dec9137a87d047ac446315",
+        ),
+        (
+            "alipayCertPublicKey_RSA2.crt",
+            false,
+            "7513daaaa48aa3ba2e4018d84402479c",
+        ),
+        (
+            "alipayRootCert.crt",
+            true,
+            "687b59193f3f462dd5336e5abf83c5d8_02941eef3187dddf3d3b83462e1dfcf6",
+        ),
+    ] {
+        let path = format!("{dir}{file}");
+        let mut args = vec!["keys", "cert-sn", path.as_str()];
+        if root {
+            args.push("--root");
+        }
+        let out = run(&args, &[]);
+        assert!(out.status.success(), "{file}: {}", stderr(&out));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(stdout.lines().last(), Some(expected), "{file}");
+    }
+    let out = run(&["keys", "cert-sn", "/nonexistent.crt"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("/nonexistent.crt"),
+        "{}",
+        stderr(&out)
     );
 }

@@ -19,6 +19,7 @@ pub const METHOD_BUILD_QUERY: &str = "alipay.open.mini.version.build.query";
 pub const METHOD_AUDIT_APPLY: &str = "alipay.open.mini.version.audit.apply";
 pub const METHOD_VERSION_ONLINE: &str = "alipay.open.mini.version.online";
 pub const METHOD_MERCHANT_ORDER_SYNC: &str = "alipay.merchant.order.sync";
+pub const METHOD_CERT_DOWNLOAD: &str = "alipay.open.app.alipaycert.download";
 
 /// A request whose business parameters travel as `biz_content` JSON.
 pub trait BizRequest: Serialize + Sync {

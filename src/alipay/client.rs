@@ -7,7 +7,9 @@
 //! stripped of their URL before they become messages, and `sub_msg` (which may echo the sign
 //! content, token included) is masked before it is stored or logged.
 
+use super::aes::AesKey;
 use super::api::{self, BizRequest};
+use super::cert_mode::CertMode;
 use super::form;
 use super::keys::{PrivateKey, PublicKey};
 use super::message;
@@ -113,14 +115,25 @@ impl AlipayError {
         }
     }
 
-    /// Worth another attempt: transport failures, HTTP 5xx and Alipay's `20000`. Anything else
-    /// (business errors, bad signatures, 4xx) would fail the same way again.
+    /// Worth another attempt: transport failures, HTTP 5xx, Alipay's `20000`, and an answer we
+    /// could not trust (unsigned, not verifying, or not a gateway response at all: a proxy page,
+    /// a forgery, a corruption in transit). Its content is never read, so it can only be retried.
+    /// Anything else (business errors, 4xx, a verified answer we cannot read) would fail the same
+    /// way again.
     pub fn is_retryable(&self) -> bool {
         match self {
             AlipayError::Transport(_) => true,
             AlipayError::Http { status } => *status >= 500,
             AlipayError::Api { code, .. } => code == CODE_UNAVAILABLE,
-            AlipayError::Response(_) | AlipayError::Decode(_) => false,
+            // A certificate refused as not chaining to our root would be refused again.
+            AlipayError::Response(ResponseError::UntrustedCertificate { .. }) => false,
+            AlipayError::Response(
+                ResponseError::Malformed(_)
+                | ResponseError::MissingResponse(_)
+                | ResponseError::Unsigned
+                | ResponseError::BadSignature,
+            ) => true,
+            AlipayError::Decode(_) => false,
         }
     }
 
@@ -292,6 +305,11 @@ pub trait AlipayApi: Send + Sync {
         req: &'a api::VersionOnlineRequest,
     ) -> BoxFuture<'a, Result<api::VersionOnlineResponse, AlipayError>>;
 
+    /// Certificate mode: makes sure the Alipay certificate `sn` is held, downloading it
+    /// (`alipay.open.app.alipaycert.download`) and accepting it only if it chains to our root.
+    /// A gateway message naming an unknown SN asks for this. In key mode: a `Decode` error.
+    fn alipay_cert_download<'a>(&'a self, sn: &'a str) -> BoxFuture<'a, Result<(), AlipayError>>;
+
     /// `alipay.merchant.order.sync`, for a merchant. `biz_content` must be a JSON object,
     /// already validated by the caller.
     fn merchant_order_sync<'a>(
@@ -307,6 +325,10 @@ pub struct AlipayClient {
     app_key: Arc<PrivateKey>,
     alipay_key: Arc<PublicKey>,
     clock: SharedClock,
+    /// Decrypts encrypted responses (the `*_response` value is a JSON string of ciphertext).
+    aes_key: Option<Arc<AesKey>>,
+    /// Certificate mode: requests carry both SNs, responses are verified by their SN.
+    cert_mode: Option<Arc<CertMode>>,
 }
 
 impl fmt::Debug for AlipayClient {
@@ -348,7 +370,21 @@ impl AlipayClient {
             app_key,
             alipay_key,
             clock,
+            aes_key: None,
+            cert_mode: None,
         })
+    }
+
+    /// Public-key certificate mode (公钥证书模式).
+    pub fn with_cert_mode(mut self, mode: Option<Arc<CertMode>>) -> Self {
+        self.cert_mode = mode;
+        self
+    }
+
+    /// The app's AES key, for encrypted responses.
+    pub fn with_aes_key(mut self, key: Option<Arc<AesKey>>) -> Self {
+        self.aes_key = key;
+        self
     }
 
     pub fn settings(&self) -> &ClientSettings {
@@ -442,12 +478,26 @@ impl AlipayClient {
         files: Option<&[FilePart]>,
     ) -> Result<ApiResponse, AlipayError> {
         let method = parts.method;
-        // Rebuilt on every attempt so the signed `timestamp` is fresh.
-        let signed = request::build(
+        let body = self.send(parts, files).await?;
+        let located = response::locate(&body, method)?;
+        let key = self.response_key(located.alipay_cert_sn.as_deref()).await?;
+        let checked = response::verify_located(located, &key)?;
+        let checked = decrypt_response(method, checked, self.aes_key.as_deref())?;
+        interpret(method, checked)
+    }
+
+    /// Signs (afresh: the `timestamp` is current) and sends one request; the raw answer.
+    async fn send(
+        &self,
+        parts: RequestParts<'_>,
+        files: Option<&[FilePart]>,
+    ) -> Result<Vec<u8>, AlipayError> {
+        let signed = request::build_with(
             &self.settings.app_id,
             &self.app_key,
             parts,
             self.clock.now(),
+            self.cert_mode.as_ref().map(|m| m.sns()),
         );
         let separator = if self.settings.gateway_url.contains('?') {
             '&'
@@ -474,9 +524,75 @@ impl AlipayClient {
                 status: status.as_u16(),
             });
         }
-        let body = read_body(response).await?;
-        let checked = response::check(&body, method, &self.alipay_key)?;
-        interpret(method, checked)
+        read_body(response).await
+    }
+
+    /// The key that verifies a response: Alipay's public key, or in certificate mode the key of
+    /// the certificate the response names (held, cached by a replica, or downloaded now and
+    /// trusted only if it chains to our root).
+    async fn response_key(&self, sn: Option<&str>) -> Result<PublicKey, AlipayError> {
+        let Some(mode) = &self.cert_mode else {
+            return Ok((*self.alipay_key).clone());
+        };
+        let now = self.clock.now();
+        if let Some(key) = mode.key(sn, now).await {
+            return Ok(key);
+        }
+        let sn = sn.unwrap_or(mode.default_sn()).to_string();
+        tracing::info!(alipay_cert_sn = %sn, "unknown Alipay certificate: downloading it");
+        let pem = self.download_cert(&sn).await?;
+        mode.accept_download(&sn, &pem, now)
+            .await
+            .map_err(|reason| {
+                AlipayError::Response(ResponseError::UntrustedCertificate { sn, reason })
+            })
+    }
+
+    /// `alipay.open.app.alipaycert.download`: the certificate's PEM text. The answer's own
+    /// signature is not what makes it trusted (it may be signed under the very certificate we
+    /// are fetching): the certificate must chain to our root, which the caller checks.
+    async fn download_cert(&self, sn: &str) -> Result<String, AlipayError> {
+        #[derive(serde::Deserialize)]
+        struct Download {
+            #[serde(default, deserialize_with = "api::lenient::opt_string")]
+            code: Option<String>,
+            #[serde(default)]
+            alipay_cert_content: Option<String>,
+        }
+        let parts = RequestParts {
+            method: api::METHOD_CERT_DOWNLOAD,
+            biz_content: Some(serde_json::json!({ "alipay_cert_sn": sn }).to_string()),
+            text_fields: Vec::new(),
+            app_auth_token: None,
+        };
+        let body = self.send(parts, None).await?;
+        let located = response::locate(&body, api::METHOD_CERT_DOWNLOAD)?;
+        let download: Download = serde_json::from_slice(located.content)
+            .map_err(|e| decode_error(api::METHOD_CERT_DOWNLOAD, &e))?;
+        let content = match (download.code.as_deref(), download.alipay_cert_content) {
+            (Some(CODE_SUCCESS), Some(content)) if !content.is_empty() => content,
+            (code, _) => {
+                return Err(AlipayError::Response(ResponseError::UntrustedCertificate {
+                    sn: sn.to_string(),
+                    reason: format!(
+                        "alipay.open.app.alipaycert.download gave no certificate (code {})",
+                        code.unwrap_or("-")
+                    ),
+                }));
+            }
+        };
+        use base64::Engine as _;
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(content.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| {
+                AlipayError::Response(ResponseError::UntrustedCertificate {
+                    sn: sn.to_string(),
+                    reason: "alipay_cert_content is not base64 of a PEM certificate".into(),
+                })
+            })?;
+        Ok(pem)
     }
 }
 
@@ -543,21 +659,42 @@ struct CommonResult {
     sub_msg: Option<String>,
 }
 
-/// Reads the common result of a checked response: success only for a signed `<method>_response`
-/// with code 10000 (`check` refuses an unsigned success).
+/// An encrypted response carries its value as a JSON string of base64 ciphertext; the signature
+/// (checked already) covers that string, quotes included. Decrypted only after verifying.
+fn decrypt_response<'a>(
+    method: &str,
+    checked: CheckedResponse<'a>,
+    key: Option<&AesKey>,
+) -> Result<CheckedResponse<'a>, AlipayError> {
+    if checked.content.first() != Some(&b'"') {
+        return Ok(checked);
+    }
+    let ciphertext: String =
+        serde_json::from_slice(&checked.content).map_err(|e| decode_error(method, &e))?;
+    let key = key.ok_or_else(|| {
+        AlipayError::Decode(format!(
+            "{method}: the response is encrypted and no alipay.aes_key is configured"
+        ))
+    })?;
+    let plain = key
+        .decrypt_base64(&ciphertext)
+        .map_err(|e| AlipayError::Decode(format!("{method}: encrypted response: {e}")))?;
+    Ok(CheckedResponse {
+        content: std::borrow::Cow::Owned(plain),
+        ..checked
+    })
+}
+
+/// Reads the common result of a checked (signed and verified) response: success only for a
+/// `<method>_response` with code 10000.
 fn interpret(method: &str, checked: CheckedResponse<'_>) -> Result<ApiResponse, AlipayError> {
     let common: CommonResult =
-        serde_json::from_slice(checked.content).map_err(|e| decode_error(method, &e))?;
+        serde_json::from_slice(&checked.content).map_err(|e| decode_error(method, &e))?;
     let code = common
         .code
         .ok_or_else(|| AlipayError::Decode(format!("{method} response has no code")))?;
     let msg = common.msg.map(|m| mask_secrets(&m)).unwrap_or_default();
     if code == CODE_SUCCESS {
-        if !checked.signed {
-            // `check` lets through unsigned bodies it does not read as a success (e.g. a numeric
-            // `10000`): a success is never data unless signed.
-            return Err(AlipayError::Response(ResponseError::Unsigned));
-        }
         if checked.is_error_response {
             return Err(AlipayError::Decode(format!(
                 "{method}: error_response with code 10000"
@@ -566,14 +703,10 @@ fn interpret(method: &str, checked: CheckedResponse<'_>) -> Result<ApiResponse, 
         return Ok(ApiResponse {
             method: method.to_string(),
             msg,
-            content: checked.content.to_vec(),
+            content: checked.content.into_owned(),
         });
     }
     let sub_msg = common.sub_msg.map(|m| mask_secrets(&m));
-    if !checked.signed {
-        // Gateway-level failures may come unsigned; `check` only lets non-success ones through.
-        tracing::warn!(method, code = %code, sub_code = common.sub_code.as_deref().unwrap_or("-"), "unsigned error response from Alipay");
-    }
     if common.sub_code.as_deref() == Some("isv.invalid-signature") {
         // Alipay echoes the sign content it built: the best debugging aid there is (masked).
         tracing::warn!(
@@ -693,6 +826,17 @@ fn json_string_member(
 }
 
 impl AlipayApi for AlipayClient {
+    fn alipay_cert_download<'a>(&'a self, sn: &'a str) -> BoxFuture<'a, Result<(), AlipayError>> {
+        Box::pin(async move {
+            if self.cert_mode.is_none() {
+                return Err(AlipayError::Decode(
+                    "alipay.open.app.alipaycert.download: not in certificate mode".into(),
+                ));
+            }
+            self.response_key(Some(sn)).await.map(|_| ())
+        })
+    }
+
     fn servicemarket_order_query<'a>(
         &'a self,
         req: &'a api::OrderQueryRequest,
@@ -788,7 +932,10 @@ mod tests {
         assert!(!AlipayError::Http { status: 404 }.is_retryable());
         assert!(api_error("20000", Some("isp.unknow-error")).is_retryable());
         assert!(!api_error("40004", Some("X")).is_retryable());
-        assert!(!AlipayError::Response(ResponseError::BadSignature).is_retryable());
+        // An answer we cannot trust is never read: retried, as a transient failure.
+        assert!(AlipayError::Response(ResponseError::BadSignature).is_retryable());
+        assert!(AlipayError::Response(ResponseError::Unsigned).is_retryable());
+        assert!(!AlipayError::Decode("x".into()).is_retryable());
 
         assert!(
             api_error("20001", Some("aop.no-product-reg-by-partner")).is_invalid_app_auth_token()

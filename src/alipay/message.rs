@@ -49,6 +49,50 @@ pub fn non_empty<'a>(params: &'a Params, key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty() && *v != "null")
 }
 
+/// Why an `encrypt_type` message could not be read. Retrying cannot help until the key is fixed;
+/// the message is kept and can be replayed then.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecryptError {
+    #[error("encrypt_type {0:?} is not AES")]
+    UnknownEncryptType(String),
+    #[error(
+        "biz_content is AES-encrypted and no AES key is configured for this app (alipay.aes_key)"
+    )]
+    NoKey,
+    #[error("biz_content cannot be decrypted: {0} (check alipay.aes_key, then replay)")]
+    Aes(#[from] super::aes::AesError),
+    #[error("decrypted biz_content is not valid {0} text (wrong alipay.aes_key?)")]
+    NotText(&'static str),
+}
+
+/// Decrypts an `encrypt_type=AES` message's `biz_content` in place, after its signature (over the
+/// ciphertext) verified: AES-CBC, zero IV, PKCS#7, the plaintext in the message's charset. A
+/// message without `encrypt_type` is left as it is.
+pub fn decrypt_biz_content(
+    params: &mut Params,
+    key: Option<&super::aes::AesKey>,
+) -> Result<(), DecryptError> {
+    let Some(kind) = non_empty(params, "encrypt_type") else {
+        return Ok(());
+    };
+    if !kind.eq_ignore_ascii_case("AES") {
+        return Err(DecryptError::UnknownEncryptType(kind.to_string()));
+    }
+    let Some(ciphertext) = non_empty(params, "biz_content") else {
+        return Ok(());
+    };
+    let key = key.ok_or(DecryptError::NoKey)?;
+    let plain = key.decrypt_base64(ciphertext)?;
+    // The charset was checked when the message was decoded; UTF-8 when absent.
+    let charset = super::notify::Charset::from_param(params.get("charset").map(String::as_bytes))
+        .unwrap_or(super::notify::Charset::Utf8);
+    let text = charset
+        .decode(&plain)
+        .ok_or(DecryptError::NotText(charset.name()))?;
+    params.insert("biz_content".into(), text);
+    Ok(())
+}
+
 #[derive(Debug)]
 pub enum GatewayMessage {
     Order(OrderNotification),
@@ -264,13 +308,22 @@ pub const MASK: &str = "***";
 
 /// A copy of the parameters safe to store in clear and show to support: secret-named values
 /// masked, also inside JSON-valued parameters such as `biz_content`.
+///
+/// Fails closed: a structured value (`biz_content`, or any value that starts like JSON) that does
+/// not parse cannot be searched for secrets, so it is replaced by a placeholder naming its size.
+/// An AES-encrypted `biz_content` (`encrypt_type=AES`) is ciphertext and kept as it is.
 pub fn masked(params: &Params) -> Params {
+    let encrypted = params
+        .get("encrypt_type")
+        .is_some_and(|t| t.eq_ignore_ascii_case("AES"));
     params
         .iter()
         .map(|(k, v)| {
             let value = if is_secret_name(k) {
                 MASK.to_string()
-            } else if v.contains('{') || v.contains('[') {
+            } else if k == "biz_content" && encrypted {
+                v.clone()
+            } else if k == "biz_content" && !v.is_empty() || looks_structured(v) {
                 mask_json_text(v)
             } else {
                 v.clone()
@@ -278,6 +331,15 @@ pub fn masked(params: &Params) -> Params {
             (k.clone(), value)
         })
         .collect()
+}
+
+fn looks_structured(text: &str) -> bool {
+    matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['))
+}
+
+/// What is stored instead of a structured value that could not be read.
+pub fn unreadable_placeholder(len: usize) -> String {
+    format!("{MASK} (not valid JSON, {len} bytes, withheld)")
 }
 
 fn mask_json_text(text: &str) -> String {
@@ -289,7 +351,7 @@ fn mask_json_text(text: &str) -> String {
                 text.to_string()
             }
         }
-        Err(_) => text.to_string(),
+        Err(_) => unreadable_placeholder(text.len()),
     }
 }
 
@@ -311,7 +373,7 @@ fn mask_value(value: &mut Value) -> bool {
                 changed |= mask_value(v);
             }
         }
-        Value::String(s) if s.starts_with('{') || s.starts_with('[') => {
+        Value::String(s) if looks_structured(s) => {
             let masked = mask_json_text(s);
             if masked != *s {
                 *s = masked;
@@ -367,6 +429,63 @@ mod tests {
             "{all}"
         );
         assert_eq!(m["other"], "plain");
+    }
+
+    #[test]
+    fn masking_fails_closed_on_unparsable_structured_values() {
+        let p = params(&[
+            // Truncated JSON: the token inside cannot be found by parsing.
+            ("biz_content", r#"{"detail":{"app_auth_token":"T1","n":1}"#),
+            ("extra", r#"[{"refresh_token":"T2"}"#),
+            ("nested", r#"{"inner":"{\"app_auth_token\":\"T3\""}"#),
+            ("title", "套餐A"),
+        ]);
+        let m = masked(&p);
+        let all = format!("{m:?}");
+        assert!(
+            !all.contains("T1") && !all.contains("T2") && !all.contains("T3"),
+            "{all}"
+        );
+        assert_eq!(
+            m["biz_content"],
+            unreadable_placeholder(p["biz_content"].len())
+        );
+        assert_eq!(m["title"], "套餐A");
+        // Ciphertext is kept: it is no secret in clear.
+        let enc = params(&[("encrypt_type", "AES"), ("biz_content", "c2VjcmV0")]);
+        assert_eq!(masked(&enc)["biz_content"], "c2VjcmV0");
+    }
+
+    #[test]
+    fn aes_biz_content_is_decrypted_in_place() {
+        let key = super::super::aes::AesKey::parse("AAECAwQFBgcICQoLDA0ODw==").unwrap();
+        let plain = r#"{"auth_app_id":"2021004199990002"}"#;
+        let mut p = params(&[
+            ("msg_method", METHOD_AUTH_CANCELLED),
+            ("encrypt_type", "AES"),
+            ("charset", "UTF-8"),
+            ("biz_content", &key.encrypt_base64(plain.as_bytes())),
+        ]);
+        let original = p.clone();
+        assert_eq!(
+            decrypt_biz_content(&mut p.clone(), None),
+            Err(DecryptError::NoKey)
+        );
+        decrypt_biz_content(&mut p, Some(&key)).unwrap();
+        assert_eq!(p["biz_content"], plain);
+        match parse(&p).unwrap() {
+            GatewayMessage::AuthorizationCancelled { auth_app_id } => {
+                assert_eq!(auth_app_id, "2021004199990002")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The ciphertext alone is not JSON: parsing without decrypting fails.
+        assert!(parse(&original).is_err());
+        let mut odd = params(&[("encrypt_type", "DES"), ("biz_content", "x")]);
+        assert_eq!(
+            decrypt_biz_content(&mut odd, Some(&key)),
+            Err(DecryptError::UnknownEncryptType("DES".into()))
+        );
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! OpenAPI request signing and response verification, and the HTTP client. No database, no actix;
 //! time is passed in.
 
+pub mod aes;
 pub mod api;
+pub mod cert;
+pub mod cert_mode;
 pub mod client;
 pub mod form;
 pub mod keys;
@@ -13,5 +16,6 @@ pub mod response;
 pub mod sign;
 pub mod time;
 
+pub use aes::{AesError, AesKey};
 pub use keys::{KeyError, PrivateKey, PublicKey};
 pub use notify::{Rejection, SignVariant, VerifiedMessage};

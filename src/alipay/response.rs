@@ -16,14 +16,21 @@ pub enum ResponseError {
     Unsigned,
     #[error("response signature does not verify")]
     BadSignature,
+    /// Certificate mode: the response names an Alipay certificate we do not hold and could not
+    /// obtain, or one that does not chain to the configured root (refused; support alerted).
+    #[error("response signed under Alipay certificate {sn}, which is not trusted: {reason}")]
+    UntrustedCertificate { sn: String, reason: String },
 }
 
-/// A response whose signature verified (or, for an unsigned gateway error, that carries no data
-/// we act on). `content` is the raw JSON text of the response value.
+/// A response whose signature verified. `content` is the JSON text of the response value that
+/// the signature covers: the raw bytes as received, or, when only the `\/`-unescaped form
+/// verified, exactly that unescaped text (we parse what we verified, nothing else).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedResponse<'a> {
-    pub content: &'a [u8],
+    pub content: std::borrow::Cow<'a, [u8]>,
     pub is_error_response: bool,
+    /// Always true: an unsigned response is refused (`ResponseError::Unsigned`). Kept so callers
+    /// can assert it.
     pub signed: bool,
 }
 
@@ -123,11 +130,20 @@ pub fn response_key(method: &str) -> String {
 
 const SIGNATURE_LEN: usize = 256;
 
-pub fn check<'a>(
-    body: &'a [u8],
-    method: &str,
-    key: &PublicKey,
-) -> Result<CheckedResponse<'a>, ResponseError> {
+/// A response located in its body, not yet verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located<'a> {
+    /// Raw JSON text of the `<method>_response` (or `error_response`) value.
+    pub content: &'a [u8],
+    pub is_error_response: bool,
+    /// `sign`, when present.
+    pub sign: Option<String>,
+    /// Certificate mode: the SN of the Alipay certificate whose key signed this response.
+    pub alipay_cert_sn: Option<String>,
+}
+
+/// Finds the response value, `sign` and `alipay_cert_sn` without reading anything else.
+pub fn locate<'a>(body: &'a [u8], method: &str) -> Result<Located<'a>, ResponseError> {
     let members = top_level_members(body)?;
     let wanted = response_key(method);
     let find = |name: &str| {
@@ -143,49 +159,64 @@ pub fn check<'a>(
             true,
         ),
     };
-    let content = &body[content];
-    let Some(sign_range) = find("sign") else {
-        // Gateway-level failures may come unsigned. They are errors either way, so an unsigned
-        // one can only make us retry; an unsigned success is never taken as data.
-        if is_error_response || !is_success(content) {
-            return Ok(CheckedResponse {
-                content,
-                is_error_response,
-                signed: false,
-            });
-        }
-        return Err(ResponseError::Unsigned);
+    let text = |name: &str| -> Result<Option<String>, ResponseError> {
+        find(name)
+            .map(|r| {
+                serde_json::from_slice::<String>(&body[r]).map_err(|_| {
+                    ResponseError::Malformed("`sign` or `alipay_cert_sn` is not a string")
+                })
+            })
+            .transpose()
     };
-    let sign_text: String = serde_json::from_slice(&body[sign_range])
-        .map_err(|_| ResponseError::Malformed("`sign` is not a string"))?;
-    let signature = sign::decode_signature(sign_text.as_bytes(), SIGNATURE_LEN)
-        .ok_or(ResponseError::BadSignature)?;
-    let verified = sign::verify(key, content, &signature)
-        || (content.windows(2).any(|w| w == b"\\/")
-            && sign::verify(key, &unescape_slashes(content), &signature));
-    if verified {
-        Ok(CheckedResponse {
-            content,
-            is_error_response,
-            signed: true,
-        })
-    } else {
-        Err(ResponseError::BadSignature)
-    }
+    Ok(Located {
+        content: &body[content],
+        is_error_response,
+        sign: text("sign")?,
+        alipay_cert_sn: text("alipay_cert_sn")?.filter(|s| !s.is_empty()),
+    })
 }
 
-fn is_success(content: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Code<'a> {
-        #[serde(borrow)]
-        code: Option<&'a str>,
-    }
-    matches!(
-        serde_json::from_slice::<Code>(content),
-        Ok(Code {
-            code: Some("10000")
-        })
-    )
+pub fn check<'a>(
+    body: &'a [u8],
+    method: &str,
+    key: &PublicKey,
+) -> Result<CheckedResponse<'a>, ResponseError> {
+    verify_located(locate(body, method)?, key)
+}
+
+/// Verifies a located response with `key`.
+pub fn verify_located<'a>(
+    located: Located<'a>,
+    key: &PublicKey,
+) -> Result<CheckedResponse<'a>, ResponseError> {
+    let Located {
+        content,
+        is_error_response,
+        sign,
+        ..
+    } = located;
+    // An unsigned answer is never data, not even an error: its `code`/`sub_code` could be
+    // anyone's (an unsigned `20001` would end an authorization, an unsigned
+    // `VERSION_ALREADY_EXIST` would skip an upload). The caller treats it as transient.
+    let sign_text = sign.ok_or(ResponseError::Unsigned)?;
+    let signature = sign::decode_signature(sign_text.as_bytes(), SIGNATURE_LEN)
+        .ok_or(ResponseError::BadSignature)?;
+    let content = if sign::verify(key, content, &signature) {
+        std::borrow::Cow::Borrowed(content)
+    } else if content.windows(2).any(|w| w == b"\\/") {
+        let unescaped = unescape_slashes(content);
+        if !sign::verify(key, &unescaped, &signature) {
+            return Err(ResponseError::BadSignature);
+        }
+        std::borrow::Cow::Owned(unescaped)
+    } else {
+        return Err(ResponseError::BadSignature);
+    };
+    Ok(CheckedResponse {
+        content,
+        is_error_response,
+        signed: true,
+    })
 }
 
 /// Java's serialiser writes `/` as `\/`; Alipay may have signed either form.
@@ -217,6 +248,24 @@ pub fn sign_response(
         response_key(method_or_error_key)
     };
     format!("{{\"{name}\":{content_json},\"sign\":\"{sign}\"}}")
+}
+
+/// `sign_response` in certificate mode: `alipay_cert_sn` names the signing certificate.
+pub fn sign_response_with_sn(
+    method_or_error_key: &str,
+    content_json: &str,
+    key: &super::keys::PrivateKey,
+    alipay_cert_sn: &str,
+) -> String {
+    let sign = key.sign_base64(content_json.as_bytes());
+    let name = if method_or_error_key == "error_response" {
+        method_or_error_key.to_string()
+    } else {
+        response_key(method_or_error_key)
+    };
+    format!(
+        "{{\"{name}\":{content_json},\"alipay_cert_sn\":\"{alipay_cert_sn}\",\"sign\":\"{sign}\"}}"
+    )
 }
 
 #[cfg(test)]

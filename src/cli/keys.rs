@@ -69,3 +69,15 @@ pub(super) fn keys_generate(out: &std::path::Path) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The SN of a certificate file as Alipay computes it (`--root`: of the root bundle).
+pub(super) fn cert_sn(file: &std::path::Path, root: bool) -> anyhow::Result<String> {
+    use crate::alipay::cert;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let sn = if root {
+        cert::root_sn(&cert::parse_bundle(&bytes, true)?)?
+    } else {
+        cert::parse_leaf(&bytes)?[0].sn()?
+    };
+    Ok(sn)
+}

@@ -176,6 +176,15 @@ pub enum KeysCommand {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// Prints a certificate's SN as Alipay computes it (`app_cert_sn`, `alipay_cert_sn`); with
+    /// `--root`, the root bundle's SN (`alipay_root_cert_sn`). The last line is the SN alone.
+    CertSn {
+        /// The certificate file (PEM).
+        file: PathBuf,
+        /// The file is Alipay's root bundle.
+        #[arg(long)]
+        root: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -275,6 +284,18 @@ pub fn main() -> ExitCode {
         return report(serve::healthcheck(&cli.config, url.as_deref()));
     }
     // Generating keys needs no settings or database.
+    if let Command::Keys(KeysCommand::CertSn { file, root }) = &cli.command {
+        return match keys::cert_sn(file, *root) {
+            Ok(sn) => {
+                println!("{sn}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("isv-lifecycle: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Command::Keys(KeysCommand::Generate { out }) = &cli.command {
         return report(keys::keys_generate(out));
     }

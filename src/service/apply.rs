@@ -164,7 +164,11 @@ impl Services {
             .sealer
             .open(super::raw_body_context(), &pending.raw_body)
             .map_err(|e| ApplyError::Permanent(format!("stored body does not open: {e}")))?;
-        let params = decode_params(&body)?;
+        let mut params = decode_params(&body)?;
+        // Verified over the ciphertext at ingest; decrypted here, so a message that arrived
+        // before its key was right can be replayed once it is.
+        message::decrypt_biz_content(&mut params, self.aes_key.as_deref())
+            .map_err(|e| ApplyError::Permanent(e.to_string()))?;
         let parsed = message::parse(&params).map_err(|e| ApplyError::Permanent(e.to_string()))?;
         conn.transaction(|conn| {
             // The guarded move out of `received` comes first: it takes the row's lock (and, on
@@ -354,13 +358,7 @@ pub fn token_context(what: &str, auth_app_id: &str) -> String {
 fn decode_params(body: &[u8]) -> Result<Params, ApplyError> {
     let pairs =
         form::decode(body).map_err(|e| ApplyError::Permanent(format!("stored body: {e}")))?;
-    pairs
-        .iter()
-        .map(
-            |(k, v)| match (std::str::from_utf8(k), std::str::from_utf8(v)) {
-                (Ok(k), Ok(v)) => Ok((k.to_string(), v.to_string())),
-                _ => Err(ApplyError::Permanent("stored body is not UTF-8".into())),
-            },
-        )
-        .collect()
+    // Decoded with the message's own charset, as at ingest.
+    crate::alipay::notify::decode_params(&pairs)
+        .map_err(|e| ApplyError::Permanent(format!("stored body: {e}")))
 }

@@ -35,16 +35,27 @@ impl Services {
         self.metrics.received.fetch_add(1, Relaxed);
         // Verification comes before any duplicate check: a forged copy of a stored message's id
         // must be refused, not acknowledged.
-        let verified = notify::verify(body, &self.alipay_key)
+        let key = self
+            .message_key(body)
+            .await
             .inspect_err(|r| self.metrics.reject(r.code()))?;
+        let verified = notify::verify(body, &key).inspect_err(|r| self.metrics.reject(r.code()))?;
         match verified.variant {
             SignVariant::V1 => self.metrics.verified_v1.fetch_add(1, Relaxed),
             SignVariant::V2 => self.metrics.verified_v2.fetch_add(1, Relaxed),
         };
         let params: Params = verified.params;
         let app_id = params.get("app_id").cloned().unwrap_or_default();
-        // Order notifications come without app_id; only a different one is someone else's.
-        let foreign = !app_id.is_empty() && app_id != *self.app_id;
+        // A message that does not name our app is not ours to apply: another app's, or one
+        // without `app_id` at all (alipay-protocol.md, our decision 5).
+        let foreign = app_id != *self.app_id;
+        let last_error = foreign.then(|| {
+            if app_id.is_empty() {
+                format!("no app_id: not addressed to our app ({})", self.app_id)
+            } else {
+                format!("app_id is not ours ({})", self.app_id)
+            }
+        });
         let now = to_db_time(self.clock.now());
         let notify_id = message::dedup_key(&params);
         let kind = message::kind(&params);
@@ -64,7 +75,7 @@ impl Services {
             received_at: now,
             attempts: 0,
             next_attempt_at: now,
-            last_error: foreign.then(|| format!("app_id is not ours ({})", self.app_id)),
+            last_error,
         };
         let new = self
             .inbox
@@ -91,6 +102,34 @@ impl Services {
             new,
             quarantined: foreign,
         })
+    }
+}
+
+impl Services {
+    /// The key that verifies a gateway message: Alipay's public key, or in certificate mode the
+    /// key of the certificate the message names (the configured one when it names none).
+    async fn message_key(&self, body: &[u8]) -> Result<crate::alipay::PublicKey, Rejection> {
+        let Some(mode) = &self.cert_mode else {
+            return Ok((*self.alipay_key).clone());
+        };
+        let sn = notify::alipay_cert_sn(body)?;
+        let now = self.clock.now();
+        if let Some(key) = mode.key(sn.as_deref(), now).await {
+            return Ok(key);
+        }
+        let sn = sn.unwrap_or_default();
+        // Refused for now (Alipay retries); fetch the certificate meanwhile, so a redelivery
+        // verifies. Whatever is downloaded must still chain to our root.
+        if mode.should_download(&sn, now) {
+            let alipay = self.alipay.clone();
+            let wanted = sn.clone();
+            tokio::spawn(async move {
+                if let Err(e) = alipay.alipay_cert_download(&wanted).await {
+                    tracing::warn!(alipay_cert_sn = %wanted, error = %e, "Alipay certificate named by a message not obtained");
+                }
+            });
+        }
+        Err(Rejection::UnknownCertSn(sn))
     }
 }
 

@@ -49,6 +49,13 @@ impl MeteredAlipay {
 }
 
 impl AlipayApi for MeteredAlipay {
+    fn alipay_cert_download<'a>(&'a self, sn: &'a str) -> BoxFuture<'a, Result<(), AlipayError>> {
+        Box::pin(self.measure(
+            api::METHOD_CERT_DOWNLOAD,
+            self.inner.alipay_cert_download(sn),
+        ))
+    }
+
     fn servicemarket_order_query<'a>(
         &'a self,
         req: &'a api::OrderQueryRequest,

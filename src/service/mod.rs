@@ -2,6 +2,7 @@
 //! through `store` in one transaction.
 
 pub mod alerts;
+pub mod alipay_certs;
 pub mod apply;
 pub mod dashboard;
 pub mod ingest;
@@ -32,6 +33,10 @@ pub struct Services {
     pub clock: SharedClock,
     pub sealer: Arc<Sealer>,
     pub alipay_key: Arc<PublicKey>,
+    /// Certificate mode: gateway messages are verified with the Alipay certificate they name.
+    pub cert_mode: Option<Arc<crate::alipay::cert_mode::CertMode>>,
+    /// `alipay.aes_key`: decrypts `encrypt_type=AES` messages when they are applied.
+    pub aes_key: Option<Arc<crate::alipay::AesKey>>,
     /// Our third-party app id: messages for another one are quarantined.
     pub app_id: Arc<str>,
     pub metrics: Arc<Metrics>,

@@ -115,9 +115,10 @@ impl Services {
                     .join(" or ")
             )));
         }
-        if !stored.app_id.is_empty() && stored.app_id != *self.app_id {
+        // Not addressed to our app (another app id, or none at all): never applied.
+        if stored.app_id != *self.app_id {
             return Err(SupportError::Conflict(format!(
-                "message {notify_id:?} is for app_id {}, not ours: it is never applied",
+                "message {notify_id:?} is for app_id {:?}, not ours: it is never applied",
                 stored.app_id
             )));
         }

@@ -2,6 +2,7 @@
 //! behind small repositories. Statements that differ between backends, and every statement that
 //! needs a concrete backend, run through `db_run!`, which matches the connection's variant.
 
+pub mod alipay_certs;
 pub mod authorizations;
 pub mod builds;
 pub mod columns;

@@ -195,10 +195,20 @@ diesel::table! {
 
 diesel::joinable!(operator_sessions -> operators (operator));
 
+diesel::table! {
+    alipay_certs (sn) {
+        sn -> Text,
+        pem -> Text,
+        not_after -> Timestamp,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     operators,
     operator_sessions,
     alipay_calls,
+    alipay_certs,
     template_builds,
     services,
     support_tasks,

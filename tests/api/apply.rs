@@ -4,6 +4,7 @@
 use crate::both_backends;
 use crate::common::{self, Db};
 use crate::helpers::TestApp;
+use isv_lifecycle::alipay::notify;
 
 fn vector(id: &str) -> serde_json::Value {
     common::vectors("notifications.jsonl")
@@ -13,12 +14,41 @@ fn vector(id: &str) -> serde_json::Value {
 }
 
 async fn order_notification_creates_the_order(app: TestApp) {
+    // N027 as the official SDK signed it carries no `app_id`: verified, but not addressed to our
+    // app, so it is quarantined and nothing is applied.
     assert_eq!(
         app.post_notify(vector("N027")["body"].as_str().unwrap())
             .await
             .1,
         "success"
     );
+    assert_eq!(app.run_pending_jobs().await, 0);
+    let n027 = vector("N027");
+    let notify_id = n027["params"]["notify_id"].as_str().unwrap().to_string();
+    assert!(
+        app.message_states()
+            .iter()
+            .any(|(_, n, state)| *n == notify_id && state == "quarantined"),
+        "{:?}",
+        app.message_states()
+    );
+    let (status, _) = app
+        .admin_get("/admin/api/orders/2024061000000000000001")
+        .await;
+    assert_eq!(status, 404);
+    // The same content addressed to our app is applied.
+    let mut params: Vec<(String, String)> = n027["params"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "sign")
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    params.push(("app_id".into(), common::APP_ID.into()));
+    params.retain(|(k, _)| k != "notify_id");
+    params.push(("notify_id".into(), format!("{notify_id}-ours")));
+    let body = notify::sign_message(&params, &common::platform_private_key());
+    assert_eq!(app.post_notify(body).await.1, "success");
     assert_eq!(app.run_pending_jobs().await, 1);
     let (status, order) = app
         .admin_get("/admin/api/orders/2024061000000000000001")
@@ -71,6 +101,7 @@ async fn order_notification_creates_the_order(app: TestApp) {
     let params: Vec<(String, String)> = [
         ("notify_id", "n-conflict"),
         ("notify_type", "servicemarket_order_notify"),
+        ("app_id", common::APP_ID),
         ("commodity_order_id", "FREE1"),
         ("order_time", "2024-06-10 13:01:00"),
         ("merchant_pid", "2088000000000009"),
@@ -80,9 +111,7 @@ async fn order_notification_creates_the_order(app: TestApp) {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     assert_eq!(
-        app.post_notify(isv_lifecycle::alipay::notify::sign_message(&params, &key))
-            .await
-            .1,
+        app.post_notify(notify::sign_message(&params, &key)).await.1,
         "success"
     );
     app.run_pending_jobs().await;
@@ -127,6 +156,7 @@ async fn a_failing_message_does_not_block_the_next(app: TestApp) {
     let params: Vec<(String, String)> = [
         ("notify_id", "n-bad"),
         ("notify_type", "servicemarket_order_notify"),
+        ("app_id", common::APP_ID),
         ("commodity_order_id", "BAD1"),
         ("order_time", "yesterday"),
     ]
@@ -134,9 +164,7 @@ async fn a_failing_message_does_not_block_the_next(app: TestApp) {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     assert_eq!(
-        app.post_notify(isv_lifecycle::alipay::notify::sign_message(&params, &key))
-            .await
-            .1,
+        app.post_notify(notify::sign_message(&params, &key)).await.1,
         "success"
     );
     assert_eq!(
@@ -173,3 +201,185 @@ both_backends!(
     a_failing_message_does_not_block_the_next,
     a_failing_message_does_not_block_the_next
 );
+
+fn order_params(charset: &str, id: &str, notify_id: &str) -> Vec<(String, String)> {
+    [
+        ("notify_id", notify_id),
+        ("notify_type", "servicemarket_order_notify"),
+        ("app_id", common::APP_ID),
+        ("notify_time", "2024-06-10 13:01:00"),
+        ("sign_type", "RSA2"),
+        ("charset", charset),
+        ("version", "1.0"),
+        ("commodity_order_id", id),
+        ("order_time", "2024-06-10 13:01:00"),
+        ("merchant_pid", "2088102177846880"),
+        ("total_price", "9.90"),
+        ("title", "餐饮小程序模板·基础版"),
+        ("name", "张三的面馆"),
+        ("consumer_miniAppId", "2021004199990002"),
+        ("item_code", "TS0001"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// A message signed over GBK bytes (`charset=GBK`) verifies, is applied, and its Chinese text is
+/// stored as text, not mojibake; an unknown charset is refused with `fail` and counted.
+async fn gbk_order_notice_is_applied_with_its_text_intact(app: TestApp) {
+    use isv_lifecycle::alipay::notify::{Charset, sign_message_in};
+    let key = common::platform_private_key();
+    let body = sign_message_in(&order_params("GBK", "GBK1", "n-gbk"), Charset::Gbk, &key);
+    assert!(
+        std::str::from_utf8(&form_bytes(&body)).is_err(),
+        "really GBK"
+    );
+    assert_eq!(app.post_notify(body).await.1, "success");
+    assert_eq!(app.run_pending_jobs().await, 1);
+    let (status, order) = app.admin_get("/admin/api/orders/GBK1").await;
+    assert_eq!(status, 200, "{order}");
+    assert_eq!(order["status"], "awaiting_payment");
+    let mut conn = app.services.pool.get().unwrap();
+    let row = isv_lifecycle::store::orders::find(&mut conn, "GBK1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.title.as_deref(), Some("餐饮小程序模板·基础版"));
+    // The stored (masked) parameters are text too.
+    let (_, list) = app.admin_get("/admin/api/messages").await;
+    assert!(list.to_string().contains("n-gbk"), "{list}");
+
+    let body = notify::sign_message(&order_params("Big5", "B5", "n-big5"), &key);
+    assert_eq!(app.post_notify(body).await.1, "fail");
+    assert_eq!(
+        app.services.metrics.rejected("unknown_charset"),
+        1,
+        "counted with its reason"
+    );
+    assert!(app.message_states().iter().all(|(_, n, _)| n != "n-big5"));
+    app.stop().await;
+}
+both_backends!(
+    gbk_order_notice_is_applied_with_its_text_intact,
+    gbk_order_notice_is_applied_with_its_text_intact
+);
+
+/// The raw bytes of a form body's values, percent-decoded (to show they are not UTF-8).
+fn form_bytes(body: &str) -> Vec<u8> {
+    let pairs = isv_lifecycle::alipay::form::decode(body.as_bytes()).unwrap();
+    pairs.iter().flat_map(|(_, v)| v.to_vec()).collect()
+}
+
+const AES_KEY: &str = "AAECAwQFBgcICQoLDA0ODw==";
+
+fn aes_cancellation(key_b64: &str, notify_id: &str, auth_app_id: &str) -> String {
+    let key = isv_lifecycle::alipay::AesKey::parse(key_b64).unwrap();
+    let biz = format!(r#"{{"auth_app_id":"{auth_app_id}","cancel_time":"2024-06-10 12:00:01"}}"#);
+    let params: Vec<(String, String)> = [
+        ("notify_id", notify_id.to_string()),
+        ("msg_method", "alipay.open.auth.appauth.cancelled".into()),
+        ("app_id", common::APP_ID.into()),
+        ("version", "1.1".into()),
+        ("charset", "UTF-8".into()),
+        ("sign_type", "RSA2".into()),
+        ("utc_timestamp", "1718000007919".into()),
+        ("encrypt_type", "AES".into()),
+        ("biz_content", key.encrypt_base64(biz.as_bytes())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    notify::sign_message(&params, &common::platform_private_key())
+}
+
+/// `encrypt_type=AES`: verified over the ciphertext, decrypted with `alipay.aes_key`, applied. One
+/// encrypted with another key is stored `failed` with a clear reason, and applies once replayed
+/// with the right key.
+async fn aes_cancellation_is_applied(db: Db) {
+    let app = TestApp::spawn_with(db, |s| {
+        s.alipay.aes_key = secrecy::SecretString::from(AES_KEY);
+    })
+    .await;
+    let auth = vector("N035");
+    assert_eq!(
+        app.post_notify(auth["body"].as_str().unwrap()).await.1,
+        "success"
+    );
+    app.run_pending_jobs().await;
+    const AUTH_APP: &str = "2021004199990002";
+    let (_, a) = app
+        .admin_get(&format!("/admin/api/authorizations/{AUTH_APP}"))
+        .await;
+    assert_eq!(a["status"], "active", "{a}");
+
+    // Encrypted with a key that is not ours: verified and stored, then failed with its reason.
+    let rotated = "ZmVkY2JhOTg3NjU0MzIxMA==";
+    assert_eq!(
+        app.post_notify(aes_cancellation(rotated, "n-aes-other", AUTH_APP))
+            .await
+            .1,
+        "success"
+    );
+    app.run_pending_jobs().await;
+    let (_, list) = app.admin_get("/admin/api/messages").await;
+    let failed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["notify_id"] == "n-aes-other")
+        .unwrap()
+        .clone();
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let reason = failed["last_error"].as_str().unwrap();
+    assert!(reason.contains("alipay.aes_key"), "{reason}");
+    let (_, a) = app
+        .admin_get(&format!("/admin/api/authorizations/{AUTH_APP}"))
+        .await;
+    assert_eq!(a["status"], "active", "nothing applied: {a}");
+
+    // Encrypted with our key: applied.
+    assert_eq!(
+        app.post_notify(aes_cancellation(AES_KEY, "n-aes", AUTH_APP))
+            .await
+            .1,
+        "success"
+    );
+    assert_eq!(app.run_pending_jobs().await, 1);
+    assert!(
+        app.message_states()
+            .iter()
+            .any(|(_, n, s)| n == "n-aes" && s == "applied"),
+        "{:?}",
+        app.message_states()
+    );
+    let (_, a) = app
+        .admin_get(&format!("/admin/api/authorizations/{AUTH_APP}"))
+        .await;
+    assert_eq!(a["status"], "cancelled", "{a}");
+
+    // The key fixed (here: the other one configured), the failed message replays and applies.
+    let mut fixed = app.services.clone();
+    fixed.aes_key = Some(std::sync::Arc::new(
+        isv_lifecycle::alipay::AesKey::parse(rotated).unwrap(),
+    ));
+    fixed.replay_message(common::APP_ID, "n-aes-other").unwrap();
+    let pass = tokio::task::spawn_blocking(move || fixed.apply_due())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pass.applied, 1, "{pass:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aes_cancellation_is_applied_sqlite() {
+    aes_cancellation_is_applied(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aes_cancellation_is_applied_postgres() {
+    if common::skip_postgres() {
+        return;
+    }
+    aes_cancellation_is_applied(Db::Postgres).await;
+}

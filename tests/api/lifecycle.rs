@@ -372,9 +372,14 @@ async fn alipay_faults_never_lose_or_double_a_transition(app: TestApp) {
         .script([unavailable.clone(), unavailable.clone(), unavailable]);
     app.tick().await;
     assert_eq!(order(&app, "F1").await["status"], "awaiting_payment");
-    // An answer whose signature does not verify is not data, even though it says "cancelled".
+    // An answer whose signature does not verify is not data, even though it says "cancelled":
+    // a transient failure, retried by the client (three attempts), and nothing changes.
     app.clock.advance(Duration::minutes(1));
-    app.alipay.script([Reply::BadSignature]);
+    app.alipay.script([
+        Reply::BadSignature,
+        Reply::BadSignature,
+        Reply::BadSignature,
+    ]);
     let report = app.tick().await;
     assert_eq!(report.transitions, 0);
     assert_eq!(order(&app, "F1").await["status"], "awaiting_payment");

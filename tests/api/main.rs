@@ -7,6 +7,7 @@ mod helpers;
 mod admin;
 mod apply;
 mod browser;
+mod certs;
 mod deadlines;
 mod desk;
 mod edge;

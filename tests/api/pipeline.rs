@@ -2,6 +2,7 @@
 //! upload → build.query → audit.apply → (audit message) → online, each step once, with the
 //! merchant's token; a rejected audit alerts and waits for support's retry.
 
+use crate::common::fake_alipay::Reply;
 use crate::common::{self, Db};
 use crate::helpers::TestApp;
 use serde_json::Value;
@@ -218,4 +219,45 @@ async fn rejected_audit_alerts_and_waits_for_a_retry() {
         .await;
     assert_eq!(status, 409, "a build waiting for its audit is not retried");
     app.stop().await;
+}
+
+/// An unsigned `VERSION_ALREADY_EXIST` is not believed: the upload is not taken as done (no
+/// build.query follows), it is retried, and the next signed answer moves the build on.
+async fn unsigned_version_already_exist_is_retried_not_believed(db: Db) {
+    let app = app_with_template(db).await;
+    let unsigned = Reply::Unsigned {
+        code: "40004",
+        sub_code: "VERSION_ALREADY_EXIST",
+    };
+    // Three attempts of the client, all unsigned.
+    app.alipay
+        .script([unsigned.clone(), unsigned.clone(), unsigned]);
+    authorized_free_order(&app, "U1").await;
+    app.services.run_pipeline(50).await.unwrap();
+    app.services.run_pipeline(50).await.unwrap();
+    assert_eq!(calls(&app, "alipay.open.mini.version.upload"), 3);
+    assert_eq!(calls(&app, "alipay.open.mini.version.build.query"), 0);
+    let o = order(&app, "U1").await;
+    assert_eq!(o["build"]["step"], "upload", "{o}");
+    // Later, a signed answer: the upload is done and the build goes on.
+    app.clock.advance(chrono::Duration::hours(1));
+    run_pipeline(&app).await;
+    assert_eq!(calls(&app, "alipay.open.mini.version.upload"), 4);
+    assert_eq!(calls(&app, "alipay.open.mini.version.build.query"), 1);
+    let o = order(&app, "U1").await;
+    assert_ne!(o["build"]["step"], "upload", "{o}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_version_already_exist_is_retried_not_believed_sqlite() {
+    unsigned_version_already_exist_is_retried_not_believed(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_version_already_exist_is_retried_not_believed_postgres() {
+    if common::skip_postgres() {
+        return;
+    }
+    unsigned_version_already_exist_is_retried_not_believed(Db::Postgres).await;
 }

@@ -65,3 +65,64 @@ async fn tokens_never_in_clear(app: TestApp) {
     app.stop().await;
 }
 both_backends!(tokens_never_in_clear, tokens_never_in_clear);
+
+/// A verified message whose `biz_content` is not valid JSON cannot be searched for secrets, so
+/// masking fails closed: what is stored in clear (and shown to support) holds a placeholder,
+/// never the token.
+async fn malformed_biz_content_is_stored_without_its_token(app: TestApp) {
+    const TOKEN: &str = "202406BBmalformedTokenXXXXXXXXXXXXXXX77";
+    let params: Vec<(String, String)> = [
+        ("notify_id", "n-malformed"),
+        ("app_id", common::APP_ID),
+        ("msg_method", "alipay.open.auth.appauth.cancelled"),
+        ("utc_timestamp", "1718000007919"),
+        ("charset", "UTF-8"),
+        ("version", "1.1"),
+        // Cut short: not JSON.
+        (
+            "biz_content",
+            r#"{"auth_app_id":"2021004199990002","app_auth_token":"202406BBmalformedTokenXXXXXXXXXXXXXXX77""#,
+        ),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let body =
+        isv_lifecycle::alipay::notify::sign_message(&params, &common::platform_private_key());
+    assert_eq!(app.post_notify(body).await.1, "success");
+    app.run_pending_jobs().await;
+    let listed = app.admin_get_text("/admin/api/messages?limit=1000").await;
+    assert!(listed.contains("n-malformed"), "{listed}");
+    assert!(!listed.contains(TOKEN), "{listed}");
+    // Nor in the stored row's clear columns.
+    let mut conn = app.services.pool.get().unwrap();
+    let rows = isv_lifecycle::store::messages::identities(&mut conn).unwrap();
+    assert!(
+        rows.iter()
+            .any(|(_, n, state)| n == "n-malformed" && state == "failed")
+    );
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        params: String,
+    }
+    let conn: &mut isv_lifecycle::store::AnyConnection = &mut conn;
+    let stored: Vec<Row> = isv_lifecycle::db_run!(conn: {
+        diesel::sql_query("SELECT params FROM gateway_messages WHERE notify_id = 'n-malformed'")
+            .load(conn)
+            .unwrap()
+    });
+    assert_eq!(stored.len(), 1);
+    assert!(!stored[0].params.contains(TOKEN), "{}", stored[0].params);
+    assert!(
+        stored[0].params.contains("not valid JSON"),
+        "{}",
+        stored[0].params
+    );
+    app.stop().await;
+}
+both_backends!(
+    malformed_biz_content_is_stored_without_its_token,
+    malformed_biz_content_is_stored_without_its_token
+);

@@ -9,11 +9,15 @@ use serde_json::{Value, json};
 
 const TINY_APP: &str = "2021004199990002";
 
+/// Signed as Alipay does, addressed to our app unless the test names another `app_id`.
 fn signed(params: &[(&str, &str)]) -> String {
-    let params: Vec<(String, String)> = params
+    let mut params: Vec<(String, String)> = params
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    if !params.iter().any(|(k, _)| k == "app_id") {
+        params.push(("app_id".into(), common::APP_ID.into()));
+    }
     isv_lifecycle::alipay::notify::sign_message(&params, &common::platform_private_key())
 }
 
@@ -71,17 +75,23 @@ async fn replay_failed_and_quarantined_messages(app: TestApp) {
     // Replay the failed one: back in `received`, attempts 0; the worker runs it (and it fails
     // again, its content being what it is).
     let (status, replayed) = app
-        .admin_post("/admin/api/messages/-/n-bad/replay", "")
+        .admin_post(
+            &format!("/admin/api/messages/{}/n-bad/replay", common::APP_ID),
+            "",
+        )
         .await;
     assert_eq!(status, 200, "{replayed}");
     assert_eq!(replayed["notify_id"], "n-bad");
-    assert_eq!(replayed["app_id"], "");
+    assert_eq!(replayed["app_id"], common::APP_ID);
     assert_eq!(replayed["state"], "received");
     assert_eq!(replayed["attempts"], 0);
     assert!(replayed.get("kind").is_some() && replayed.get("received_at").is_some());
     // A second replay while it waits is refused.
     let (status, body) = app
-        .admin_post("/admin/api/messages/-/n-bad/replay", "")
+        .admin_post(
+            &format!("/admin/api/messages/{}/n-bad/replay", common::APP_ID),
+            "",
+        )
         .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(app.run_pending_jobs().await, 1, "the replayed message ran");
@@ -92,7 +102,10 @@ async fn replay_failed_and_quarantined_messages(app: TestApp) {
     // Replay the quarantined one: the apply checks it again and quarantines it again; the order
     // stays its first merchant's.
     let (status, replayed) = app
-        .admin_post("/admin/api/messages/-/n-conflict/replay", "")
+        .admin_post(
+            &format!("/admin/api/messages/{}/n-conflict/replay", common::APP_ID),
+            "",
+        )
         .await;
     assert_eq!(
         (status, replayed["state"].as_str()),
@@ -106,7 +119,10 @@ async fn replay_failed_and_quarantined_messages(app: TestApp) {
 
     // An applied message is not replayed; an unknown one is not found.
     let (status, body) = app
-        .admin_post("/admin/api/messages/-/n-free/replay", "")
+        .admin_post(
+            &format!("/admin/api/messages/{}/n-free/replay", common::APP_ID),
+            "",
+        )
         .await;
     assert_eq!(
         (status, body["error"].as_str()),
@@ -114,7 +130,10 @@ async fn replay_failed_and_quarantined_messages(app: TestApp) {
         "{body}"
     );
     let (status, body) = app
-        .admin_post("/admin/api/messages/-/nope/replay", "")
+        .admin_post(
+            &format!("/admin/api/messages/{}/nope/replay", common::APP_ID),
+            "",
+        )
         .await;
     assert_eq!(
         (status, body["error"].as_str()),
@@ -122,16 +141,17 @@ async fn replay_failed_and_quarantined_messages(app: TestApp) {
         "{body}"
     );
     let (status, _) = app
-        .admin_post(
-            &format!("/admin/api/messages/{}/n-bad/replay", common::APP_ID),
-            "",
-        )
+        .admin_post("/admin/api/messages/-/n-bad/replay", "")
         .await;
     assert_eq!(status, 404, "the identity includes the app_id");
     // Without the token: 401.
     let response = app
         .http
-        .post(format!("{}/admin/api/messages/-/n-bad/replay", app.address))
+        .post(format!(
+            "{}/admin/api/messages/{}/n-bad/replay",
+            app.address,
+            common::APP_ID
+        ))
         .send()
         .await
         .unwrap();

@@ -14,6 +14,17 @@ pub struct Call {
     pub app_auth_token: Option<String>,
     pub biz_content: Option<String>,
     pub signature_ok: bool,
+    /// Certificate mode's request parameters, as received.
+    pub app_cert_sn: Option<String>,
+    pub alipay_root_cert_sn: Option<String>,
+}
+
+/// Certificate mode: answers are signed with `key` and name `sn`; `published` is what
+/// `alipay.open.app.alipaycert.download` hands out, by SN (PEM text).
+pub struct FakeCerts {
+    pub key: PrivateKey,
+    pub sn: String,
+    pub published: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +38,12 @@ pub enum Reply {
     Http(u16),
     /// A success whose signature is made with the wrong key (a forged or corrupted answer).
     BadSignature,
+    /// An error answer with no signature at all (what a proxy, a forger or a gateway-level
+    /// failure may send): never to be believed.
+    Unsigned {
+        code: &'static str,
+        sub_code: &'static str,
+    },
     /// No answer for this many milliseconds (longer than the client's timeout), then the
     /// default one.
     Delay(u64),
@@ -41,6 +58,7 @@ struct Shared {
     /// (order-level status, item order_status values). Unknown orders: MERCHANT_ORDED / TO_DO.
     orders: Arc<Mutex<BTreeMap<String, (String, Vec<String>)>>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
+    certs: Arc<Mutex<Option<FakeCerts>>>,
     /// Benchmarks: answer every successful call with one signed body, signed once, so that the
     /// stand-in's RSA signing does not eat the CPU of the service being measured.
     constant_reply: Option<Arc<String>>,
@@ -109,6 +127,15 @@ impl FakeAlipay {
     /// Replies used, in order, before the default success.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.shared.script.lock().unwrap().extend(replies);
+    }
+
+    /// Switches to certificate mode, or changes the signing certificate (a rotation).
+    pub fn set_certs(&self, key: PrivateKey, sn: &str, published: BTreeMap<String, String>) {
+        *self.shared.certs.lock().unwrap() = Some(FakeCerts {
+            key,
+            sn: sn.to_string(),
+            published,
+        });
     }
 
     /// Sets what `order.query` answers for an order.
@@ -213,16 +240,41 @@ async fn gateway(
         app_auth_token: params.get("app_auth_token").cloned(),
         biz_content: params.get("biz_content").cloned(),
         signature_ok,
+        app_cert_sn: params.get("app_cert_sn").cloned(),
+        alipay_root_cert_sn: params.get("alipay_root_cert_sn").cloned(),
     });
+    let certs = shared.certs.clone();
     let signed = |content: serde_json::Value| {
+        let body = match &*certs.lock().unwrap() {
+            Some(c) => {
+                response::sign_response_with_sn(&method, &content.to_string(), &c.key, &c.sn)
+            }
+            None => response::sign_response(&method, &content.to_string(), &keys.platform),
+        };
         HttpResponse::Ok()
             .content_type("application/json;charset=utf-8")
-            .body(response::sign_response(
-                &method,
-                &content.to_string(),
-                &keys.platform,
-            ))
+            .body(body)
     };
+    if method == "alipay.open.app.alipaycert.download" {
+        let wanted: serde_json::Value = params
+            .get("biz_content")
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or_default();
+        let wanted = wanted["alipay_cert_sn"].as_str().unwrap_or("").to_string();
+        let pem = certs
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|c| c.published.get(&wanted).cloned());
+        use base64::Engine as _;
+        return match pem {
+            Some(pem) => signed(serde_json::json!({"code": "10000", "msg": "Success",
+                "alipay_cert_content": base64::engine::general_purpose::STANDARD.encode(pem)})),
+            None => signed(
+                serde_json::json!({"code": "40004", "msg": "Business Failed", "sub_code": "CERT_NOT_EXIST"}),
+            ),
+        };
+    }
     if !signature_ok {
         return signed(
             serde_json::json!({"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-signature", "sub_msg": "验签出错"}),
@@ -250,6 +302,13 @@ async fn gateway(
                     &wrong,
                 ))
         }
+        Some(Reply::Unsigned { code, sub_code }) => HttpResponse::Ok()
+            .content_type("application/json;charset=utf-8")
+            .body(format!(
+                "{{\"{}\":{}}}",
+                response::response_key(&method),
+                serde_json::json!({"code": code, "msg": "Business Failed", "sub_code": sub_code, "sub_msg": "unsigned"})
+            )),
         Some(Reply::Http(status)) => {
             HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
                 .body("error")

@@ -132,6 +132,7 @@ pub fn order_notification(
     let params: Vec<(String, String)> = [
         ("notify_id", notify_id),
         ("notify_type", "servicemarket_order_notify"),
+        ("app_id", APP_ID),
         ("notify_time", "2024-06-10 13:01:00"),
         ("sign_type", "RSA2"),
         ("charset", "utf-8"),

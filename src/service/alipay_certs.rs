@@ -1,0 +1,68 @@
+//! Certificate mode's shared cache: downloaded Alipay certificates in the database (so every
+//! replica uses what one downloaded), and an alert to support for a refused one.
+
+use super::alerts::{Alert, Alerter};
+use super::blocking;
+use crate::alipay::cert_mode::CertCache;
+use crate::clock::SharedClock;
+use crate::store::{Pool, alipay_certs, to_db_time};
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+
+pub struct DbCertCache {
+    pub pool: Pool,
+    pub alerts: Alerter,
+    pub clock: SharedClock,
+}
+
+impl CertCache for DbCertCache {
+    fn load<'a>(&'a self, sn: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            let pool = self.pool.clone();
+            let sn = sn.to_string();
+            blocking(move || {
+                let mut conn = pool.get().map_err(|e| e.to_string())?;
+                alipay_certs::find(&mut conn, &sn).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        })
+    }
+
+    fn store<'a>(
+        &'a self,
+        sn: &'a str,
+        pem: &'a str,
+        not_after: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let pool = self.pool.clone();
+            let (sn, pem) = (sn.to_string(), pem.to_string());
+            let now = to_db_time(self.clock.now());
+            blocking(move || {
+                let mut conn = pool.get().map_err(|e| e.to_string())?;
+                let _writer = pool.write_guard();
+                alipay_certs::insert_if_absent(&mut conn, &sn, &pem, to_db_time(not_after), now)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        })
+    }
+
+    fn refused<'a>(&'a self, sn: &'a str, reason: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            tracing::error!(alipay_cert_sn = sn, reason, "Alipay certificate refused");
+            self.alerts
+                .raise(Alert {
+                    kind: "alipay_certificate_refused".into(),
+                    subject: sn.to_string(),
+                    message: format!(
+                        "a response named Alipay certificate {sn}; the downloaded certificate was refused: {reason}. Nothing signed under it is believed."
+                    ),
+                })
+                .await;
+        })
+    }
+}
