@@ -201,7 +201,8 @@ fn reconcile_order() {}
     responses(
         (status = 200, description = "The order of that mini program", body = OrderView),
         (status = 401, description = "No or wrong admin token", body = ErrorBody),
-        (status = 409, description = "Nothing to retry", body = ErrorBody)
+        (status = 404, description = "The mini program has no build", body = ErrorBody),
+        (status = 409, description = "The last build is not rejected or failed", body = ErrorBody)
     ))]
 #[allow(dead_code)]
 fn retry_build() {}

@@ -138,6 +138,7 @@ async fn each_search_key_finds_its_orders(app: TestApp) {
     let params: Vec<(String, String)> = [
         ("notify_id", "n-named"),
         ("notify_type", "servicemarket_order_notify"),
+        ("app_id", common::APP_ID),
         ("commodity_order_id", "NAMED1"),
         ("order_time", "2024-06-10 13:01:00"),
         ("merchant_pid", "2088102177846880"),
@@ -509,6 +510,7 @@ async fn service_changes_and_replays_are_shown(app: TestApp) {
     let bad: Vec<(String, String)> = [
         ("notify_id", "n-bad"),
         ("notify_type", "servicemarket_order_notify"),
+        ("app_id", common::APP_ID),
         ("commodity_order_id", "BAD1"),
         ("order_time", "yesterday"),
     ]
@@ -530,7 +532,11 @@ async fn service_changes_and_replays_are_shown(app: TestApp) {
         .unwrap()
         .to_string();
     let replay = |csrf: String, cookie: String| {
-        let url = format!("{}/admin/messages/-/n-bad/replay", app.address);
+        let url = format!(
+            "{}/admin/messages/{}/n-bad/replay",
+            app.address,
+            common::APP_ID
+        );
         async move {
             let response = browserless()
                 .post(url)
