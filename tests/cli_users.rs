@@ -36,7 +36,12 @@ async fn support_accounts_are_added_listed_and_disabled() {
 
     // No database yet: refused, naming the setting, and nothing is created.
     let out = users(&["list"], &url, dir.path(), "").await;
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "bad settings: {}",
+        text(&out.stderr)
+    );
     assert!(
         text(&out.stderr).contains("database.url"),
         "{}",
@@ -66,7 +71,7 @@ async fn support_accounts_are_added_listed_and_disabled() {
         "another long one\n",
     )
     .await;
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(4), "refused: {}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("exists already"),
         "{}",
@@ -79,7 +84,7 @@ async fn support_accounts_are_added_listed_and_disabled() {
         "short\n",
     )
     .await;
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "usage: {}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("at least 12"),
         "{}",
@@ -94,7 +99,14 @@ async fn support_accounts_are_added_listed_and_disabled() {
         "a long password\n",
     )
     .await;
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "usage: {}", text(&out.stderr));
+    let out = users(&["disable", "nobody"], &url, dir.path(), "").await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "not found: {}",
+        text(&out.stderr)
+    );
 
     let out = users(&["list"], &url, dir.path(), "").await;
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -5,7 +5,6 @@
 use crate::clock::SystemClock;
 use crate::config::Prepared;
 use crate::service::operators::OperatorError;
-use crate::store::DbTarget;
 use anyhow::Context as _;
 use clap::Subcommand;
 use std::io::Read as _;
@@ -74,29 +73,31 @@ fn read_password() -> anyhow::Result<String> {
         .map(|p| p.strip_suffix('\r').unwrap_or(p))
         .unwrap_or(&input);
     if password.is_empty() {
-        anyhow::bail!("no password on standard input");
+        return Err(super::usage("no password on standard input"));
     }
     Ok(password.to_string())
 }
 
+/// The exit code follows INTERFACE.md: bad input 2, no such operator 3, refused 4.
 fn explain(e: OperatorError) -> anyhow::Error {
     match e {
-        OperatorError::Database(inner) => anyhow::Error::from(inner)
-            .context("database.url: the database is not migrated (run `isv-lifecycle migrate`)?"),
-        other => anyhow::Error::from(other),
+        OperatorError::InvalidName(_) | OperatorError::WeakPassword => super::usage(e),
+        OperatorError::NotFound(_) => super::not_found(e),
+        OperatorError::Exists(_) => super::refused(e),
+        OperatorError::Store(_) | OperatorError::Hash(_) => anyhow::Error::from(e),
     }
 }
 
-/// Services over the configured database without migrating or creating it.
+/// Services over the configured database, which must exist and be migrated: nothing is
+/// created, migrated or narrowed (the same opener as every support command).
 fn existing_database_services(prepared: &Prepared) -> anyhow::Result<crate::service::Services> {
-    if let DbTarget::Sqlite(path) = &prepared.database
-        && !std::path::Path::new(path).is_file()
-    {
-        anyhow::bail!("database.url: no database at {path} (run `isv-lifecycle migrate` first)");
-    }
-    let pool = crate::store::connect_pool(&prepared.database, 1)
-        .map_err(anyhow::Error::msg)
-        .context("database.url: cannot open the database")?;
+    let pool = crate::store::connect_existing(&prepared.database, 1).map_err(|e| match e {
+        crate::store::ExistingDbError::Missing(problem) => super::usage(format!(
+            "setting database.url (from {}): {problem}",
+            crate::config::source_of("database.url", &prepared.config_file)
+        )),
+        other => anyhow::Error::from(other).context("database.url"),
+    })?;
     let services = crate::startup::services(prepared, pool, Arc::new(SystemClock))?;
     Ok(services)
 }

@@ -22,12 +22,16 @@ pub enum OperatorError {
     Exists(String),
     #[error("no operator named {0:?}")]
     NotFound(String),
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("database error: {0}")]
-    Database(#[from] diesel::result::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("password hashing failed: {0}")]
     Hash(String),
+}
+
+impl From<diesel::result::Error> for OperatorError {
+    fn from(e: diesel::result::Error) -> Self {
+        OperatorError::Store(e.into())
+    }
 }
 
 /// An operator as `users list` shows them.
@@ -96,9 +100,7 @@ fn session_hash(id: &str) -> String {
 
 impl Services {
     fn operators_conn(&self) -> Result<PooledConn, OperatorError> {
-        self.pool
-            .get()
-            .map_err(|e| OperatorError::Unavailable(e.to_string()))
+        self.pool.get().map_err(|e| OperatorError::Store(e.into()))
     }
 
     /// `users add`: a new operator with an Argon2id hash of `password`.
