@@ -451,7 +451,7 @@ impl Prepared {
                 Creation::Allowed => ensure_sandbox(&settings.app.data_dir),
                 Creation::Forbidden => existing_sandbox(&settings.app.data_dir),
             };
-            Some(made.map_err(|p| err("app.data_dir", p))?)
+            Some(made.map_err(|p| err("app.data_dir", p.0))?)
         } else {
             None
         };
@@ -489,9 +489,9 @@ impl Prepared {
         let (app_key, alipay_key) = match &sandbox {
             Some(files) => {
                 let app = read_file(&files.dir.join("app_private_key.pem"))
-                    .map_err(|p| err("app.data_dir", p))?;
+                    .map_err(|p| err("app.data_dir", p.0))?;
                 let platform = read_file(&files.dir.join("alipay_public_key.pem"))
-                    .map_err(|p| err("app.data_dir", p))?;
+                    .map_err(|p| err("app.data_dir", p.0))?;
                 (
                     PrivateKey::parse(&app)
                         .map_err(|e| err("app.data_dir", format!("sandbox app key: {e}")))?,
@@ -508,7 +508,7 @@ impl Prepared {
                         )
                     })?;
                 let app_text = read_file(Path::new(app_path))
-                    .map_err(|p| err("alipay.app_private_key_file", p))?;
+                    .map_err(|p| err("alipay.app_private_key_file", p.0))?;
                 let app_key = PrivateKey::parse(&app_text)
                     .map_err(|e| err("alipay.app_private_key_file", format!("{app_path}: {e}")))?;
                 let [app_cert, alipay_cert, root] = cert_files
@@ -559,9 +559,9 @@ impl Prepared {
                         )
                     })?;
                 let app_text = read_file(Path::new(app_path))
-                    .map_err(|p| err("alipay.app_private_key_file", p))?;
+                    .map_err(|p| err("alipay.app_private_key_file", p.0))?;
                 let alipay_text = read_file(Path::new(alipay_path))
-                    .map_err(|p| err("alipay.alipay_public_key_file", p))?;
+                    .map_err(|p| err("alipay.alipay_public_key_file", p.0))?;
                 (
                     PrivateKey::parse(&app_text).map_err(|e| {
                         err("alipay.app_private_key_file", format!("{app_path}: {e}"))
@@ -593,7 +593,7 @@ impl Prepared {
             match file {
                 Some(path) if local => read_file(&path)
                     .map(|s| SecretString::from(s.trim().to_string()))
-                    .map_err(|p| err(name, p)),
+                    .map_err(|p| err(name, p.0)),
                 _ => Err(err(name, "is required".into())),
             }
         };
@@ -613,7 +613,7 @@ impl Prepared {
             .any(|s| s.expose_secret().trim().is_empty());
         if need_local_secrets && sandbox.is_none() && creation == Creation::Allowed {
             ensure_sandbox_secrets(&sandbox_dir(&settings.app.data_dir))
-                .map_err(|p| err("app.data_dir", p))?;
+                .map_err(|p| err("app.data_dir", p.0))?;
         }
         let encryption = secret_or_sandbox(
             "security.encryption_key",
@@ -681,18 +681,32 @@ fn required(value: &str) -> Option<&str> {
     (!v.is_empty()).then_some(v)
 }
 
-fn read_file(path: &Path) -> Result<String, String> {
+/// Why a settings file or a sandbox file could not be read or written (one line, for the setting
+/// that names it).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct FileProblem(String);
+
+fn problem(message: String) -> FileProblem {
+    FileProblem(message)
+}
+
+fn read_file(path: &Path) -> Result<String, FileProblem> {
     if !path.exists() {
-        return Err(format!("file {} does not exist", path.display()));
+        return Err(FileProblem(format!(
+            "file {} does not exist",
+            path.display()
+        )));
     }
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    std::fs::read_to_string(path)
+        .map_err(|e| problem(format!("cannot read {}: {e}", path.display())))
 }
 
 pub fn sandbox_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("keys")
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<(), String> {
+fn write_private(path: &Path, contents: &str) -> Result<(), FileProblem> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -703,9 +717,9 @@ fn write_private(path: &Path, contents: &str) -> Result<(), String> {
     }
     let mut f = options
         .open(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        .map_err(|e| problem(format!("cannot create {}: {e}", path.display())))?;
     f.write_all(contents.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(|e| problem(format!("cannot write {}: {e}", path.display())))
 }
 
 fn random_text(bytes: usize) -> String {
@@ -717,8 +731,9 @@ fn random_text(bytes: usize) -> String {
     STANDARD.encode(buf)
 }
 
-fn ensure_sandbox_secrets(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+fn ensure_sandbox_secrets(dir: &Path) -> Result<(), FileProblem> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| problem(format!("cannot create {}: {e}", dir.display())))?;
     for (name, len) in [
         ("encryption.key", 32),
         ("admin.token", 24),
@@ -738,15 +753,15 @@ fn ensure_sandbox_secrets(dir: &Path) -> Result<(), String> {
 }
 
 /// Sandbox mode without creating anything: the files `ensure_sandbox` made on an earlier start.
-fn existing_sandbox(data_dir: &Path) -> Result<SandboxFiles, String> {
+fn existing_sandbox(data_dir: &Path) -> Result<SandboxFiles, FileProblem> {
     let dir = sandbox_dir(data_dir);
     for name in ["app_private_key.pem", "alipay_public_key.pem"] {
         if !dir.join(name).exists() {
-            return Err(format!(
+            return Err(FileProblem(format!(
                 "no sandbox keys in {} (support commands never generate keys: configure the \
                  Alipay keys, or start `isv-lifecycle serve` or `migrate` once)",
                 dir.display()
-            ));
+            )));
         }
     }
     Ok(SandboxFiles {
@@ -759,7 +774,7 @@ fn existing_sandbox(data_dir: &Path) -> Result<SandboxFiles, String> {
 
 /// Sandbox mode: our app key pair and a stand-in "Alipay platform" key pair (used by the
 /// simulator), generated once under `data_dir/keys` and reused on later starts.
-fn ensure_sandbox(data_dir: &Path) -> Result<SandboxFiles, String> {
+fn ensure_sandbox(data_dir: &Path) -> Result<SandboxFiles, FileProblem> {
     let dir = sandbox_dir(data_dir);
     ensure_sandbox_secrets(&dir)?;
     for (private, public) in [
@@ -767,7 +782,7 @@ fn ensure_sandbox(data_dir: &Path) -> Result<SandboxFiles, String> {
         ("alipay_platform_private_key.pem", "alipay_public_key.pem"),
     ] {
         if !dir.join(private).exists() {
-            let pair = keys::generate().map_err(|e| e.to_string())?;
+            let pair = keys::generate().map_err(|e| FileProblem(format!("key generation: {e}")))?;
             write_private(&dir.join(private), &pair.private_pkcs8_pem)?;
             let _ = std::fs::remove_file(dir.join(public));
             write_private(&dir.join(public), &pair.public_spki_pem)?;

@@ -12,18 +12,23 @@ use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+/// The shared cache could not be read or written (the database said why).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("certificate cache: {0}")]
+pub struct CacheError(pub String);
+
 /// Where downloaded certificates are kept and who hears about refused ones (implemented by the
 /// service layer over the database and the alerter).
 pub trait CertCache: Send + Sync {
     /// The PEM text stored for `sn`, if any.
-    fn load<'a>(&'a self, sn: &'a str) -> BoxFuture<'a, Result<Option<String>, String>>;
+    fn load<'a>(&'a self, sn: &'a str) -> BoxFuture<'a, Result<Option<String>, CacheError>>;
     /// Keeps an accepted certificate for every replica.
     fn store<'a>(
         &'a self,
         sn: &'a str,
         pem: &'a str,
         not_after: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<(), CacheError>>;
     /// A certificate was refused: support must look.
     fn refused<'a>(&'a self, sn: &'a str, reason: &'a str) -> BoxFuture<'a, ()>;
 }
@@ -32,7 +37,7 @@ pub trait CertCache: Send + Sync {
 pub struct NoCache;
 
 impl CertCache for NoCache {
-    fn load<'a>(&'a self, _sn: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+    fn load<'a>(&'a self, _sn: &'a str) -> BoxFuture<'a, Result<Option<String>, CacheError>> {
         Box::pin(async { Ok(None) })
     }
     fn store<'a>(
@@ -40,7 +45,7 @@ impl CertCache for NoCache {
         _sn: &'a str,
         _pem: &'a str,
         _not_after: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
         Box::pin(async { Ok(()) })
     }
     fn refused<'a>(&'a self, sn: &'a str, reason: &'a str) -> BoxFuture<'a, ()> {
@@ -197,14 +202,10 @@ impl CertMode {
         sn: &str,
         pem: &str,
         now: DateTime<Utc>,
-    ) -> Result<PublicKey, String> {
+    ) -> Result<PublicKey, TrustError> {
         let checked = cert::parse_leaf(pem.as_bytes())
-            .map_err(|e| e.to_string())
-            .and_then(|chain| {
-                self.trust(sn, &chain, now)
-                    .map(|key| (key, chain))
-                    .map_err(|e| e.to_string())
-            });
+            .map_err(|e| TrustError(e.to_string()))
+            .and_then(|chain| self.trust(sn, &chain, now).map(|key| (key, chain)));
         match checked {
             Ok((key, chain)) => {
                 let not_after = chain[0].validity().map(|v| v.1).unwrap_or(now);
@@ -215,7 +216,7 @@ impl CertMode {
                 Ok(key)
             }
             Err(reason) => {
-                self.cache().refused(sn, &reason).await;
+                self.cache().refused(sn, &reason.0).await;
                 Err(reason)
             }
         }
@@ -242,4 +243,4 @@ impl CertMode {
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct TrustError(String);
+pub struct TrustError(pub String);

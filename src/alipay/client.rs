@@ -455,7 +455,7 @@ impl AlipayClient {
             }
             match result {
                 Err(e) if e.is_retryable() && attempt < max_attempts => {
-                    tokio::time::sleep(self.backoff(attempt - 1)).await;
+                    tokio::time::sleep(self.retry_delay(attempt - 1)).await;
                 }
                 other => return other,
             }
@@ -463,7 +463,7 @@ impl AlipayClient {
     }
 
     /// Full jitter: uniform in [0, min(cap, base * 2^retry)].
-    fn backoff(&self, retry: u32) -> Duration {
+    fn retry_delay(&self, retry: u32) -> Duration {
         crate::backoff::backoff(
             self.settings.backoff_base,
             self.settings.backoff_cap,
@@ -544,7 +544,10 @@ impl AlipayClient {
         mode.accept_download(&sn, &pem, now)
             .await
             .map_err(|reason| {
-                AlipayError::Response(ResponseError::UntrustedCertificate { sn, reason })
+                AlipayError::Response(ResponseError::UntrustedCertificate {
+                    sn,
+                    reason: reason.0,
+                })
             })
     }
 

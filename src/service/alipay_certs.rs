@@ -3,9 +3,9 @@
 
 use super::alerts::{Alert, Alerter};
 use super::blocking;
-use crate::alipay::cert_mode::CertCache;
+use crate::alipay::cert_mode::{CacheError, CertCache};
 use crate::clock::SharedClock;
-use crate::store::{Pool, alipay_certs, to_db_time};
+use crate::store::{Pool, StoreError, alipay_certs, to_db_time};
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 
@@ -16,16 +16,18 @@ pub struct DbCertCache {
 }
 
 impl CertCache for DbCertCache {
-    fn load<'a>(&'a self, sn: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+    fn load<'a>(&'a self, sn: &'a str) -> BoxFuture<'a, Result<Option<String>, CacheError>> {
         Box::pin(async move {
             let pool = self.pool.clone();
             let sn = sn.to_string();
-            blocking(move || {
-                let mut conn = pool.get().map_err(|e| e.to_string())?;
-                alipay_certs::find(&mut conn, &sn).map_err(|e| e.to_string())
+            let found = blocking(move || -> Result<_, StoreError> {
+                let mut conn = pool.get()?;
+                Ok(alipay_certs::find(&mut conn, &sn)?)
             })
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(StoreError::from)
+            .and_then(|r| r);
+            found.map_err(cache_error)
         })
     }
 
@@ -34,20 +36,21 @@ impl CertCache for DbCertCache {
         sn: &'a str,
         pem: &'a str,
         not_after: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
         Box::pin(async move {
             let pool = self.pool.clone();
             let (sn, pem) = (sn.to_string(), pem.to_string());
             let now = to_db_time(self.clock.now());
-            blocking(move || {
-                let mut conn = pool.get().map_err(|e| e.to_string())?;
+            let stored = blocking(move || -> Result<(), StoreError> {
+                let mut conn = pool.get()?;
                 let _writer = pool.write_guard();
-                alipay_certs::insert_if_absent(&mut conn, &sn, &pem, to_db_time(not_after), now)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                alipay_certs::insert_if_absent(&mut conn, &sn, &pem, to_db_time(not_after), now)?;
+                Ok(())
             })
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(StoreError::from)
+            .and_then(|r| r);
+            stored.map_err(cache_error)
         })
     }
 
@@ -65,4 +68,8 @@ impl CertCache for DbCertCache {
                 .await;
         })
     }
+}
+
+fn cache_error(e: StoreError) -> CacheError {
+    CacheError(e.to_string())
 }
