@@ -34,6 +34,7 @@ pub fn fill(app: &TestApp, count: usize, merchant: impl Fn(usize) -> String) {
                 title: Some("模板服务".into()),
                 total_price: Some("9.90".into()),
                 merchant_name: (i % 10 == 0).then(|| format!("杭州测试{i:04}有限公司")),
+                isv_app_id: None,
                 ordered_at: at,
                 status_since: at,
                 created_at: at,
