@@ -201,6 +201,7 @@ fn reconcile_order() {}
     responses(
         (status = 200, description = "The order of that mini program", body = OrderView),
         (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No build for that mini program", body = ErrorBody),
         (status = 409, description = "Nothing to retry", body = ErrorBody)
     ))]
 #[allow(dead_code)]

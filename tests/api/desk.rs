@@ -138,6 +138,7 @@ async fn each_search_key_finds_its_orders(app: TestApp) {
     // The merchant's name comes from the order notice (`name`).
     let params: Vec<(String, String)> = [
         ("notify_id", "n-named"),
+        ("app_id", common::APP_ID),
         ("notify_type", "servicemarket_order_notify"),
         ("commodity_order_id", "NAMED1"),
         ("order_time", "2024-06-10 13:01:00"),
@@ -509,6 +510,8 @@ async fn service_changes_and_replays_are_shown(app: TestApp) {
     // A message that cannot be applied fails; replayed from the page, the result is shown.
     let bad: Vec<(String, String)> = [
         ("notify_id", "n-bad"),
+        // Addressed to our app: it fails in the apply (a replayable state), not quarantined.
+        ("app_id", common::APP_ID),
         ("notify_type", "servicemarket_order_notify"),
         ("commodity_order_id", "BAD1"),
         ("order_time", "yesterday"),
@@ -531,7 +534,11 @@ async fn service_changes_and_replays_are_shown(app: TestApp) {
         .unwrap()
         .to_string();
     let replay = |csrf: String, cookie: String| {
-        let url = format!("{}/admin/messages/-/n-bad/replay", app.address);
+        let url = format!(
+            "{}/admin/messages/{}/n-bad/replay",
+            app.address,
+            common::APP_ID
+        );
         async move {
             let response = browserless()
                 .post(url)
