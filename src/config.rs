@@ -151,7 +151,8 @@ pub struct AlipaySettings {
     pub apps: std::collections::BTreeMap<String, IsvAppSettings>,
 }
 
-/// One further app of `alipay.apps.<name>`: the primary app's key settings, for that app.
+/// One further app of `alipay.apps.<name>`: the primary app's key settings, for that app. In
+/// sandbox mode an app given no keys gets a generated key pair.
 #[derive(Debug, Clone, Deserialize)]
 pub struct IsvAppSettings {
     pub app_id: String,
@@ -167,6 +168,21 @@ pub struct IsvAppSettings {
     pub alipay_cert_file: String,
     #[serde(default)]
     pub alipay_root_cert_file: String,
+}
+
+impl IsvAppSettings {
+    /// An app with no keys set (sandbox mode generates them).
+    pub fn new(app_id: impl Into<String>) -> Self {
+        Self {
+            app_id: app_id.into(),
+            app_private_key_file: String::new(),
+            alipay_public_key_file: String::new(),
+            aes_key: empty_secret(),
+            app_cert_file: String::new(),
+            alipay_cert_file: String::new(),
+            alipay_root_cert_file: String::new(),
+        }
+    }
 }
 
 fn empty_secret() -> SecretString {
@@ -691,7 +707,16 @@ impl Prepared {
         };
         let mut apps = Vec::new();
         for (name, app) in &settings.alipay.apps {
-            let prepared = prepare_app(name, app, &err)?;
+            // Sandbox mode: an app given no keys gets its own generated key pair, and the
+            // simulated Alipay's key.
+            let sandboxed = match &sandbox {
+                Some(files) if valid_app_name(name) && app_keys_missing(app) => Some(
+                    sandbox_app(name, app, files, creation)
+                        .map_err(|p| err(&format!("alipay.apps.{name}"), p))?,
+                ),
+                _ => None,
+            };
+            let prepared = prepare_app(name, sandboxed.as_ref().unwrap_or(app), &err)?;
             let taken = std::iter::once(settings.alipay.app_id.as_str())
                 .chain(apps.iter().map(|a: &PreparedApp| a.app_id.as_str()))
                 .any(|id| id == prepared.app_id);
@@ -737,11 +762,7 @@ fn prepare_app(
     err: &dyn Fn(&str, String) -> SettingError,
 ) -> Result<PreparedApp, SettingError> {
     let key = |k: &str| format!("alipay.apps.{name}.{k}");
-    let valid_name = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if !valid_name {
+    if !valid_app_name(name) {
         return Err(err(
             &format!("alipay.apps.{name}"),
             "an app's name is lower-case letters, digits and _".into(),
@@ -841,6 +862,52 @@ fn prepare_app(
         alipay_key: Arc::new(alipay_key),
         aes_key,
         cert_mode,
+    })
+}
+
+fn valid_app_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn app_keys_missing(app: &IsvAppSettings) -> bool {
+    [
+        &app.app_private_key_file,
+        &app.alipay_public_key_file,
+        &app.app_cert_file,
+        &app.alipay_cert_file,
+        &app.alipay_root_cert_file,
+    ]
+    .iter()
+    .all(|f| f.trim().is_empty())
+}
+
+/// Sandbox mode for a further app: its own key pair, generated once under `data_dir/keys` as
+/// `app_<name>_private_key.pem` (public half beside it), and the simulated Alipay's public key.
+fn sandbox_app(
+    name: &str,
+    app: &IsvAppSettings,
+    files: &SandboxFiles,
+    creation: Creation,
+) -> Result<IsvAppSettings, String> {
+    let private = files.dir.join(format!("app_{name}_private_key.pem"));
+    if !private.exists() && creation == Creation::Allowed {
+        let pair = keys::generate().map_err(|e| e.to_string())?;
+        write_private(&private, &pair.private_pkcs8_pem)?;
+        let public = files.dir.join(format!("app_{name}_public_key.pem"));
+        let _ = std::fs::remove_file(&public);
+        write_private(&public, &pair.public_spki_pem)?;
+    }
+    Ok(IsvAppSettings {
+        app_private_key_file: private.display().to_string(),
+        alipay_public_key_file: files
+            .dir
+            .join("alipay_public_key.pem")
+            .display()
+            .to_string(),
+        ..app.clone()
     })
 }
 
