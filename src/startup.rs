@@ -139,7 +139,6 @@ pub fn services(
         .context("alerts.webhook_url")?;
     let apps = isv_apps(prepared, &pool, &alerts, &metrics, clock.clone())?;
     Ok(Services {
-        alipay: apps.primary.alipay.clone(),
         apps: Arc::new(apps),
         delivery_wakeup: Arc::new(Notify::new()),
         pipeline: Arc::new({

@@ -17,7 +17,6 @@ pub mod retention;
 pub mod support;
 pub mod views;
 
-use crate::alipay::client::AlipayApi;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::seal::Sealer;
@@ -33,7 +32,9 @@ pub struct Services {
     pub clock: SharedClock,
     pub sealer: Arc<Sealer>,
     /// Every ISV app we serve (`alipay.*`, `alipay.apps.*`): each one's verification material,
-    /// AES key and client. Messages for an app id not here are quarantined.
+    /// AES key and OpenAPI client (called only from jobs and support). Messages for an app id
+    /// not here are quarantined; calls for a merchant go through the client of the app its order
+    /// or authorization records (`apps.for_record`), never another.
     pub apps: Arc<isv_apps::IsvApps>,
     /// The primary app's id (`alipay.app_id`).
     pub app_id: Arc<str>,
@@ -43,9 +44,6 @@ pub struct Services {
     /// Woken after a new message commits, so it is applied at once rather than at the next poll.
     pub apply_wakeup: Arc<Notify>,
     pub apply: apply::ApplySettings,
-    /// The primary app's client (`apps.primary.alipay`). Calls for a merchant go through the
-    /// client of the ISV app its order or authorization records (`apps.for_record`).
-    pub alipay: Arc<dyn AlipayApi>,
     /// Woken when a merchant-order sync is queued.
     pub delivery_wakeup: Arc<Notify>,
     pub alerts: alerts::Alerter,

@@ -19,6 +19,13 @@ const TOKEN: &str = "202406BBd4f3a7c9e2b84a5f9c1e6d7a8b9c0X52";
 /// A service with a second app (its own freshly generated key pair; Alipay's key for it is the
 /// platform test key) and a template, and the local Alipay taught the second app's public key.
 async fn two_apps(db: Db) -> (TestApp, tempfile::TempDir) {
+    two_apps_with(db, |_| {}).await
+}
+
+async fn two_apps_with(
+    db: Db,
+    adjust: impl FnOnce(&mut isv_lifecycle::config::Settings),
+) -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let pair = keys::generate().unwrap();
     let private = dir.path().join("second_app_private.pem");
@@ -36,6 +43,7 @@ async fn two_apps(db: Db) -> (TestApp, tempfile::TempDir) {
             alipay_root_cert_file: String::new(),
         };
         s.alipay.apps.insert("second".into(), second);
+        adjust(s);
     })
     .await;
     app.alipay
@@ -254,4 +262,91 @@ async fn a_second_apps_merchant_is_served_as_that_app_postgres() {
         return;
     }
     a_second_apps_merchant_is_served_as_that_app(Db::Postgres).await;
+}
+
+const PRIMARY_AES: &str = "AAECAwQFBgcICQoLDA0ODw==";
+const SECOND_AES: &str = "EBESExQVFhcYGRobHB0eHw==";
+
+/// An `encrypt_type=AES` cancellation of `mini_app_id` addressed to `app_id`, encrypted with
+/// `key_b64`.
+fn aes_cancellation(app_id: &str, key_b64: &str, notify_id: &str, mini_app_id: &str) -> String {
+    let key = isv_lifecycle::alipay::AesKey::parse(key_b64).unwrap();
+    let biz = format!(r#"{{"auth_app_id":"{mini_app_id}","cancel_time":"2024-06-10 12:00:01"}}"#);
+    let params: Vec<(String, String)> = [
+        ("notify_id", notify_id.to_string()),
+        ("msg_method", "alipay.open.auth.appauth.cancelled".into()),
+        ("app_id", app_id.into()),
+        ("version", "1.1".into()),
+        ("charset", "UTF-8".into()),
+        ("sign_type", "RSA2".into()),
+        ("utc_timestamp", "1718000007919".into()),
+        ("encrypt_type", "AES".into()),
+        ("biz_content", key.encrypt_base64(biz.as_bytes())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    notify::sign_message(&params, &common::platform_private_key())
+}
+
+/// Each app's AES messages are decrypted with its own key: the second app's with
+/// `alipay.apps.second.aes_key`, never the primary app's.
+async fn each_app_decrypts_with_its_own_aes_key(db: Db) {
+    let (app, _keys) = two_apps_with(db, |s| {
+        s.alipay.aes_key = secrecy::SecretString::from(PRIMARY_AES);
+        if let Some(second) = s.alipay.apps.get_mut("second") {
+            second.aes_key = secrecy::SecretString::from(SECOND_AES);
+        }
+    })
+    .await;
+    assert_eq!(
+        app.post_notify(grant(SECOND, "g-aes", SECOND_MINI)).await.1,
+        "success"
+    );
+    // Addressed to the second app but encrypted with the primary app's key: it does not read.
+    assert_eq!(
+        app.post_notify(aes_cancellation(
+            SECOND,
+            PRIMARY_AES,
+            "c-wrong",
+            SECOND_MINI
+        ))
+        .await
+        .1,
+        "success"
+    );
+    app.run_pending_jobs().await;
+    assert_eq!(state_of(&app, "g-aes"), "applied");
+    assert_eq!(state_of(&app, "c-wrong"), "failed");
+    let (_, auth) = app
+        .admin_get(&format!("/admin/api/authorizations/{SECOND_MINI}"))
+        .await;
+    assert_eq!(auth["status"], "active", "{auth}");
+    // With the second app's key: applied.
+    assert_eq!(
+        app.post_notify(aes_cancellation(SECOND, SECOND_AES, "c-right", SECOND_MINI))
+            .await
+            .1,
+        "success"
+    );
+    app.run_pending_jobs().await;
+    assert_eq!(state_of(&app, "c-right"), "applied");
+    let (_, auth) = app
+        .admin_get(&format!("/admin/api/authorizations/{SECOND_MINI}"))
+        .await;
+    assert_eq!(auth["status"], "cancelled", "{auth}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_app_decrypts_with_its_own_aes_key_sqlite() {
+    each_app_decrypts_with_its_own_aes_key(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_app_decrypts_with_its_own_aes_key_postgres() {
+    if common::skip_postgres() {
+        return;
+    }
+    each_app_decrypts_with_its_own_aes_key(Db::Postgres).await;
 }
