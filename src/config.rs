@@ -144,6 +144,45 @@ pub struct AlipaySettings {
     pub alipay_cert_file: String,
     #[serde(default)]
     pub alipay_root_cert_file: String,
+    /// Further third-party apps of this ISV served beside this (primary) one, by name:
+    /// `alipay.apps.<name>.app_id` etc. Each has its own keys or certificates and AES key; the
+    /// gateway, timeouts and retries are the primary app's.
+    #[serde(default)]
+    pub apps: std::collections::BTreeMap<String, IsvAppSettings>,
+}
+
+/// One further app of `alipay.apps.<name>`: the primary app's key settings, for that app. In
+/// sandbox mode an app given no keys gets a generated key pair.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IsvAppSettings {
+    pub app_id: String,
+    #[serde(default)]
+    pub app_private_key_file: String,
+    #[serde(default)]
+    pub alipay_public_key_file: String,
+    #[serde(default = "empty_secret")]
+    pub aes_key: SecretString,
+    #[serde(default)]
+    pub app_cert_file: String,
+    #[serde(default)]
+    pub alipay_cert_file: String,
+    #[serde(default)]
+    pub alipay_root_cert_file: String,
+}
+
+impl IsvAppSettings {
+    /// An app with no keys set (sandbox mode generates them).
+    pub fn new(app_id: impl Into<String>) -> Self {
+        Self {
+            app_id: app_id.into(),
+            app_private_key_file: String::new(),
+            alipay_public_key_file: String::new(),
+            aes_key: empty_secret(),
+            app_cert_file: String::new(),
+            alipay_cert_file: String::new(),
+            alipay_root_cert_file: String::new(),
+        }
+    }
 }
 
 fn empty_secret() -> SecretString {
@@ -287,6 +326,18 @@ pub struct Prepared {
     pub api_token: SecretString,
     /// Set when keys were generated locally: messages from the real Alipay will not verify.
     pub sandbox: Option<SandboxFiles>,
+    /// `alipay.apps.*`: the further apps, in name order.
+    pub apps: Vec<PreparedApp>,
+}
+
+/// One further app (`alipay.apps.<name>`), read and checked.
+pub struct PreparedApp {
+    pub name: String,
+    pub app_id: String,
+    pub app_key: Arc<PrivateKey>,
+    pub alipay_key: Arc<PublicKey>,
+    pub aes_key: Option<Arc<crate::alipay::AesKey>>,
+    pub cert_mode: Option<Arc<crate::alipay::cert_mode::CertMode>>,
 }
 
 #[derive(Debug, Clone)]
@@ -654,7 +705,34 @@ impl Prepared {
                 },
             )?)),
         };
+        let mut apps = Vec::new();
+        for (name, app) in &settings.alipay.apps {
+            // Sandbox mode: an app given no keys gets its own generated key pair, and the
+            // simulated Alipay's key.
+            let sandboxed = match &sandbox {
+                Some(files) if valid_app_name(name) && app_keys_missing(app) => Some(
+                    sandbox_app(name, app, files, creation)
+                        .map_err(|p| err(&format!("alipay.apps.{name}"), p.0))?,
+                ),
+                _ => None,
+            };
+            let prepared = prepare_app(name, sandboxed.as_ref().unwrap_or(app), &err)?;
+            let taken = std::iter::once(settings.alipay.app_id.as_str())
+                .chain(apps.iter().map(|a: &PreparedApp| a.app_id.as_str()))
+                .any(|id| id == prepared.app_id);
+            if taken {
+                return Err(err(
+                    &format!("alipay.apps.{name}.app_id"),
+                    format!(
+                        "{:?} is already served (by alipay.app_id or another alipay.apps entry)",
+                        prepared.app_id
+                    ),
+                ));
+            }
+            apps.push(prepared);
+        }
         Ok(Prepared {
+            apps,
             config_file: file.to_path_buf(),
             listen,
             admin_listen,
@@ -674,6 +752,163 @@ impl Prepared {
     pub fn apply_timeout(&self) -> Duration {
         Duration::from_secs(self.settings.alipay.timeout_seconds)
     }
+}
+
+/// Reads and checks one `alipay.apps.<name>` entry: an app id of digits, our private key, and
+/// Alipay's public key or the three certificate files; an optional AES key.
+fn prepare_app(
+    name: &str,
+    app: &IsvAppSettings,
+    err: &dyn Fn(&str, String) -> SettingError,
+) -> Result<PreparedApp, SettingError> {
+    let key = |k: &str| format!("alipay.apps.{name}.{k}");
+    if !valid_app_name(name) {
+        return Err(err(
+            &format!("alipay.apps.{name}"),
+            "an app's name is lower-case letters, digits and _".into(),
+        ));
+    }
+    if app.app_id.trim().is_empty() || !app.app_id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err(
+            &key("app_id"),
+            format!("{:?} is not an Alipay app id (digits)", app.app_id),
+        ));
+    }
+    let app_path = required(&app.app_private_key_file).ok_or_else(|| {
+        err(
+            &key("app_private_key_file"),
+            "is required (this app's private key: PEM or bare base64)".into(),
+        )
+    })?;
+    let app_text =
+        read_file(Path::new(app_path)).map_err(|p| err(&key("app_private_key_file"), p.0))?;
+    let app_key = PrivateKey::parse(&app_text)
+        .map_err(|e| err(&key("app_private_key_file"), format!("{app_path}: {e}")))?;
+    let certs = [
+        ("app_cert_file", app.app_cert_file.trim()),
+        ("alipay_cert_file", app.alipay_cert_file.trim()),
+        ("alipay_root_cert_file", app.alipay_root_cert_file.trim()),
+    ];
+    let (alipay_key, cert_mode) = match certs.iter().filter(|(_, p)| p.is_empty()).count() {
+        3 => {
+            let path = required(&app.alipay_public_key_file).ok_or_else(|| {
+                err(
+                    &key("alipay_public_key_file"),
+                    "is required (Alipay's public key for this app, or the three certificate files)"
+                        .into(),
+                )
+            })?;
+            let text =
+                read_file(Path::new(path)).map_err(|p| err(&key("alipay_public_key_file"), p.0))?;
+            let alipay_key = PublicKey::parse(&text)
+                .map_err(|e| err(&key("alipay_public_key_file"), format!("{path}: {e}")))?;
+            (alipay_key, None)
+        }
+        0 => {
+            let [app_cert, alipay_cert, root] = certs.map(|(k, path)| {
+                std::fs::read(path).map_err(|e| err(&key(k), format!("cannot read {path}: {e}")))
+            });
+            let mode = crate::alipay::cert_mode::CertMode::new(
+                &app_cert?,
+                &alipay_cert?,
+                &root?,
+                &app_key.public_key(),
+            )
+            .map_err(|e| {
+                use crate::alipay::cert_mode::CertModeError as E;
+                let file = match &e {
+                    E::File { file, .. } => *file,
+                    E::AppKeyMismatch => "app_cert_file",
+                };
+                err(&key(file), e.to_string())
+            })?;
+            let alipay_key = mode
+                .known_key(None)
+                .expect("the configured Alipay certificate is held");
+            (alipay_key, Some(Arc::new(mode)))
+        }
+        _ => {
+            let missing = certs
+                .iter()
+                .find(|(_, p)| p.is_empty())
+                .expect("one is empty");
+            return Err(err(
+                &key(missing.0),
+                "certificate mode needs all three of app_cert_file, alipay_cert_file and alipay_root_cert_file".into(),
+            ));
+        }
+    };
+    if alipay_key.same_key_as(&app_key.public_key()) {
+        return Err(err(
+            &key("alipay_public_key_file"),
+            "is this app's own public key; it must be Alipay's public key (支付宝公钥)".into(),
+        ));
+    }
+    let aes_key = match required(app.aes_key.expose_secret()) {
+        None => None,
+        Some(text) => Some(Arc::new(crate::alipay::AesKey::parse(text).map_err(
+            |e| {
+                err(
+                    &key("aes_key"),
+                    format!("{e} (the console's AES key, base64)"),
+                )
+            },
+        )?)),
+    };
+    Ok(PreparedApp {
+        name: name.to_string(),
+        app_id: app.app_id.clone(),
+        app_key: Arc::new(app_key),
+        alipay_key: Arc::new(alipay_key),
+        aes_key,
+        cert_mode,
+    })
+}
+
+fn valid_app_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn app_keys_missing(app: &IsvAppSettings) -> bool {
+    [
+        &app.app_private_key_file,
+        &app.alipay_public_key_file,
+        &app.app_cert_file,
+        &app.alipay_cert_file,
+        &app.alipay_root_cert_file,
+    ]
+    .iter()
+    .all(|f| f.trim().is_empty())
+}
+
+/// Sandbox mode for a further app: its own key pair, generated once under `data_dir/keys` as
+/// `app_<name>_private_key.pem` (public half beside it), and the simulated Alipay's public key.
+fn sandbox_app(
+    name: &str,
+    app: &IsvAppSettings,
+    files: &SandboxFiles,
+    creation: Creation,
+) -> Result<IsvAppSettings, FileProblem> {
+    let private = files.dir.join(format!("app_{name}_private_key.pem"));
+    if !private.exists() && creation == Creation::Allowed {
+        let pair = keys::generate().map_err(|e| FileProblem(format!("key generation: {e}")))?;
+        write_private(&private, &pair.private_pkcs8_pem)?;
+        let public = files.dir.join(format!("app_{name}_public_key.pem"));
+        let _ = std::fs::remove_file(&public);
+        write_private(&public, &pair.public_spki_pem)?;
+    }
+    Ok(IsvAppSettings {
+        app_private_key_file: private.display().to_string(),
+        alipay_public_key_file: files
+            .dir
+            .join("alipay_public_key.pem")
+            .display()
+            .to_string(),
+        ..app.clone()
+    })
 }
 
 fn required(value: &str) -> Option<&str> {
@@ -825,6 +1060,160 @@ mod tests {
         assert_eq!(s.scheduler.tick_seconds, 7);
         assert!(s.templates.auto_online);
         assert_eq!(s.retention.messages_days, 90, "the default");
+    }
+
+    fn vector_key(name: &str) -> String {
+        format!(
+            "{}/../shared/vectors/keys/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    }
+
+    /// Settings for `prepare` from default.toml: a data dir of its own, the vectors' keys.
+    fn settings_with(env: &[(&str, &str)]) -> (Settings, tempfile::TempDir) {
+        let file = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"));
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().display().to_string();
+        let db = format!("sqlite://{data}/test.db");
+        let app_key = vector_key("isv_app_private_pkcs8.pem");
+        let alipay_key = vector_key("alipay_platform_public_spki.pem");
+        let mut vars: Vec<(&str, &str)> = vec![
+            ("ISV__APP__DATA_DIR", &data),
+            ("ISV__DATABASE__URL", &db),
+            ("ISV__ALIPAY__APP_ID", "2021000000000001"),
+            ("ISV__ALIPAY__APP_PRIVATE_KEY_FILE", &app_key),
+            ("ISV__ALIPAY__ALIPAY_PUBLIC_KEY_FILE", &alipay_key),
+        ];
+        vars.extend_from_slice(env);
+        let env = vars
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        (Settings::load_with_env(file, Some(env)).unwrap(), dir)
+    }
+
+    /// A second app's key pair on disk: (private key file, its public key file).
+    fn second_app_keys(dir: &Path) -> (String, String) {
+        let pair = keys::generate().unwrap();
+        let private = dir.join("second_private.pem");
+        let public = dir.join("second_public.pem");
+        std::fs::write(&private, &pair.private_pkcs8_pem).unwrap();
+        std::fs::write(&public, &pair.public_spki_pem).unwrap();
+        (private.display().to_string(), public.display().to_string())
+    }
+
+    #[test]
+    fn a_second_app_comes_from_the_environment() {
+        let keys_dir = tempfile::tempdir().unwrap();
+        let (private, _) = second_app_keys(keys_dir.path());
+        let alipay_key = vector_key("alipay_platform_public_spki.pem");
+        let (settings, _dir) = settings_with(&[
+            ("ISV__ALIPAY__APPS__SECOND__APP_ID", "2021000000000002"),
+            ("ISV__ALIPAY__APPS__SECOND__APP_PRIVATE_KEY_FILE", &private),
+            (
+                "ISV__ALIPAY__APPS__SECOND__ALIPAY_PUBLIC_KEY_FILE",
+                &alipay_key,
+            ),
+            (
+                "ISV__ALIPAY__APPS__SECOND__AES_KEY",
+                "aa4BtZ4tspm2wnXLb1ThQA==",
+            ),
+        ]);
+        let second = &settings.alipay.apps["second"];
+        assert_eq!(second.app_id, "2021000000000002");
+        let prepared = Prepared::from_settings(settings, Path::new("test.toml")).unwrap();
+        assert_eq!(prepared.apps.len(), 1);
+        let app = &prepared.apps[0];
+        assert_eq!(
+            (app.name.as_str(), app.app_id.as_str()),
+            ("second", "2021000000000002")
+        );
+        assert!(app.aes_key.is_some());
+        assert!(app.cert_mode.is_none());
+        assert!(
+            !app.app_key
+                .public_key()
+                .same_key_as(&prepared.app_key.public_key())
+        );
+    }
+
+    #[test]
+    fn a_bad_second_app_stops_the_start_naming_its_setting() {
+        let keys_dir = tempfile::tempdir().unwrap();
+        let (private, public) = second_app_keys(keys_dir.path());
+        let alipay_key = vector_key("alipay_platform_public_spki.pem");
+        let refused = |env: &[(&str, &str)]| {
+            let (settings, _dir) = settings_with(env);
+            Prepared::from_settings(settings, Path::new("test.toml"))
+                .err()
+                .expect("refused")
+        };
+        let e = refused(&[
+            ("ISV__ALIPAY__APPS__SECOND__APP_ID", "twenty-one"),
+            ("ISV__ALIPAY__APPS__SECOND__APP_PRIVATE_KEY_FILE", &private),
+            (
+                "ISV__ALIPAY__APPS__SECOND__ALIPAY_PUBLIC_KEY_FILE",
+                &alipay_key,
+            ),
+        ]);
+        assert_eq!(e.name, "alipay.apps.second.app_id", "{e}");
+        let e = refused(&[("ISV__ALIPAY__APPS__SECOND__APP_ID", "2021000000000002")]);
+        assert_eq!(e.name, "alipay.apps.second.app_private_key_file", "{e}");
+        let e = refused(&[
+            ("ISV__ALIPAY__APPS__SECOND__APP_ID", "2021000000000002"),
+            ("ISV__ALIPAY__APPS__SECOND__APP_PRIVATE_KEY_FILE", &private),
+        ]);
+        assert_eq!(e.name, "alipay.apps.second.alipay_public_key_file", "{e}");
+        // Its own public key where Alipay's goes.
+        let e = refused(&[
+            ("ISV__ALIPAY__APPS__SECOND__APP_ID", "2021000000000002"),
+            ("ISV__ALIPAY__APPS__SECOND__APP_PRIVATE_KEY_FILE", &private),
+            ("ISV__ALIPAY__APPS__SECOND__ALIPAY_PUBLIC_KEY_FILE", &public),
+        ]);
+        assert_eq!(e.name, "alipay.apps.second.alipay_public_key_file", "{e}");
+        let e = refused(&[
+            ("ISV__ALIPAY__APPS__SECOND__APP_ID", "2021000000000002"),
+            ("ISV__ALIPAY__APPS__SECOND__APP_PRIVATE_KEY_FILE", &private),
+            (
+                "ISV__ALIPAY__APPS__SECOND__ALIPAY_PUBLIC_KEY_FILE",
+                &alipay_key,
+            ),
+            ("ISV__ALIPAY__APPS__SECOND__AES_KEY", "not base64!"),
+        ]);
+        assert_eq!(e.name, "alipay.apps.second.aes_key", "{e}");
+        let e = refused(&[
+            ("ISV__ALIPAY__APPS__SECOND__APP_ID", "2021000000000002"),
+            ("ISV__ALIPAY__APPS__SECOND__APP_PRIVATE_KEY_FILE", &private),
+            ("ISV__ALIPAY__APPS__SECOND__APP_CERT_FILE", &public),
+        ]);
+        assert_eq!(e.name, "alipay.apps.second.alipay_cert_file", "{e}");
+        // The primary app's id again: refused.
+        let e = refused(&[
+            ("ISV__ALIPAY__APPS__SECOND__APP_ID", "2021000000000001"),
+            ("ISV__ALIPAY__APPS__SECOND__APP_PRIVATE_KEY_FILE", &private),
+            (
+                "ISV__ALIPAY__APPS__SECOND__ALIPAY_PUBLIC_KEY_FILE",
+                &alipay_key,
+            ),
+        ]);
+        assert_eq!(e.name, "alipay.apps.second.app_id", "{e}");
+        assert!(e.problem.contains("already served"), "{e}");
+        // Two further apps with one id.
+        let e = refused(&[
+            ("ISV__ALIPAY__APPS__SECOND__APP_ID", "2021000000000002"),
+            ("ISV__ALIPAY__APPS__SECOND__APP_PRIVATE_KEY_FILE", &private),
+            (
+                "ISV__ALIPAY__APPS__SECOND__ALIPAY_PUBLIC_KEY_FILE",
+                &alipay_key,
+            ),
+            ("ISV__ALIPAY__APPS__THIRD__APP_ID", "2021000000000002"),
+            ("ISV__ALIPAY__APPS__THIRD__APP_PRIVATE_KEY_FILE", &private),
+            (
+                "ISV__ALIPAY__APPS__THIRD__ALIPAY_PUBLIC_KEY_FILE",
+                &alipay_key,
+            ),
+        ]);
+        assert_eq!(e.name, "alipay.apps.third.app_id", "{e}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `isv-lifecycle demo`: the whole lifecycle in one process, against the local Alipay simulator,
-//! on one manual clock shared by both, over a temporary SQLite database. Five orders, each its own
-//! merchant mini program: paid through build, audit, confirmation and completion; unpaid and
-//! cancelled at 3 days; an implementation timeout at 30 days; a refund; an authorization
-//! cancelled. It prints a timeline per order and a summary table, and fails when an order does
+//! on one manual clock shared by both, over a temporary SQLite database. Two ISV apps (the
+//! primary and `alipay.apps.second`, both with sandbox keys). Five orders, each its own merchant
+//! mini program: paid through build, audit, confirmation and completion (placed with the second
+//! app, so every call for it is made as that app); unpaid and cancelled at 3 days; an
+//! implementation timeout at 30 days; a refund; an authorization cancelled. It prints a timeline per order and a summary table, and fails when an order does
 //! not end where Alipay's rules say it must.
 
 use crate::clock::Clock as _;
@@ -21,6 +22,8 @@ pub struct Outcome {
     pub scenario: &'static str,
     pub commodity_order_id: String,
     pub mini_app_id: String,
+    /// The ISV app the order was placed with, as the service recorded it.
+    pub isv_app_id: Option<String>,
     pub status: String,
     pub cancel_reason: Option<String>,
     pub service: Option<String>,
@@ -34,6 +37,9 @@ impl Outcome {
         self.status == self.expected.0 && self.cancel_reason.as_deref() == self.expected.1
     }
 }
+
+/// The demo's second ISV app (`alipay.apps.second`).
+pub const SECOND_APP_ID: &str = "2021000000000002";
 
 pub struct Demo {
     pub services: Services,
@@ -72,6 +78,10 @@ impl Demo {
         settings.alerts.webhook_url = String::new();
         settings.templates.default_template_id = "2021000000000009".into();
         settings.log.level = "warn".into();
+        settings.alipay.apps.insert(
+            "second".into(),
+            crate::config::IsvAppSettings::new(SECOND_APP_ID),
+        );
         let prepared =
             Prepared::from_settings(settings, config_file).map_err(|e| anyhow::anyhow!("{e}"))?;
         let sandbox = prepared
@@ -86,6 +96,11 @@ impl Demo {
             prepared.app_key.public_key(),
             Arc::new(platform),
         );
+        sim_config.other_apps = prepared
+            .apps
+            .iter()
+            .map(|a| (a.app_id.clone(), a.app_key.public_key()))
+            .collect();
         sim_config.listen = format!("127.0.0.1:{sim_port}").parse()?;
         sim_config.gateway_url = Some(format!("http://127.0.0.1:{service_port}/alipay/gateway"));
         // Alipay's redelivery schedule (minutes, hours) in milliseconds.
@@ -165,6 +180,16 @@ impl Demo {
     }
 
     async fn place(&self, mini_app_id: &str, price: &str) -> anyhow::Result<String> {
+        self.place_with(None, mini_app_id, price).await
+    }
+
+    /// `place`, with the ISV app the order is placed with (`None`: the primary app).
+    async fn place_with(
+        &self,
+        app_id: Option<&str>,
+        mini_app_id: &str,
+        price: &str,
+    ) -> anyhow::Result<String> {
         let created = self
             .sim
             .state
@@ -176,6 +201,7 @@ impl Demo {
                 merchant_pid: None,
                 item_code: Some("TS0001".into()),
                 title: Some("餐饮小程序模板".into()),
+                app_id: app_id.map(str::to_string),
             })
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let id = created["commodity_order_id"]
@@ -262,6 +288,7 @@ impl Demo {
             scenario,
             commodity_order_id: id.into(),
             mini_app_id: app.into(),
+            isv_app_id: text(&o["isv_app_id"]),
             status: text(&o["status"]).unwrap_or_else(|| "missing".into()),
             cancel_reason: text(&o["cancel_reason"]),
             service: o["service"]["status"].as_str().map(
@@ -283,8 +310,9 @@ impl Demo {
         let mut outcomes = Vec::new();
 
         // 1. Paid; our build passes audit; the merchant does not confirm; completed after 7 days.
+        //    Placed with the second ISV app: queried, built and audited as that app.
         let app = "2021000000000101";
-        let id = self.place(app, "99.00").await?;
+        let id = self.place_with(Some(SECOND_APP_ID), app, "99.00").await?;
         self.pay(&id).await?;
         self.settle(
             "audit and 待商家确认",
@@ -408,14 +436,15 @@ pub fn print(outcomes: &[Outcome], clock_end: chrono::DateTime<chrono::Utc>) {
         }
     }
     println!(
-        "\n| scenario | order | status | cancel reason | service | last build | as expected |"
+        "\n| scenario | order | ISV app | status | cancel reason | service | last build | as expected |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for o in outcomes {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             o.scenario,
             o.commodity_order_id,
+            o.isv_app_id.as_deref().unwrap_or("-"),
             o.status,
             o.cancel_reason.as_deref().unwrap_or("-"),
             o.service.as_deref().unwrap_or("-"),

@@ -6,6 +6,7 @@ use crate::config::Prepared;
 use crate::http::{AppState, Application};
 use crate::metrics::Metrics;
 use crate::seal::Sealer;
+use crate::service::isv_apps::{IsvApp, IsvApps};
 use crate::service::{Services, apply::ApplySettings};
 use crate::store::{self, Backend};
 use anyhow::Context as _;
@@ -32,20 +33,93 @@ pub fn open_database(prepared: &Prepared) -> anyhow::Result<store::Pool> {
 }
 
 pub fn alipay_client(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<AlipayClient> {
+    app_client(
+        prepared,
+        &prepared.settings.alipay.app_id,
+        prepared.app_key.clone(),
+        prepared.alipay_key.clone(),
+        prepared.aes_key.clone(),
+        prepared.cert_mode.clone(),
+        clock,
+    )
+}
+
+/// The client of one app: the shared gateway, timeouts and retries, this app's id and keys.
+fn app_client(
+    prepared: &Prepared,
+    app_id: &str,
+    app_key: Arc<crate::alipay::PrivateKey>,
+    alipay_key: Arc<crate::alipay::PublicKey>,
+    aes_key: Option<Arc<crate::alipay::AesKey>>,
+    cert_mode: Option<Arc<crate::alipay::cert_mode::CertMode>>,
+    clock: SharedClock,
+) -> anyhow::Result<AlipayClient> {
     let a = &prepared.settings.alipay;
-    let mut settings = ClientSettings::new(a.gateway_url.clone(), a.app_id.clone());
+    let mut settings = ClientSettings::new(a.gateway_url.clone(), app_id.to_string());
     settings.timeout = Duration::from_secs(a.timeout_seconds);
     settings.max_attempts = a.max_attempts;
     settings.backoff_base = Duration::from_millis(a.retry_backoff_ms);
-    Ok(AlipayClient::new(
-        settings,
-        prepared.app_key.clone(),
-        prepared.alipay_key.clone(),
-        clock,
-    )
-    .context("alipay.gateway_url")?
-    .with_aes_key(prepared.aes_key.clone())
-    .with_cert_mode(prepared.cert_mode.clone()))
+    Ok(AlipayClient::new(settings, app_key, alipay_key, clock)
+        .context("alipay.gateway_url")?
+        .with_aes_key(aes_key)
+        .with_cert_mode(cert_mode))
+}
+
+/// Every app we serve (`alipay.*` and `alipay.apps.*`), each with its metered client.
+fn isv_apps(
+    prepared: &Prepared,
+    pool: &store::Pool,
+    alerts: &crate::service::alerts::Alerter,
+    metrics: &Arc<Metrics>,
+    clock: SharedClock,
+) -> anyhow::Result<IsvApps> {
+    let metered = |client: AlipayClient| -> Arc<dyn crate::alipay::client::AlipayApi> {
+        Arc::new(crate::service::metered::MeteredAlipay::new(
+            Arc::new(client),
+            metrics.clone(),
+        ))
+    };
+    let with_cache = |mode: &Option<Arc<crate::alipay::cert_mode::CertMode>>| {
+        if let Some(mode) = mode {
+            mode.set_cache(Arc::new(crate::service::alipay_certs::DbCertCache {
+                pool: pool.clone(),
+                alerts: alerts.clone(),
+                clock: clock.clone(),
+            }));
+        }
+    };
+    with_cache(&prepared.cert_mode);
+    let mut apps = IsvApps::new(IsvApp {
+        app_id: Arc::from(prepared.settings.alipay.app_id.as_str()),
+        alipay_key: prepared.alipay_key.clone(),
+        cert_mode: prepared.cert_mode.clone(),
+        aes_key: prepared.aes_key.clone(),
+        alipay: metered(alipay_client(prepared, clock.clone())?),
+    });
+    for app in &prepared.apps {
+        with_cache(&app.cert_mode);
+        let client = app_client(
+            prepared,
+            &app.app_id,
+            app.app_key.clone(),
+            app.alipay_key.clone(),
+            app.aes_key.clone(),
+            app.cert_mode.clone(),
+            clock.clone(),
+        )
+        .with_context(|| format!("alipay.apps.{}", app.name))?;
+        apps.others.insert(
+            app.app_id.clone(),
+            IsvApp {
+                app_id: Arc::from(app.app_id.as_str()),
+                alipay_key: app.alipay_key.clone(),
+                cert_mode: app.cert_mode.clone(),
+                aes_key: app.aes_key.clone(),
+                alipay: metered(client),
+            },
+        );
+    }
+    Ok(apps)
 }
 
 pub fn services(
@@ -63,21 +137,9 @@ pub fn services(
     let metrics = Arc::new(Metrics::default());
     let alerts = crate::service::alerts::Alerter::new(&prepared.settings.alerts.webhook_url)
         .context("alerts.webhook_url")?;
-    if let Some(mode) = &prepared.cert_mode {
-        mode.set_cache(Arc::new(crate::service::alipay_certs::DbCertCache {
-            pool: pool.clone(),
-            alerts: alerts.clone(),
-            clock: clock.clone(),
-        }));
-    }
-    let client: Arc<dyn crate::alipay::client::AlipayApi> =
-        Arc::new(alipay_client(prepared, clock.clone())?);
-    let alipay = Arc::new(crate::service::metered::MeteredAlipay::new(
-        client,
-        metrics.clone(),
-    ));
+    let apps = isv_apps(prepared, &pool, &alerts, &metrics, clock.clone())?;
     Ok(Services {
-        alipay,
+        apps: Arc::new(apps),
         delivery_wakeup: Arc::new(Notify::new()),
         pipeline: Arc::new({
             let t = &prepared.settings.templates;
@@ -116,9 +178,6 @@ pub fn services(
         pool,
         clock,
         sealer: Arc::new(Sealer::new(&prepared.encryption_key).context("security.encryption_key")?),
-        alipay_key: prepared.alipay_key.clone(),
-        aes_key: prepared.aes_key.clone(),
-        cert_mode: prepared.cert_mode.clone(),
         app_id: Arc::from(prepared.settings.alipay.app_id.as_str()),
         metrics,
         apply_wakeup: Arc::new(Notify::new()),

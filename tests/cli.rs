@@ -168,6 +168,49 @@ fn bad_values_are_named() {
     }
 }
 
+/// A further ISV app configured only through the environment: `ISV__ALIPAY__APPS__SECOND__*`
+/// reaches `alipay.apps.second.*`; a bad value names that setting and its variable.
+#[test]
+fn a_second_app_is_configured_through_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = isv_lifecycle::alipay::keys::generate().unwrap();
+    let private = dir.path().join("second.pem");
+    std::fs::write(&private, &pair.private_pkcs8_pem).unwrap();
+    let private = private.display().to_string();
+    let platform = common::vector_key_path("alipay_platform_public_spki.pem")
+        .display()
+        .to_string();
+    let second = |app_id: &'static str| {
+        [
+            ("ISV__ALIPAY__APPS__SECOND__APP_ID", app_id),
+            (
+                "ISV__ALIPAY__APPS__SECOND__APP_PRIVATE_KEY_FILE",
+                private.as_str(),
+            ),
+            (
+                "ISV__ALIPAY__APPS__SECOND__ALIPAY_PUBLIC_KEY_FILE",
+                platform.as_str(),
+            ),
+        ]
+    };
+    let out = run(
+        &["migrate", "--config", &config()],
+        &second("2021004100000002"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = run(&["migrate", "--config", &config()], &second("2021x"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(
+            "setting alipay.apps.second.app_id (from environment variable ISV__ALIPAY__APPS__SECOND__APP_ID): \"2021x\" is not an Alipay app id"
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn sandbox_mode_generates_keys_and_migrates() {
     let out = run(&["migrate", "--config", &config()], &[]);

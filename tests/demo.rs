@@ -17,6 +17,20 @@ async fn run(faults: SimFaults) -> (Vec<(String, String, Option<String>)>, Demo)
         .await
         .unwrap();
     let outcomes = demo.run_scenarios().await.unwrap();
+    // The first order is the second ISV app's (built and audited as that app: the sim takes
+    // its merchant's token from that app only); the others the primary app's.
+    let apps: Vec<Option<&str>> = outcomes.iter().map(|o| o.isv_app_id.as_deref()).collect();
+    let primary = &*demo.services.app_id;
+    assert_eq!(
+        apps,
+        [
+            Some(isv_lifecycle::demo::SECOND_APP_ID),
+            Some(primary),
+            Some(primary),
+            Some(primary),
+            Some(primary)
+        ]
+    );
     for o in &outcomes {
         assert!(
             o.as_expected(),

@@ -220,6 +220,68 @@ async fn a_request_signed_with_the_wrong_key_gets_40002() {
     sim.stop().await;
 }
 
+/// Two ISV apps: each request is verified with the key of the app it names; an order placed with
+/// the second app announces it in its messages' `app_id`, and its merchant's token works only
+/// for that app.
+#[tokio::test]
+async fn a_second_app_calls_with_its_own_key_and_its_merchants_token() {
+    const SECOND: &str = "2021004100000002";
+    let second_key = isv_lifecycle::alipay::keys::generate().unwrap();
+    let second_private = || PrivateKey::parse(&second_key.private_pkcs8_pem).unwrap();
+    let mut config = config();
+    config.other_apps = vec![(
+        SECOND.into(),
+        PublicKey::parse(&second_key.public_spki_pem).unwrap(),
+    )];
+    let sim = Simulator::start(config).await.unwrap();
+    let second = |key: PrivateKey| {
+        let mut settings = ClientSettings::new(sim.url.clone(), SECOND);
+        settings.max_attempts = 1;
+        AlipayClient::new(
+            settings,
+            Arc::new(key),
+            Arc::new(platform_public()),
+            Arc::new(sim.clock.clone()),
+        )
+        .unwrap()
+    };
+    let mini = "2021004199990007";
+    let id = new_order(&sim, json!({"mini_app_id": mini, "app_id": SECOND})).await;
+    let messages = sim.state.messages();
+    assert!(!messages.is_empty());
+    assert!(
+        messages.iter().all(|m| m.app_id == SECOND),
+        "the authorization and the order are announced as the second app"
+    );
+    assert!(query(&second(second_private()), &id).await.is_ok());
+    // The second app's id signed with the primary app's key: refused.
+    let err = query(&second(app_key()), &id).await.unwrap_err();
+    assert_eq!(err.sub_code(), Some("isv.invalid-signature"), "{err}");
+
+    // The merchant authorized the second app: its token works for that app only.
+    let token = SecretString::from(sim.state.app_auth_token(mini).unwrap());
+    let upload = api::VersionUploadRequest {
+        app_version: "0.0.1".into(),
+        template_id: "2021004100000099".into(),
+        ..Default::default()
+    };
+    let err = client(&sim)
+        .mini_version_upload(&token, &upload)
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_app_auth_token(), "{err}");
+    assert!(
+        second(second_private())
+            .mini_version_upload(&token, &upload)
+            .await
+            .is_ok()
+    );
+    // An app the simulated ISV does not have cannot place orders.
+    let (status, refused) = control(&sim, "/orders", json!({"app_id": "2021004100000009"})).await;
+    assert_eq!(status, 400, "{refused}");
+    sim.stop().await;
+}
+
 #[tokio::test]
 async fn upload_build_audit_online_and_token_exchange() {
     let sim = start(SimFaults::default(), None).await;

@@ -179,6 +179,15 @@ pub fn alipay_cert_sn(body: &[u8]) -> Result<Option<String>, Rejection> {
         .map(|v| String::from_utf8_lossy(v).into_owned()))
 }
 
+/// The `app_id` a message names, read before verification to pick the app whose keys verify it.
+pub fn app_id(body: &[u8]) -> Result<Option<String>, Rejection> {
+    let pairs = form::decode(body)?;
+    Ok(pairs
+        .get("app_id")
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned()))
+}
+
 pub fn verify(body: &[u8], key: &PublicKey) -> Result<VerifiedMessage, Rejection> {
     let pairs = form::decode(body)?;
     // An unknown charset is refused before any RSA work: we could not read the message anyway.

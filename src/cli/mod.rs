@@ -246,6 +246,9 @@ pub enum TriggerEvent {
         /// Do not authorize (no authorization message).
         #[arg(long)]
         no_authorize: bool,
+        /// The ISV app the order is placed with (one of `alipay.apps.*`); default: the primary.
+        #[arg(long)]
+        app_id: Option<String>,
     },
     /// The merchant pays ORDER.
     Pay { order: String },

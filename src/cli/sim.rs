@@ -31,6 +31,11 @@ pub(super) fn sim(prepared: Prepared, args: SimArgs) -> anyhow::Result<()> {
         prepared.app_key.public_key(),
         Arc::new(platform_key),
     );
+    config.other_apps = prepared
+        .apps
+        .iter()
+        .map(|a| (a.app_id.clone(), a.app_key.public_key()))
+        .collect();
     config.listen = args.listen;
     config.gateway_url = Some(args.gateway_url.clone());
     config.retry_scale = args.retry_scale;
@@ -75,11 +80,13 @@ pub(super) fn sim_trigger(sim_url: &str, event: &TriggerEvent) -> anyhow::Result
             mini_app_id,
             commodity_order_id,
             no_authorize,
+            app_id,
         } => (
             false,
             "/orders".to_string(),
             json!({"price": price, "mini_app_id": mini_app_id,
-                "commodity_order_id": commodity_order_id, "authorize": !no_authorize}),
+                "commodity_order_id": commodity_order_id, "authorize": !no_authorize,
+                "app_id": app_id}),
         ),
         TriggerEvent::Pay { order } => (false, format!("/orders/{}/pay", seg(order)), json!({})),
         TriggerEvent::Refund { order } => {

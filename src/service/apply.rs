@@ -165,9 +165,16 @@ impl Services {
             .open(super::raw_body_context(), &pending.raw_body)
             .map_err(|e| ApplyError::Permanent(format!("stored body does not open: {e}")))?;
         let mut params = decode_params(&body)?;
+        // The app the message was verified for at ingest; one no longer configured is never
+        // read with another app's key.
+        let app = self.apps.get(&pending.app_id).ok_or_else(|| {
+            ApplyError::Permanent(
+                super::isv_apps::UnknownIsvApp(pending.app_id.clone()).to_string(),
+            )
+        })?;
         // Verified over the ciphertext at ingest; decrypted here, so a message that arrived
         // before its key was right can be replayed once it is.
-        message::decrypt_biz_content(&mut params, self.aes_key.as_deref())
+        message::decrypt_biz_content(&mut params, app.aes_key.as_deref())
             .map_err(|e| ApplyError::Permanent(e.to_string()))?;
         let parsed = message::parse(&params).map_err(|e| ApplyError::Permanent(e.to_string()))?;
         conn.transaction(|conn| {
@@ -186,10 +193,10 @@ impl Services {
             let outcome = match &parsed {
                 GatewayMessage::Order(o) => {
                     messages::link_order(conn, pending.id, &o.commodity_order_id)?;
-                    self.apply_order(conn, o, now)?
+                    self.apply_order(conn, o, &pending.app_id, now)?
                 }
                 GatewayMessage::Authorization(a) => {
-                    self.apply_authorization(conn, a, &pending.notify_id, now)?
+                    self.apply_authorization(conn, a, &pending.notify_id, &pending.app_id, now)?
                 }
                 GatewayMessage::AuthorizationCancelled { auth_app_id } => {
                     self.authorization_event(
@@ -249,6 +256,7 @@ impl Services {
         &self,
         conn: &mut AnyConnection,
         o: &OrderNotification,
+        isv_app_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Applied, ApplyError> {
         if let Some(existing) = orders::find(conn, &o.commodity_order_id)? {
@@ -283,6 +291,7 @@ impl Services {
             title: o.title.clone(),
             total_price: o.total_price.clone(),
             merchant_name: o.merchant_name.clone(),
+            isv_app_id: Some(isv_app_id.to_string()),
             ordered_at: to_db_time(o.ordered_at),
             status_since: to_db_time(o.ordered_at),
             created_at: now_db,
@@ -316,6 +325,7 @@ impl Services {
         conn: &mut AnyConnection,
         a: &AuthorizationNotification,
         notify_id: &str,
+        isv_app_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Applied, ApplyError> {
         let auth_time =
@@ -335,6 +345,7 @@ impl Services {
                 .as_ref()
                 .map(|t| seal("app_refresh_token", t.expose_secret())),
             notify_id: notify_id.to_string(),
+            isv_app_id: Some(isv_app_id.to_string()),
         };
         // The rules decide (an older auth_time arriving late changes nothing).
         self.authorization_event(

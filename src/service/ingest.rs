@@ -46,14 +46,14 @@ impl Services {
         };
         let params: Params = verified.params;
         let app_id = params.get("app_id").cloned().unwrap_or_default();
-        // A message that does not name our app is not ours to apply: another app's, or one
-        // without `app_id` at all (alipay-protocol.md, our decision 5).
-        let foreign = app_id != *self.app_id;
+        // A message that does not name an app we serve is not ours to apply: another app's, or
+        // one without `app_id` at all (alipay-protocol.md, our decision 5).
+        let foreign = self.apps.get(&app_id).is_none();
         let last_error = foreign.then(|| {
             if app_id.is_empty() {
-                format!("no app_id: not addressed to our app ({})", self.app_id)
+                format!("no app_id: not addressed to our apps ({})", self.served())
             } else {
-                format!("app_id is not ours ({})", self.app_id)
+                format!("app_id is not ours ({})", self.served())
             }
         });
         let now = to_db_time(self.clock.now());
@@ -106,11 +106,27 @@ impl Services {
 }
 
 impl Services {
-    /// The key that verifies a gateway message: Alipay's public key, or in certificate mode the
-    /// key of the certificate the message names (the configured one when it names none).
+    /// The app ids we serve, for a quarantine reason.
+    fn served(&self) -> String {
+        self.apps
+            .all()
+            .map(|a| &*a.app_id)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The key that verifies a gateway message, of the app its `app_id` names (the primary app's
+    /// when we do not serve that one: the message is quarantined once verified): Alipay's public
+    /// key, or in certificate mode the key of the certificate the message names (the configured
+    /// one when it names none).
     async fn message_key(&self, body: &[u8]) -> Result<crate::alipay::PublicKey, Rejection> {
-        let Some(mode) = &self.cert_mode else {
-            return Ok((*self.alipay_key).clone());
+        let named = notify::app_id(body)?;
+        let app = named
+            .as_deref()
+            .and_then(|id| self.apps.get(id))
+            .unwrap_or(&self.apps.primary);
+        let Some(mode) = &app.cert_mode else {
+            return Ok((*app.alipay_key).clone());
         };
         let sn = notify::alipay_cert_sn(body)?;
         let now = self.clock.now();
@@ -121,7 +137,7 @@ impl Services {
         // Refused for now (Alipay retries); fetch the certificate meanwhile, so a redelivery
         // verifies. Whatever is downloaded must still chain to our root.
         if mode.should_download(&sn, now) {
-            let alipay = self.alipay.clone();
+            let alipay = app.alipay.clone();
             let wanted = sn.clone();
             tokio::spawn(async move {
                 if let Err(e) = alipay.alipay_cert_download(&wanted).await {

@@ -55,6 +55,8 @@ pub struct Grant {
     pub sealed_token: Vec<u8>,
     pub sealed_refresh_token: Option<Vec<u8>>,
     pub notify_id: String,
+    /// The ISV app the merchant authorized (the message's `app_id`).
+    pub isv_app_id: Option<String>,
 }
 
 /// What a persisted transition leaves to do after the commit.
@@ -645,6 +647,7 @@ impl Services {
                             source_notify_id: grant.notify_id.clone(),
                             created_at: to_db_time(now),
                             updated_at: to_db_time(now),
+                            isv_app_id: grant.isv_app_id.clone(),
                         },
                         expected,
                     )?;
@@ -895,8 +898,8 @@ impl Services {
         &self,
         id: &str,
     ) -> Result<lc::QueryReading, crate::alipay::client::AlipayError> {
-        let mut response = self
-            .alipay
+        let alipay = self.order_client(id).await?;
+        let mut response = alipay
             .servicemarket_order_query(&OrderQueryRequest::new(id))
             .await?;
         let mut items: Vec<String> = Vec::new();
@@ -915,8 +918,7 @@ impl Services {
             }
             page += 1;
             let order_status = response.status.clone();
-            response = self
-                .alipay
+            response = alipay
                 .servicemarket_order_query(&OrderQueryRequest::new(id).page(page))
                 .await?;
             if response.status.is_none() {
@@ -941,6 +943,24 @@ impl Services {
                 .await;
         }
         Ok(lc::read_order_query(order_status.as_deref(), &items, rules))
+    }
+
+    /// The client of the ISV app the order was placed with (the primary app for an order we do
+    /// not hold, or one older than `isv_app_id`); an app no longer configured is an error.
+    async fn order_client(
+        &self,
+        id: &str,
+    ) -> Result<std::sync::Arc<dyn crate::alipay::client::AlipayApi>, AlipayError> {
+        let owned = id.to_string();
+        let isv_app_id = self
+            .db(move |conn| {
+                store::find(conn, &owned)
+                    .map(|row| row.and_then(|r| r.isv_app_id))
+                    .map_err(crate::store::StoreError::from)
+            })
+            .await
+            .map_err(|e| AlipayError::Decode(format!("order {id} not read: {e}")))?;
+        Ok(self.apps.for_record(isv_app_id.as_deref())?.alipay.clone())
     }
 
     /// Asks Alipay about one order now and applies what it says.

@@ -114,11 +114,22 @@ impl Services {
                         .map(SecretString::from)
                         .ok_or(())
                 });
-                Ok(Some((newest, token)))
+                let isv_app_id = authorizations::find(conn, &tiny)?.and_then(|a| a.isv_app_id);
+                Ok(Some((newest, token, isv_app_id)))
             })
             .await?;
-        let Some((sync, token)) = prepared else {
+        let Some((sync, token, isv_app_id)) = prepared else {
             return Ok(Outcome::Nothing);
+        };
+        // Sent as the ISV app the merchant authorized, never as another.
+        let alipay = match self.apps.for_record(isv_app_id.as_deref()) {
+            Ok(app) => app.alipay.clone(),
+            Err(unknown) => {
+                let finish = Finish::failed(None, unknown.to_string());
+                return self
+                    .finish_delivery(tiny_app_id, out_biz_no, &sync, finish)
+                    .await;
+            }
         };
 
         let finish = match token {
@@ -132,7 +143,7 @@ impl Services {
             ),
             Some(Ok(token)) => match serde_json::from_str::<serde_json::Value>(&sync.biz_content) {
                 Err(e) => Finish::failed(None, format!("stored sync does not read: {e}")),
-                Ok(biz) => match self.alipay.merchant_order_sync(&token, &biz).await {
+                Ok(biz) => match alipay.merchant_order_sync(&token, &biz).await {
                     Ok(response) => {
                         self.metrics.merchant_syncs_delivered.fetch_add(1, Relaxed);
                         Finish {

@@ -6,6 +6,7 @@ pub mod alipay_certs;
 pub mod apply;
 pub mod dashboard;
 pub mod ingest;
+pub mod isv_apps;
 pub mod lifecycle;
 pub mod merchant_delivery;
 pub mod merchant_sync;
@@ -16,8 +17,6 @@ pub mod retention;
 pub mod support;
 pub mod views;
 
-use crate::alipay::PublicKey;
-use crate::alipay::client::AlipayApi;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::seal::Sealer;
@@ -32,12 +31,12 @@ pub struct Services {
     pub pool: Pool,
     pub clock: SharedClock,
     pub sealer: Arc<Sealer>,
-    pub alipay_key: Arc<PublicKey>,
-    /// Certificate mode: gateway messages are verified with the Alipay certificate they name.
-    pub cert_mode: Option<Arc<crate::alipay::cert_mode::CertMode>>,
-    /// `alipay.aes_key`: decrypts `encrypt_type=AES` messages when they are applied.
-    pub aes_key: Option<Arc<crate::alipay::AesKey>>,
-    /// Our third-party app id: messages for another one are quarantined.
+    /// Every ISV app we serve (`alipay.*`, `alipay.apps.*`): each one's verification material,
+    /// AES key and OpenAPI client (called only from jobs and support). Messages for an app id
+    /// not here are quarantined; calls for a merchant go through the client of the app its order
+    /// or authorization records (`apps.for_record`), never another.
+    pub apps: Arc<isv_apps::IsvApps>,
+    /// The primary app's id (`alipay.app_id`).
     pub app_id: Arc<str>,
     pub metrics: Arc<Metrics>,
     pub inbox: ingest::InboxWriter,
@@ -45,8 +44,6 @@ pub struct Services {
     /// Woken after a new message commits, so it is applied at once rather than at the next poll.
     pub apply_wakeup: Arc<Notify>,
     pub apply: apply::ApplySettings,
-    /// Alipay's OpenAPI, called only from jobs.
-    pub alipay: Arc<dyn AlipayApi>,
     /// Woken when a merchant-order sync is queued.
     pub delivery_wakeup: Arc<Notify>,
     pub alerts: alerts::Alerter,

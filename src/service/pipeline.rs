@@ -181,11 +181,11 @@ impl Services {
         &self,
         conn: &mut AnyConnection,
         mini_app_id: &str,
-    ) -> Result<Option<SecretString>, PipelineError> {
-        match authorizations::find(conn, mini_app_id)? {
-            Some(a) if a.status == AuthorizationStatus::Active => {}
+    ) -> Result<Option<(SecretString, Option<String>)>, PipelineError> {
+        let isv_app_id = match authorizations::find(conn, mini_app_id)? {
+            Some(a) if a.status == AuthorizationStatus::Active => a.isv_app_id,
             _ => return Ok(None),
-        }
+        };
         let Some(sealed) = authorizations::sealed_token(conn, mini_app_id)? else {
             return Ok(None);
         };
@@ -194,14 +194,14 @@ impl Services {
             .open(&token_context("app_auth_token", mini_app_id), &sealed)
             .map_err(|_| PipelineError::Token(mini_app_id.to_string()))?;
         String::from_utf8(plain)
-            .map(|t| Some(SecretString::from(t)))
+            .map(|t| Some((SecretString::from(t), isv_app_id)))
             .map_err(|_| PipelineError::Token(mini_app_id.to_string()))
     }
 
     async fn run_step(&self, b: &BuildRow, now: DateTime<Utc>) -> Result<(), PipelineError> {
         let (s, app) = (self.clone(), b.mini_app_id.clone());
         let token = self.db(move |conn| s.merchant_token(conn, &app)).await?;
-        let Some(token) = token else {
+        let Some((token, isv_app_id)) = token else {
             return self
                 .finish_step(
                     b,
@@ -209,6 +209,15 @@ impl Services {
                     now,
                 )
                 .await;
+        };
+        // Called as the ISV app the merchant authorized, never as another.
+        let alipay = match self.apps.for_record(isv_app_id.as_deref()) {
+            Ok(app) => app.alipay.clone(),
+            Err(unknown) => {
+                return self
+                    .finish_step(b, Step::Fail(unknown.to_string()), now)
+                    .await;
+            }
         };
         let outcome = match b.step {
             BuildStep::Upload => {
@@ -220,7 +229,7 @@ impl Services {
                     ext: Some(ext.to_string()),
                     ..VersionUploadRequest::default()
                 };
-                let answer = self.alipay.mini_version_upload(&token, &request).await;
+                let answer = alipay.mini_version_upload(&token, &request).await;
                 self.record_call(
                     &b.commodity_order_id,
                     crate::alipay::api::METHOD_VERSION_UPLOAD,
@@ -238,7 +247,7 @@ impl Services {
                     app_version: b.app_version.clone(),
                     ..BuildQueryRequest::default()
                 };
-                let answer = self.alipay.mini_version_build_query(&token, &request).await;
+                let answer = alipay.mini_version_build_query(&token, &request).await;
                 self.record_call(
                     &b.commodity_order_id,
                     crate::alipay::api::METHOD_BUILD_QUERY,
@@ -266,7 +275,7 @@ impl Services {
                     auto_online: Some(self.pipeline.auto_online),
                     ..AuditApplyRequest::default()
                 };
-                let answer = self.alipay.mini_version_audit_apply(&token, &request).await;
+                let answer = alipay.mini_version_audit_apply(&token, &request).await;
                 self.record_call(
                     &b.commodity_order_id,
                     crate::alipay::api::METHOD_AUDIT_APPLY,
@@ -287,7 +296,7 @@ impl Services {
                     app_version: b.app_version.clone(),
                     ..VersionOnlineRequest::default()
                 };
-                let answer = self.alipay.mini_version_online(&token, &request).await;
+                let answer = alipay.mini_version_online(&token, &request).await;
                 self.record_call(
                     &b.commodity_order_id,
                     crate::alipay::api::METHOD_VERSION_ONLINE,

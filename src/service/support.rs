@@ -116,7 +116,7 @@ impl Services {
             )));
         }
         // Not addressed to our app (another app id, or none at all): never applied.
-        if stored.app_id != *self.app_id {
+        if self.apps.get(&stored.app_id).is_none() {
             return Err(SupportError::Conflict(format!(
                 "message {notify_id:?} is for app_id {:?}, not ours: it is never applied",
                 stored.app_id

@@ -66,6 +66,10 @@ pub struct OrderView {
     /// The merchant's name from the order notice.
     pub merchant_name: Option<String>,
     pub mini_app_id: Option<String>,
+    /// The ISV app the order was placed with (its notice's `app_id`); null for orders older
+    /// than this field, which are the primary app's (`alipay.app_id`).
+    #[schema(required = true)]
+    pub isv_app_id: Option<String>,
     pub item_code: Option<String>,
     /// The service bought (the notice's `title`).
     pub title: Option<String>,
@@ -134,6 +138,10 @@ pub struct AuthorizationView {
     pub updated_at: DateTime<Utc>,
     /// Set when support must look at it (e.g. Alipay refused its token).
     pub attention: Option<String>,
+    /// The ISV app the merchant authorized; null for authorizations older than this field,
+    /// which are the primary app's (`alipay.app_id`).
+    #[schema(required = true)]
+    pub isv_app_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -213,6 +221,7 @@ fn order_view(
         merchant_pid: row.merchant_pid,
         merchant_name: row.merchant_name,
         mini_app_id: row.mini_app_id,
+        isv_app_id: row.isv_app_id,
         item_code: row.item_code,
         title: row.title,
         total_price: row.total_price,
@@ -298,6 +307,7 @@ impl Services {
                 auth_time: utc(a.auth_time),
                 updated_at: utc(a.updated_at),
                 attention: a.attention,
+                isv_app_id: a.isv_app_id,
             }),
         )
     }

@@ -95,6 +95,8 @@ pub struct SimConfig {
     pub faults: SimFaults,
     /// The sim clock's start (default: the real now).
     pub start: Option<DateTime<Utc>>,
+    /// Further ISV apps (app id, public key): requests naming one are verified with its key.
+    pub other_apps: Vec<(String, PublicKey)>,
 }
 
 impl SimConfig {
@@ -112,6 +114,7 @@ impl SimConfig {
             retry_scale: 1.0,
             faults: SimFaults::default(),
             start: None,
+            other_apps: Vec::new(),
         }
     }
 }
@@ -120,6 +123,7 @@ impl SimConfig {
 pub(crate) struct Inner {
     app_id: String,
     app_public_key: PublicKey,
+    other_apps: std::collections::BTreeMap<String, PublicKey>,
     platform_key: Arc<PrivateKey>,
     gateway_url: Option<String>,
     retry_scale: f64,
@@ -136,6 +140,14 @@ impl Inner {
         self.clock.now()
     }
 
+    /// The public key of ISV app `app_id`, when it is one of ours.
+    fn app_key(&self, app_id: &str) -> Option<&PublicKey> {
+        if app_id == self.app_id {
+            return Some(&self.app_public_key);
+        }
+        self.other_apps.get(app_id)
+    }
+
     /// The state, with every deadline that passed by the sim's now applied.
     fn lock(&self) -> MutexGuard<'_, SimState> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -150,6 +162,12 @@ impl Inner {
             state.messages.push(MessageRecord {
                 notify_id: message.notify_id.clone(),
                 kind: message.kind.clone(),
+                app_id: message
+                    .params
+                    .iter()
+                    .find(|(k, _)| k == "app_id")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default(),
                 created_at: now,
                 attempts: 0,
                 delivery: "pending".into(),
@@ -214,8 +232,19 @@ impl SimHandle {
 
     /// Creates an order; sends the authorization (when asked) and order messages.
     pub fn create_order(&self, req: NewOrder) -> Result<serde_json::Value, SimError> {
+        let app_id = req
+            .app_id
+            .clone()
+            .unwrap_or_else(|| self.inner.app_id.clone());
+        if self.inner.app_key(&app_id).is_none() {
+            return Err(SimError::new(
+                "40002",
+                "isv.invalid-app-id",
+                format!("app {app_id} is not one of the simulated ISV's apps"),
+            ));
+        }
         let mut state = self.inner.lock();
-        let (order, messages) = state.create_order(req, self.inner.now(), &self.inner.app_id)?;
+        let (order, messages) = state.create_order(req, self.inner.now(), &app_id)?;
         let notify_ids: Vec<String> = messages.iter().map(|m| m.notify_id.clone()).collect();
         self.inner.send(&mut state, messages);
         let mut summary = order.summary();
@@ -250,8 +279,7 @@ impl SimHandle {
     /// The merchant cancels our authorization; sends `alipay.open.auth.appauth.cancelled`.
     pub fn cancel_authorization(&self, auth_app_id: &str) -> Result<serde_json::Value, SimError> {
         let mut state = self.inner.lock();
-        let (summary, message) =
-            state.cancel_authorization(auth_app_id, self.inner.now(), &self.inner.app_id)?;
+        let (summary, message) = state.cancel_authorization(auth_app_id, self.inner.now())?;
         self.inner.send(&mut state, vec![message]);
         Ok(summary)
     }
@@ -366,6 +394,7 @@ impl Simulator {
         let inner = Arc::new(Inner {
             app_id: config.app_id,
             app_public_key: config.app_public_key,
+            other_apps: config.other_apps.into_iter().collect(),
             platform_key: config.platform_key,
             gateway_url: config.gateway_url,
             retry_scale: config.retry_scale,

@@ -117,11 +117,15 @@ pub(super) async fn gateway(
         .get("app_auth_token")
         .map(String::as_str)
         .filter(|t| !t.is_empty());
+    // Verified with the key of the app the request names (the primary app's for any other: the
+    // app id is refused below).
+    let caller = params.get("app_id").cloned().unwrap_or_default();
+    let app_key = inner.app_key(&caller).unwrap_or(&inner.app_public_key);
     let signature_ok = params
         .get("sign")
         .and_then(|s| sign::decode_signature(s.as_bytes(), 256))
         .is_some_and(|sig| {
-            inner.app_public_key.verify(
+            app_key.verify(
                 &sign::request_content(params.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
                 &sig,
             )
@@ -158,7 +162,7 @@ pub(super) async fn gateway(
             &error_content("40002", "Invalid Arguments", sub_code, sub_msg),
         );
     }
-    if params.get("app_id").map(String::as_str) != Some(inner.app_id.as_str()) {
+    if inner.app_key(&caller).is_none() {
         record(&inner, &method, true, token.is_some(), "40002");
         return signed(
             &inner,
@@ -198,19 +202,16 @@ pub(super) async fn gateway(
             api::METHOD_ORDER_QUERY => state.order_query(&biz),
             api::METHOD_TOKEN_APP => state.token_app(&biz, now),
             api::METHOD_VERSION_UPLOAD => state
-                .auth_by_token(token)
-                .map(|a| a.auth_app_id.clone())
+                .auth_for_app(token, &caller)
                 .and_then(|app| state.version_upload(&app, &biz, now)),
             api::METHOD_BUILD_QUERY => state
-                .auth_by_token(token)
-                .map(|a| a.auth_app_id.clone())
+                .auth_for_app(token, &caller)
                 .and_then(|app| state.build_query(&app, &biz)),
             api::METHOD_AUDIT_APPLY => {
                 let version = params.get("app_version").cloned().unwrap_or_default();
                 match state
-                    .auth_by_token(token)
-                    .map(|a| a.auth_app_id.clone())
-                    .and_then(|app| state.audit_apply(&app, &version, now, &inner.app_id))
+                    .auth_for_app(token, &caller)
+                    .and_then(|app| state.audit_apply(&app, &version, now, &caller))
                 {
                     Ok((answer, message)) => {
                         inner.send(&mut state, vec![message]);
@@ -220,12 +221,10 @@ pub(super) async fn gateway(
                 }
             }
             api::METHOD_VERSION_ONLINE => state
-                .auth_by_token(token)
-                .map(|a| a.auth_app_id.clone())
+                .auth_for_app(token, &caller)
                 .and_then(|app| state.version_online(&app, &biz)),
             api::METHOD_MERCHANT_ORDER_SYNC => state
-                .auth_by_token(token)
-                .map(|a| a.auth_app_id.clone())
+                .auth_for_app(token, &caller)
                 .and_then(|app| state.merchant_order_sync(&app, biz, now)),
             _ => Err(SimError::new(
                 "40004",

@@ -104,6 +104,8 @@ pub struct Authorization {
     pub status: AuthStatus,
     /// Tokens handed out so far (each re-authorization or refresh issues a new one).
     pub tokens_issued: u32,
+    /// The ISV app the merchant authorized: its token works for that app only.
+    pub isv_app_id: String,
 }
 
 impl Authorization {
@@ -174,6 +176,8 @@ pub struct CallRecord {
 pub struct MessageRecord {
     pub notify_id: String,
     pub kind: String,
+    /// The ISV app the message is addressed to.
+    pub app_id: String,
     pub created_at: DateTime<Utc>,
     pub attempts: u32,
     /// `pending`, `delivered`, `failed` (retries exhausted) or `unsent` (no gateway URL).
@@ -274,6 +278,8 @@ pub struct NewOrder {
     pub merchant_pid: Option<String>,
     pub item_code: Option<String>,
     pub title: Option<String>,
+    /// The ISV app the order is placed with (its messages carry it); default: the primary app.
+    pub app_id: Option<String>,
 }
 
 fn is_free(price: &str) -> bool {
@@ -338,6 +344,7 @@ impl SimState {
             auth_time: now,
             status: AuthStatus::Active,
             tokens_issued: issued + 1,
+            isv_app_id: app_id.to_string(),
         };
         let message = auth_message(&auth, now, app_id);
         self.authorizations.insert(auth_app_id.to_string(), auth);
@@ -453,11 +460,11 @@ impl SimState {
         Ok(order.clone())
     }
 
+    /// The merchant cancels its authorization; the message is sent as the app it authorized.
     pub fn cancel_authorization(
         &mut self,
         auth_app_id: &str,
         now: DateTime<Utc>,
-        app_id: &str,
     ) -> Result<(serde_json::Value, Outgoing), SimError> {
         let auth = self.authorizations.get_mut(auth_app_id).ok_or_else(|| {
             SimError::not_found(
@@ -481,7 +488,7 @@ impl SimState {
             crate::alipay::message::METHOD_AUTH_CANCELLED,
             &biz,
             now,
-            app_id,
+            &auth.isv_app_id,
             None,
         );
         Ok((auth.summary(), message))
@@ -504,6 +511,16 @@ impl SimState {
     }
 
     /// The authorization an `app_auth_token` belongs to, if it is current and active.
+    /// The authorization a token belongs to, when it was issued to ISV app `app_id` (another
+    /// app's token is refused like an invalid one).
+    pub fn auth_for_app(&self, token: Option<&str>, app_id: &str) -> Result<String, SimError> {
+        self.auth_by_token(token)
+            .ok()
+            .filter(|a| a.isv_app_id == app_id)
+            .map(|a| a.auth_app_id.clone())
+            .ok_or_else(SimError::invalid_token)
+    }
+
     pub fn auth_by_token(&self, token: Option<&str>) -> Result<&Authorization, SimError> {
         let token = token
             .filter(|t| !t.is_empty())

@@ -21,6 +21,8 @@ pub struct NewAuthorization {
     pub source_notify_id: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// The ISV app the merchant authorized (the grant's `app_id`); NULL: the primary app.
+    pub isv_app_id: Option<String>,
 }
 
 /// Writes the app's authorization as the rules decided it (`domain::lifecycle::
@@ -56,6 +58,7 @@ pub fn save(
             au::app_refresh_token.eq(&new.app_refresh_token),
             au::source_notify_id.eq(&new.source_notify_id),
             au::updated_at.eq(new.updated_at),
+            au::isv_app_id.eq(&new.isv_app_id),
         ))
         .execute(conn)
         .map(|n| n == 1)
@@ -74,6 +77,7 @@ pub struct AuthorizationRow {
     pub source_notify_id: String,
     pub updated_at: NaiveDateTime,
     pub attention: Option<String>,
+    pub isv_app_id: Option<String>,
 }
 
 pub fn find(conn: &mut AnyConnection, auth_app_id: &str) -> QueryResult<Option<AuthorizationRow>> {

@@ -102,6 +102,8 @@ pub struct NewOrder {
     pub updated_at: NaiveDateTime,
     /// The merchant's name from the order notice (`name`), for support's search.
     pub merchant_name: Option<String>,
+    /// The ISV app the order notice was addressed to (its `app_id`); NULL: the primary app.
+    pub isv_app_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -125,6 +127,7 @@ pub struct OrderRow {
     pub alipay_reading: Option<String>,
     pub reconciled_at: Option<NaiveDateTime>,
     pub merchant_name: Option<String>,
+    pub isv_app_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Insertable)]

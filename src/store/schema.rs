@@ -32,6 +32,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         attention -> Nullable<Text>,
+        isv_app_id -> Nullable<Text>,
     }
 }
 
@@ -55,6 +56,7 @@ diesel::table! {
         alipay_reading -> Nullable<Text>,
         reconciled_at -> Nullable<Timestamp>,
         merchant_name -> Nullable<Text>,
+        isv_app_id -> Nullable<Text>,
     }
 }
 

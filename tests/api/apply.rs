@@ -359,9 +359,11 @@ async fn aes_cancellation_is_applied(db: Db) {
 
     // The key fixed (here: the other one configured), the failed message replays and applies.
     let mut fixed = app.services.clone();
-    fixed.aes_key = Some(std::sync::Arc::new(
+    let mut apps = (*fixed.apps).clone();
+    apps.primary.aes_key = Some(std::sync::Arc::new(
         isv_lifecycle::alipay::AesKey::parse(rotated).unwrap(),
     ));
+    fixed.apps = std::sync::Arc::new(apps);
     fixed.replay_message(common::APP_ID, "n-aes-other").unwrap();
     let pass = tokio::task::spawn_blocking(move || fixed.apply_due())
         .await

@@ -34,6 +34,7 @@ pub fn fill(app: &TestApp, count: usize, merchant: impl Fn(usize) -> String) {
                 title: Some("模板服务".into()),
                 total_price: Some("9.90".into()),
                 merchant_name: (i % 10 == 0).then(|| format!("杭州测试{i:04}有限公司")),
+                isv_app_id: None,
                 ordered_at: at,
                 status_since: at,
                 created_at: at,
@@ -137,8 +138,8 @@ async fn each_search_key_finds_its_orders(app: TestApp) {
     // The merchant's name comes from the order notice (`name`).
     let params: Vec<(String, String)> = [
         ("notify_id", "n-named"),
-        ("notify_type", "servicemarket_order_notify"),
         ("app_id", common::APP_ID),
+        ("notify_type", "servicemarket_order_notify"),
         ("commodity_order_id", "NAMED1"),
         ("order_time", "2024-06-10 13:01:00"),
         ("merchant_pid", "2088102177846880"),
@@ -509,8 +510,9 @@ async fn service_changes_and_replays_are_shown(app: TestApp) {
     // A message that cannot be applied fails; replayed from the page, the result is shown.
     let bad: Vec<(String, String)> = [
         ("notify_id", "n-bad"),
-        ("notify_type", "servicemarket_order_notify"),
+        // Addressed to our app: it fails in the apply (a replayable state), not quarantined.
         ("app_id", common::APP_ID),
+        ("notify_type", "servicemarket_order_notify"),
         ("commodity_order_id", "BAD1"),
         ("order_time", "yesterday"),
     ]

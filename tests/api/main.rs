@@ -12,6 +12,7 @@ mod deadlines;
 mod desk;
 mod edge;
 mod gateway;
+mod isv_apps;
 mod lifecycle;
 mod merchant_orders;
 mod metrics;

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Clone)]
 pub struct Call {
     pub method: String,
+    /// The `app_id` the request was sent as.
+    pub app_id: Option<String>,
     pub app_auth_token: Option<String>,
     pub biz_content: Option<String>,
     pub signature_ok: bool,
@@ -59,6 +61,9 @@ struct Shared {
     orders: Arc<Mutex<BTreeMap<String, (String, Vec<String>)>>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
     certs: Arc<Mutex<Option<FakeCerts>>>,
+    /// Further ISV apps' public keys by app id: a request naming one is verified with its key
+    /// (any other with the primary app's).
+    apps: Arc<Mutex<BTreeMap<String, PublicKey>>>,
     /// Benchmarks: answer every successful call with one signed body, signed once, so that the
     /// stand-in's RSA signing does not eat the CPU of the service being measured.
     constant_reply: Option<Arc<String>>,
@@ -136,6 +141,16 @@ impl FakeAlipay {
             sn: sn.to_string(),
             published,
         });
+    }
+
+    /// Another ISV app: requests sent as `app_id` must be signed with the key whose public half
+    /// this is.
+    pub fn add_app(&self, app_id: &str, public: PublicKey) {
+        self.shared
+            .apps
+            .lock()
+            .unwrap()
+            .insert(app_id.to_string(), public);
     }
 
     /// Sets what `order.query` answers for an order.
@@ -226,17 +241,21 @@ async fn gateway(
         params.extend(multipart_text_parts(&body, boundary.trim_matches('"')));
     }
     let method = params.get("method").cloned().unwrap_or_default();
+    let app_key = params
+        .get("app_id")
+        .and_then(|id| shared.apps.lock().unwrap().get(id).cloned());
     let signature_ok = params
         .get("sign")
         .and_then(|s| sign::decode_signature(s.as_bytes(), 256))
         .is_some_and(|sig| {
-            keys.isv_public.verify(
+            app_key.as_ref().unwrap_or(&keys.isv_public).verify(
                 &sign::request_content(params.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
                 &sig,
             )
         });
     shared.calls.lock().unwrap().push(Call {
         method: method.clone(),
+        app_id: params.get("app_id").cloned(),
         app_auth_token: params.get("app_auth_token").cloned(),
         biz_content: params.get("biz_content").cloned(),
         signature_ok,

@@ -129,10 +129,29 @@ pub fn order_notification(
     notify_id: &str,
     price: &str,
 ) -> String {
+    order_notification_for(
+        key,
+        APP_ID,
+        commodity_order_id,
+        notify_id,
+        price,
+        "2021004199990002",
+    )
+}
+
+/// `order_notification` addressed to ISV app `app_id`, for mini program `mini_app_id`.
+pub fn order_notification_for(
+    key: &PrivateKey,
+    app_id: &str,
+    commodity_order_id: &str,
+    notify_id: &str,
+    price: &str,
+    mini_app_id: &str,
+) -> String {
     let params: Vec<(String, String)> = [
         ("notify_id", notify_id),
         ("notify_type", "servicemarket_order_notify"),
-        ("app_id", APP_ID),
+        ("app_id", app_id),
         ("notify_time", "2024-06-10 13:01:00"),
         ("sign_type", "RSA2"),
         ("charset", "utf-8"),
@@ -142,7 +161,7 @@ pub fn order_notification(
         ("merchant_pid", "2088102177846880"),
         ("total_price", price),
         ("title", "小程序模板服务"),
-        ("consumer_miniAppId", "2021004199990002"),
+        ("consumer_miniAppId", mini_app_id),
         ("item_code", "TS0001"),
     ]
     .iter()
