@@ -2,7 +2,7 @@
 //! replica uses what one downloaded), and an alert to support for a refused one.
 
 use super::alerts::{Alert, Alerter};
-use super::blocking;
+use super::{in_transaction, on_store};
 use crate::alipay::cert_mode::{CacheError, CertCache};
 use crate::clock::SharedClock;
 use crate::store::{Pool, StoreError, alipay_certs, to_db_time};
@@ -17,17 +17,13 @@ pub struct DbCertCache {
 
 impl CertCache for DbCertCache {
     fn load<'a>(&'a self, sn: &'a str) -> BoxFuture<'a, Result<Option<String>, CacheError>> {
+        let sn = sn.to_string();
         Box::pin(async move {
-            let pool = self.pool.clone();
-            let sn = sn.to_string();
-            let found = blocking(move || -> Result<_, StoreError> {
-                let mut conn = pool.get()?;
-                Ok(alipay_certs::find(&mut conn, &sn)?)
+            on_store(&self.pool, move |conn| {
+                alipay_certs::find(conn, &sn).map_err(StoreError::from)
             })
             .await
-            .map_err(StoreError::from)
-            .and_then(|r| r);
-            found.map_err(cache_error)
+            .map_err(cache_error)
         })
     }
 
@@ -37,20 +33,16 @@ impl CertCache for DbCertCache {
         pem: &'a str,
         not_after: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<(), CacheError>> {
+        let (sn, pem) = (sn.to_string(), pem.to_string());
+        let now = to_db_time(self.clock.now());
         Box::pin(async move {
-            let pool = self.pool.clone();
-            let (sn, pem) = (sn.to_string(), pem.to_string());
-            let now = to_db_time(self.clock.now());
-            let stored = blocking(move || -> Result<(), StoreError> {
-                let mut conn = pool.get()?;
-                let _writer = pool.write_guard();
-                alipay_certs::insert_if_absent(&mut conn, &sn, &pem, to_db_time(not_after), now)?;
-                Ok(())
+            in_transaction(&self.pool, move |conn| {
+                alipay_certs::insert_if_absent(conn, &sn, &pem, to_db_time(not_after), now)
+                    .map(|_| ())
+                    .map_err(StoreError::from)
             })
             .await
-            .map_err(StoreError::from)
-            .and_then(|r| r);
-            stored.map_err(cache_error)
+            .map_err(cache_error)
         })
     }
 

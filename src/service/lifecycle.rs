@@ -416,16 +416,11 @@ impl Services {
                         .transpose()?
                         .flatten()
                         .is_some_and(|a| a.status == AuthorizationStatus::Active);
-                    let service = load_service(conn, &key, now)?;
-                    let st = lc::handle_service(
-                        &service,
-                        ServiceEvent::Terminate {
-                            cause: cause.clone(),
-                            authorization_active: active,
-                        },
-                        now,
-                    )?;
-                    self.save_service(conn, &key, &st.state, &st.effects, now)?;
+                    let terminate = ServiceEvent::Terminate {
+                        cause: cause.clone(),
+                        authorization_active: active,
+                    };
+                    let (_, st) = self.service_event(conn, &key, terminate, now)?;
                     if st.ignored.is_none() {
                         let (actor, reason) = match cause {
                             TerminationCause::Support { actor, reason } => {
@@ -587,13 +582,30 @@ impl Services {
         mini_app_id: &str,
         now: DateTime<Utc>,
     ) -> Result<(), LifecycleError> {
-        let service = load_service(conn, mini_app_id, now)?;
-        let st = lc::handle_service(&service, ServiceEvent::WentLive { at: now }, now)?;
+        let (_, st) =
+            self.service_event(conn, mini_app_id, ServiceEvent::WentLive { at: now }, now)?;
         if st.ignored.is_none() {
-            self.save_service(conn, mini_app_id, &st.state, &st.effects, now)?;
             note_service_change(conn, mini_app_id, "service_live", "pipeline", now)?;
         }
         Ok(())
+    }
+
+    /// Applies `event` to the service of `key` with the rules and saves the result with its
+    /// effects, in the caller's transaction; nothing is written when the rules ignore the event.
+    /// Returns the service as it was before, and the transition.
+    fn service_event(
+        &self,
+        conn: &mut AnyConnection,
+        key: &str,
+        event: ServiceEvent,
+        now: DateTime<Utc>,
+    ) -> Result<(ServiceState, lc::ServiceTransition), LifecycleError> {
+        let before = load_service(conn, key, now)?;
+        let st = lc::handle_service(&before, event, now)?;
+        if st.ignored.is_none() {
+            self.save_service(conn, key, &st.state, &st.effects, now)?;
+        }
+        Ok((before, st))
     }
 
     /// An authorization event (a grant from the authorization notice, or
@@ -672,16 +684,11 @@ impl Services {
                     // to remember it: issue 12).
                 }
                 Effect::TerminateService { cause } => {
-                    let service = load_service(conn, auth_app_id, now)?;
-                    let st = lc::handle_service(
-                        &service,
-                        ServiceEvent::Terminate {
-                            cause: cause.clone(),
-                            authorization_active: false,
-                        },
-                        now,
-                    )?;
-                    self.save_service(conn, auth_app_id, &st.state, &st.effects, now)?;
+                    let terminate = ServiceEvent::Terminate {
+                        cause: cause.clone(),
+                        authorization_active: false,
+                    };
+                    let (service, _) = self.service_event(conn, auth_app_id, terminate, now)?;
                     // A row either way: the service ends now, or it had ended already.
                     let label = if service.status == lc::ServiceStatus::Terminated {
                         cause.as_str().to_string()

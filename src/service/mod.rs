@@ -70,10 +70,52 @@ impl<E> From<diesel::result::Error> for Rollback<E> {
     }
 }
 
+/// The seam between use cases and the store: `f` runs on the blocking pool with a pooled
+/// connection; a pool, database or thread failure comes back as the caller's error through
+/// `StoreError`. For reads.
+pub async fn on_store<T, E>(
+    pool: &Pool,
+    f: impl FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    let pool = pool.clone();
+    blocking(move || {
+        let mut conn = pool.get().map_err(StoreError::from)?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| E::from(StoreError::from(e)))?
+}
+
+/// Like [`on_store`], for writes: one transaction (rolled back when `f` fails), under the SQLite
+/// write guard so that writers in this process queue instead of meeting in SQLite's busy handler.
+pub async fn in_transaction<T, E>(
+    pool: &Pool,
+    f: impl FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    let pool = pool.clone();
+    blocking(move || {
+        let mut conn = pool.get().map_err(StoreError::from)?;
+        let _writer = pool.write_guard();
+        conn.transaction(|conn| f(conn).map_err(Rollback::UseCase))
+            .map_err(|rollback| match rollback {
+                Rollback::Store(e) => E::from(StoreError::from(e)),
+                Rollback::UseCase(e) => e,
+            })
+    })
+    .await
+    .map_err(|e| E::from(StoreError::from(e)))?
+}
+
 impl Services {
-    /// The seam between use cases and the store: `f` runs on the blocking pool with a pooled
-    /// connection; a pool, database or thread failure comes back as the use case's error through
-    /// `StoreError`. For reads.
+    /// [`on_store`] on this service's pool: every use case's reads.
     pub async fn db<T, E>(
         &self,
         f: impl FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
@@ -82,18 +124,10 @@ impl Services {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let pool = self.pool.clone();
-        blocking(move || {
-            let mut conn = pool.get().map_err(StoreError::from)?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| E::from(StoreError::from(e)))?
+        on_store(&self.pool, f).await
     }
 
-    /// Like [`Services::db`], for writes: one transaction (rolled back when `f` fails), under the
-    /// SQLite write guard so that writers in this process queue instead of meeting in SQLite's
-    /// busy handler.
+    /// [`in_transaction`] on this service's pool: every use case's writes.
     pub async fn db_write<T, E>(
         &self,
         f: impl FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
@@ -102,18 +136,7 @@ impl Services {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let pool = self.pool.clone();
-        blocking(move || {
-            let mut conn = pool.get().map_err(StoreError::from)?;
-            let _writer = pool.write_guard();
-            conn.transaction(|conn| f(conn).map_err(Rollback::UseCase))
-                .map_err(|rollback| match rollback {
-                    Rollback::Store(e) => E::from(StoreError::from(e)),
-                    Rollback::UseCase(e) => e,
-                })
-        })
-        .await
-        .map_err(|e| E::from(StoreError::from(e)))?
+        in_transaction(&self.pool, f).await
     }
 }
 

@@ -272,26 +272,6 @@ fn form_bytes(body: &str) -> Vec<u8> {
 
 const AES_KEY: &str = "AAECAwQFBgcICQoLDA0ODw==";
 
-fn aes_cancellation(key_b64: &str, notify_id: &str, auth_app_id: &str) -> String {
-    let key = isv_lifecycle::alipay::AesKey::parse(key_b64).unwrap();
-    let biz = format!(r#"{{"auth_app_id":"{auth_app_id}","cancel_time":"2024-06-10 12:00:01"}}"#);
-    let params: Vec<(String, String)> = [
-        ("notify_id", notify_id.to_string()),
-        ("msg_method", "alipay.open.auth.appauth.cancelled".into()),
-        ("app_id", common::APP_ID.into()),
-        ("version", "1.1".into()),
-        ("charset", "UTF-8".into()),
-        ("sign_type", "RSA2".into()),
-        ("utc_timestamp", "1718000007919".into()),
-        ("encrypt_type", "AES".into()),
-        ("biz_content", key.encrypt_base64(biz.as_bytes())),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    notify::sign_message(&params, &common::platform_private_key())
-}
-
 /// `encrypt_type=AES`: verified over the ciphertext, decrypted with `alipay.aes_key`, applied. One
 /// encrypted with another key is stored `failed` with a clear reason, and applies once replayed
 /// with the right key.
@@ -315,9 +295,14 @@ async fn aes_cancellation_is_applied(db: Db) {
     // Encrypted with a key that is not ours: verified and stored, then failed with its reason.
     let rotated = "ZmVkY2JhOTg3NjU0MzIxMA==";
     assert_eq!(
-        app.post_notify(aes_cancellation(rotated, "n-aes-other", AUTH_APP))
-            .await
-            .1,
+        app.post_notify(common::aes_cancellation(
+            common::APP_ID,
+            rotated,
+            "n-aes-other",
+            AUTH_APP
+        ))
+        .await
+        .1,
         "success"
     );
     app.run_pending_jobs().await;
@@ -339,9 +324,14 @@ async fn aes_cancellation_is_applied(db: Db) {
 
     // Encrypted with our key: applied.
     assert_eq!(
-        app.post_notify(aes_cancellation(AES_KEY, "n-aes", AUTH_APP))
-            .await
-            .1,
+        app.post_notify(common::aes_cancellation(
+            common::APP_ID,
+            AES_KEY,
+            "n-aes",
+            AUTH_APP
+        ))
+        .await
+        .1,
         "success"
     );
     assert_eq!(app.run_pending_jobs().await, 1);

@@ -267,28 +267,6 @@ async fn a_second_apps_merchant_is_served_as_that_app_postgres() {
 const PRIMARY_AES: &str = "AAECAwQFBgcICQoLDA0ODw==";
 const SECOND_AES: &str = "EBESExQVFhcYGRobHB0eHw==";
 
-/// An `encrypt_type=AES` cancellation of `mini_app_id` addressed to `app_id`, encrypted with
-/// `key_b64`.
-fn aes_cancellation(app_id: &str, key_b64: &str, notify_id: &str, mini_app_id: &str) -> String {
-    let key = isv_lifecycle::alipay::AesKey::parse(key_b64).unwrap();
-    let biz = format!(r#"{{"auth_app_id":"{mini_app_id}","cancel_time":"2024-06-10 12:00:01"}}"#);
-    let params: Vec<(String, String)> = [
-        ("notify_id", notify_id.to_string()),
-        ("msg_method", "alipay.open.auth.appauth.cancelled".into()),
-        ("app_id", app_id.into()),
-        ("version", "1.1".into()),
-        ("charset", "UTF-8".into()),
-        ("sign_type", "RSA2".into()),
-        ("utc_timestamp", "1718000007919".into()),
-        ("encrypt_type", "AES".into()),
-        ("biz_content", key.encrypt_base64(biz.as_bytes())),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    notify::sign_message(&params, &common::platform_private_key())
-}
-
 /// Each app's AES messages are decrypted with its own key: the second app's with
 /// `alipay.apps.second.aes_key`, never the primary app's.
 async fn each_app_decrypts_with_its_own_aes_key(db: Db) {
@@ -305,7 +283,7 @@ async fn each_app_decrypts_with_its_own_aes_key(db: Db) {
     );
     // Addressed to the second app but encrypted with the primary app's key: it does not read.
     assert_eq!(
-        app.post_notify(aes_cancellation(
+        app.post_notify(common::aes_cancellation(
             SECOND,
             PRIMARY_AES,
             "c-wrong",
@@ -324,9 +302,14 @@ async fn each_app_decrypts_with_its_own_aes_key(db: Db) {
     assert_eq!(auth["status"], "active", "{auth}");
     // With the second app's key: applied.
     assert_eq!(
-        app.post_notify(aes_cancellation(SECOND, SECOND_AES, "c-right", SECOND_MINI))
-            .await
-            .1,
+        app.post_notify(common::aes_cancellation(
+            SECOND,
+            SECOND_AES,
+            "c-right",
+            SECOND_MINI
+        ))
+        .await
+        .1,
         "success"
     );
     app.run_pending_jobs().await;

@@ -308,3 +308,25 @@ pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0)
 }
+
+/// An `encrypt_type=AES` cancellation of `mini_app_id` addressed to `app_id`, encrypted with
+/// `key_b64`.
+pub fn aes_cancellation(app_id: &str, key_b64: &str, notify_id: &str, mini_app_id: &str) -> String {
+    let key = isv_lifecycle::alipay::AesKey::parse(key_b64).unwrap();
+    let biz = format!(r#"{{"auth_app_id":"{mini_app_id}","cancel_time":"2024-06-10 12:00:01"}}"#);
+    let params: Vec<(String, String)> = [
+        ("notify_id", notify_id.to_string()),
+        ("msg_method", "alipay.open.auth.appauth.cancelled".into()),
+        ("app_id", app_id.into()),
+        ("version", "1.1".into()),
+        ("charset", "UTF-8".into()),
+        ("sign_type", "RSA2".into()),
+        ("utc_timestamp", "1718000007919".into()),
+        ("encrypt_type", "AES".into()),
+        ("biz_content", key.encrypt_base64(biz.as_bytes())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    notify::sign_message(&params, &platform_private_key())
+}
