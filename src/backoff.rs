@@ -38,8 +38,87 @@ pub fn queued(attempts: i32, cap: Duration) -> chrono::Duration {
     chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
 }
 
+/// How a queue treats an item whose attempt failed: retried after [`queued`]'s wait, or, once
+/// `max_attempts` attempts have failed, given up (left in a state support sees). Every queue
+/// (inbox, deadlines, builds, merchant deliveries) settles its failures through this one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The longest wait between two attempts.
+    pub cap: Duration,
+    /// Give up after this many failed attempts; `None` never gives up (deadlines: the rule's own
+    /// grace period decides when to stop asking Alipay).
+    pub max_attempts: Option<i32>,
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Try again this long from now; the item has now failed `attempts` times.
+    Retry {
+        wait: chrono::Duration,
+        attempts: i32,
+    },
+    /// Stop trying: the item has failed `attempts` times.
+    GiveUp { attempts: i32 },
+}
+
+impl RetryPolicy {
+    /// The decision after an attempt failed, for an item that had failed `failed_before` times.
+    pub fn after_failure(&self, failed_before: i32) -> AfterFailure {
+        let attempts = failed_before.saturating_add(1);
+        match self.max_attempts {
+            Some(max) if attempts >= max => AfterFailure::GiveUp { attempts },
+            Some(_) | None => AfterFailure::Retry {
+                wait: self.wait(failed_before),
+                attempts,
+            },
+        }
+    }
+
+    /// The wait before the next attempt of an item that has failed `failed_before` times.
+    pub fn wait(&self, failed_before: i32) -> chrono::Duration {
+        queued(failed_before, self.cap)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_policy_retries_with_the_queued_wait_then_gives_up_at_its_limit() {
+        let policy = RetryPolicy {
+            cap: Duration::from_secs(60),
+            max_attempts: Some(3),
+        };
+        for failed_before in [0, 1] {
+            let AfterFailure::Retry { wait, attempts } = policy.after_failure(failed_before) else {
+                panic!("attempt {} should be retried", failed_before + 1);
+            };
+            assert_eq!(attempts, failed_before + 1);
+            let window = chrono::Duration::from_std(window(
+                Duration::from_secs(1),
+                policy.cap,
+                failed_before as u32,
+            ))
+            .unwrap();
+            assert!(wait >= window && wait <= window * 3 / 2, "{wait:?}");
+        }
+        assert_eq!(
+            policy.after_failure(2),
+            AfterFailure::GiveUp { attempts: 3 }
+        );
+        let forever = RetryPolicy {
+            max_attempts: None,
+            ..policy
+        };
+        assert!(matches!(
+            forever.after_failure(1_000),
+            AfterFailure::Retry {
+                attempts: 1_001,
+                ..
+            }
+        ));
+    }
     use super::*;
 
     #[test]

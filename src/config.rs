@@ -38,6 +38,36 @@ pub struct Settings {
     pub templates: TemplateSettings,
     #[serde(default)]
     pub retention: RetentionSettings,
+    #[serde(default)]
+    pub queues: QueueSettings,
+}
+
+/// The work queues' batch sizes and retry limits (the inbox's are under `inbox`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct QueueSettings {
+    /// Deadlines, warnings and queued queries claimed by one scheduler pass.
+    pub deadline_batch: i64,
+    /// Template build steps claimed by one pipeline pass.
+    pub build_batch: i64,
+    /// Merchant orders claimed by one delivery pass.
+    pub delivery_batch: i64,
+    /// Failed attempts in a row before a build step is given up (`failed`, support alerted).
+    pub build_max_attempts: i32,
+    /// Failed attempts before a merchant-order sync is given up (`failed`).
+    pub delivery_max_attempts: i32,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            deadline_batch: 500,
+            build_batch: 50,
+            delivery_batch: 100,
+            build_max_attempts: 40,
+            delivery_max_attempts: 12,
+        }
+    }
 }
 
 /// How long stored gateway messages are kept.
@@ -406,6 +436,24 @@ impl Prepared {
         }
         if settings.retention.batch <= 0 {
             return Err(err("retention.batch", "must be at least 1".into()));
+        }
+        let queues = &settings.queues;
+        for (name, value) in [
+            ("queues.deadline_batch", queues.deadline_batch),
+            ("queues.build_batch", queues.build_batch),
+            ("queues.delivery_batch", queues.delivery_batch),
+            (
+                "queues.build_max_attempts",
+                queues.build_max_attempts.into(),
+            ),
+            (
+                "queues.delivery_max_attempts",
+                queues.delivery_max_attempts.into(),
+            ),
+        ] {
+            if value <= 0 {
+                return Err(err(name, "must be at least 1".into()));
+            }
         }
         if settings.server.max_body_bytes < 256 * 1024 {
             return Err(err(

@@ -153,8 +153,10 @@ pub fn services(
                 }),
                 auto_online: t.auto_online,
                 poll_seconds: t.build_poll_seconds,
+                max_attempts: prepared.settings.queues.build_max_attempts,
             }
         }),
+        queues: Arc::new(prepared.settings.queues.clone()),
         lifecycle: Arc::new(crate::service::lifecycle::LifecycleSettings {
             rules: crate::domain::lifecycle::LifecycleRules {
                 warning_days: prepared.settings.scheduler.warning_days.clone(),
@@ -236,15 +238,19 @@ pub async fn run(started: Started, poll: Duration) -> anyhow::Result<()> {
             job(s.clone(), poll)
         }))
     };
+    use crate::jobs::runner::run as run_queue;
+    use crate::jobs::{apply_inbox::Inbox, deliver_merchant_orders::Deliveries, pipeline::Builds};
     let jobs = [
         supervised("apply_inbox", |s, poll| {
-            Box::pin(crate::jobs::apply_inbox::run(s, poll))
+            let wakeup = Some(s.apply_wakeup.clone());
+            Box::pin(run_queue(Inbox(s), poll, wakeup))
         }),
         supervised("deliver_merchant_orders", |s, poll| {
-            Box::pin(crate::jobs::deliver_merchant_orders::run(s, poll))
+            let wakeup = Some(s.delivery_wakeup.clone());
+            Box::pin(run_queue(Deliveries(s), poll, wakeup))
         }),
         supervised("pipeline", |s, poll| {
-            Box::pin(crate::jobs::pipeline::run(s, poll))
+            Box::pin(run_queue(Builds(s), poll, None))
         }),
     ];
     let lifecycle = services.lifecycle.clone();

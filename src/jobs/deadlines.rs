@@ -3,34 +3,44 @@
 //! reconciliation. After downtime everything overdue is due, so the first tick catches up; a full
 //! batch goes round again at once. A tick still running when the next one comes is not doubled.
 
+use super::runner::{self, WorkQueue};
 use crate::service::Services;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-const BATCH: i64 = 500;
+/// The deadlines queue: due deadlines, warnings and queued Alipay queries.
+pub struct Deadlines(pub Services);
+
+impl WorkQueue for Deadlines {
+    const NAME: &'static str = "deadlines";
+
+    fn batch(&self) -> usize {
+        usize::try_from(self.0.queues.deadline_batch).unwrap_or(1)
+    }
+
+    async fn pass(&self) -> anyhow::Result<usize> {
+        let report = self
+            .0
+            .fire_due_deadlines(self.0.queues.deadline_batch)
+            .await?;
+        if report.claimed > 0 {
+            tracing::info!(
+                claimed = report.claimed,
+                transitions = report.transitions,
+                errors = report.errors,
+                "deadlines fired"
+            );
+        }
+        Ok(report.claimed)
+    }
+}
 
 /// Fires everything due now.
 pub async fn tick(services: &Services) {
-    loop {
-        match services.fire_due_deadlines(BATCH).await {
-            Ok(report) if report.claimed as i64 >= BATCH => continue,
-            Ok(report) if report.claimed > 0 => {
-                tracing::info!(
-                    claimed = report.claimed,
-                    transitions = report.transitions,
-                    errors = report.errors,
-                    "deadlines fired"
-                );
-                return;
-            }
-            Ok(_) => return,
-            Err(error) => {
-                tracing::warn!(%error, "scheduler tick failed; retrying next tick");
-                return;
-            }
-        }
+    if let Err(error) = runner::drain(&Deadlines(services.clone())).await {
+        tracing::warn!(error = %format!("{error:#}"), "scheduler tick failed; retrying next tick");
     }
 }
 

@@ -1,19 +1,20 @@
-//! Delivers queued merchant-order syncs. Woken when one is queued; otherwise it looks for due
-//! retries every `poll`.
+//! The deliveries queue: delivers queued merchant-order syncs. Woken when one is queued;
+//! otherwise it looks for due retries every `poll`.
 
+use super::runner::WorkQueue;
 use crate::service::Services;
-use std::time::Duration;
 
-pub async fn run(services: Services, poll: Duration) {
-    loop {
-        match services.deliver_merchant_orders(100).await {
-            Ok(pass) if pass.orders >= 100 => continue,
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "merchant order delivery pass failed; retrying"),
-        }
-        tokio::select! {
-            _ = services.delivery_wakeup.notified() => {}
-            _ = tokio::time::sleep(poll) => {}
-        }
+pub struct Deliveries(pub Services);
+
+impl WorkQueue for Deliveries {
+    const NAME: &'static str = "deliveries";
+
+    fn batch(&self) -> usize {
+        usize::try_from(self.0.queues.delivery_batch).unwrap_or(1)
+    }
+
+    async fn pass(&self) -> anyhow::Result<usize> {
+        let batch = self.0.queues.delivery_batch;
+        Ok(self.0.deliver_merchant_orders(batch).await?.orders)
     }
 }

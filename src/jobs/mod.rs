@@ -4,6 +4,7 @@ pub mod apply_inbox;
 pub mod deadlines;
 pub mod deliver_merchant_orders;
 pub mod pipeline;
+pub mod runner;
 
 use crate::metrics::Metrics;
 use std::future::Future;

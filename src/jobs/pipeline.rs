@@ -1,15 +1,18 @@
-//! The template build pipeline job: starts builds and runs due steps every `poll`.
+//! The builds queue: starts template builds and runs their due steps every `poll`.
 
+use super::runner::WorkQueue;
 use crate::service::Services;
-use std::time::Duration;
 
-pub async fn run(services: Services, poll: Duration) {
-    loop {
-        match services.run_pipeline(50).await {
-            Ok(pass) if pass.steps >= 50 => continue,
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "build pipeline pass failed; retrying"),
-        }
-        tokio::time::sleep(poll).await;
+pub struct Builds(pub Services);
+
+impl WorkQueue for Builds {
+    const NAME: &'static str = "builds";
+
+    fn batch(&self) -> usize {
+        usize::try_from(self.0.queues.build_batch).unwrap_or(1)
+    }
+
+    async fn pass(&self) -> anyhow::Result<usize> {
+        Ok(self.0.run_pipeline(self.0.queues.build_batch).await?.steps)
     }
 }

@@ -8,6 +8,7 @@ use crate::alipay::form;
 use crate::alipay::message::{
     self, AuthorizationNotification, GatewayMessage, OrderNotification, Params,
 };
+use crate::backoff::{AfterFailure, RetryPolicy};
 use crate::domain::OrderStatus;
 use crate::domain::lifecycle::{AuthorizationEvent, OrderEvent};
 use crate::domain::order::OrderPlaced;
@@ -27,6 +28,21 @@ pub struct ApplySettings {
     pub batch: i64,
     pub max_attempts: i32,
 }
+
+impl ApplySettings {
+    /// The inbox's retries: up to `inbox.max_apply_attempts`, waits capped at an hour.
+    pub fn retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            cap: BACKOFF_CAP,
+            max_attempts: Some(self.max_attempts),
+        }
+    }
+}
+
+/// How long a worker holds a claimed batch of messages. Long enough for any batch; should a
+/// worker die, another one takes the batch over when this runs out (the finish is guarded, so a
+/// message is applied once even if two workers ever hold it).
+const APPLY_LEASE_SECONDS: i64 = 120;
 
 impl From<LifecycleError> for ApplyError {
     fn from(e: LifecycleError) -> Self {
@@ -84,7 +100,16 @@ impl Services {
     pub fn apply_due(&self) -> Result<ApplyPass, StoreError> {
         let now = self.clock.now();
         let mut conn = self.pool.get()?;
-        let due = messages::due(&mut conn, to_db_time(now), self.apply.batch)?;
+        let lease = now + chrono::Duration::seconds(APPLY_LEASE_SECONDS);
+        let due = {
+            let _writer = self.pool.write_guard();
+            messages::claim_due(
+                &mut conn,
+                to_db_time(now),
+                to_db_time(lease),
+                self.apply.batch,
+            )?
+        };
         if due.is_empty() {
             return Ok(ApplyPass::default());
         }
@@ -102,16 +127,24 @@ impl Services {
                 for pending in part {
                     let outcome = self.apply_one(conn, pending, now);
                     if let Err(error) = &outcome {
-                        let attempts = pending.attempts + 1;
-                        let give_up = matches!(error, ApplyError::Permanent(_))
-                            || attempts >= self.apply.max_attempts;
-                        let next =
-                            to_db_time(now + crate::backoff::queued(pending.attempts, BACKOFF_CAP));
+                        let (attempts, next, give_up) =
+                            match self.apply.retry().after_failure(pending.attempts) {
+                                // A message that can never apply is set aside at once.
+                                AfterFailure::Retry { attempts, .. }
+                                    if matches!(error, ApplyError::Permanent(_)) =>
+                                {
+                                    (attempts, now, true)
+                                }
+                                AfterFailure::Retry { wait, attempts } => {
+                                    (attempts, now + wait, false)
+                                }
+                                AfterFailure::GiveUp { attempts } => (attempts, now, true),
+                            };
                         messages::record_failure(
                             conn,
                             pending.id,
                             attempts,
-                            next,
+                            to_db_time(next),
                             &error.to_string(),
                             give_up,
                         )?;

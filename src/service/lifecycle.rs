@@ -8,6 +8,7 @@ use super::Services;
 use super::alerts::Alert as AlertMessage;
 use crate::alipay::api::OrderQueryRequest;
 use crate::alipay::client::AlipayError;
+use crate::backoff::RetryPolicy;
 use crate::domain::lifecycle::{
     self as lc, Deadline, DeadlineState, Effect, LifecycleRules, Order, OrderEvent, ServiceEvent,
     ServiceState, TerminationCause, Transition, Warning,
@@ -740,8 +741,8 @@ impl Services {
                 Ok(d) => due.push(d),
                 Err(c) => {
                     report.errors += 1;
-                    tracing::warn!(order = %c.commodity_order_id, error = %c.error, "deadline not fired: corrupt data; retried next tick");
-                    let retry = now + Duration::seconds(self.lifecycle.tick_seconds as i64);
+                    tracing::warn!(order = %c.commodity_order_id, error = %c.error, "deadline not fired: corrupt data; retried");
+                    let retry = now + self.lifecycle.retry_wait(c.attempts);
                     if let Err(error) = self.release_row(c.id, retry).await {
                         tracing::warn!(order = %c.commodity_order_id, %error, "deadline not released");
                     }
@@ -768,8 +769,8 @@ impl Services {
                 }
                 Err(e) => {
                     report.errors += 1;
-                    tracing::warn!(order = %d.commodity_order_id, kind = d.kind.as_str(), warning_days = d.warning_days, error = %e, "deadline not fired; retried next tick");
-                    let retry = now + Duration::seconds(self.lifecycle.tick_seconds as i64);
+                    tracing::warn!(order = %d.commodity_order_id, kind = d.kind.as_str(), warning_days = d.warning_days, error = %e, "deadline not fired; retried");
+                    let retry = now + self.lifecycle.retry_wait(d.attempts);
                     if let Err(error) = self.release_row(d.id, retry).await {
                         // The lease runs out by itself: the row is fired again after it.
                         tracing::warn!(order = %d.commodity_order_id, %error, "deadline not released");
@@ -1064,6 +1065,19 @@ pub struct LifecycleSettings {
     pub concurrency: usize,
     pub reconcile_cron: String,
     pub reconcile_rate: u32,
+}
+
+impl LifecycleSettings {
+    /// How long a deadline row that could not be fired waits before it is tried again, after
+    /// `failed_before` failed attempts: the queues' one retry policy, capped at one tick and never
+    /// given up (the rule's grace period decides when to stop waiting for Alipay).
+    fn retry_wait(&self, failed_before: i32) -> Duration {
+        RetryPolicy {
+            cap: std::time::Duration::from_secs(self.tick_seconds.max(1)),
+            max_attempts: None,
+        }
+        .wait(failed_before)
+    }
 }
 
 /// A timeline row on each order of a service whose state changed while the orders' statuses

@@ -4,6 +4,7 @@
 //! flags the authorization for support instead of looping.
 
 use super::Services;
+use crate::backoff::{AfterFailure, RetryPolicy};
 use crate::service::alerts::Alert;
 use crate::service::apply::token_context;
 use crate::store::merchant_orders as store;
@@ -12,7 +13,7 @@ use chrono::Duration;
 use secrecy::SecretString;
 use std::sync::atomic::Ordering::Relaxed;
 
-/// Longest wait between two attempts.
+/// Longest wait between two attempts (12 attempts, the default limit, take about three hours).
 const BACKOFF_CAP: std::time::Duration = std::time::Duration::from_secs(1800);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -25,12 +26,15 @@ pub struct DeliveryPass {
 
 /// How long a worker holds an order while its call to Alipay is under way.
 const LEASE: i64 = 120;
-const MAX_ATTEMPTS: i32 = 12;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Delivered,
-    Retry,
+    /// Failed for now: try again `wait` from now, after `attempts` failed attempts.
+    Retry {
+        wait: Duration,
+        attempts: i32,
+    },
     #[default]
     Failed,
     Nothing,
@@ -50,20 +54,35 @@ impl From<diesel::result::Error> for DeliveryError {
 }
 
 impl Services {
+    /// A delivery's retries: up to `queues.delivery_max_attempts`.
+    fn delivery_retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            cap: BACKOFF_CAP,
+            max_attempts: Some(self.queues.delivery_max_attempts),
+        }
+    }
+
     /// Delivers what is due. Async: the Alipay calls are awaited, the database work is blocking.
     pub async fn deliver_merchant_orders(&self, limit: i64) -> Result<DeliveryPass, DeliveryError> {
-        let now = to_db_time(self.clock.now());
+        let now = self.clock.now();
+        let (db_now, lease) = (to_db_time(now), to_db_time(now + Duration::seconds(LEASE)));
         let due = self
-            .db(move |conn| store::orders_due(conn, now, limit).map_err(DeliveryError::from))
+            .db_write(move |conn| {
+                store::claim_due(conn, db_now, lease, limit).map_err(DeliveryError::from)
+            })
             .await?;
         let mut pass = DeliveryPass {
             orders: due.len(),
             ..DeliveryPass::default()
         };
-        for (tiny_app_id, out_biz_no) in due {
+        for store::LeasedOrder {
+            tiny_app_id,
+            out_biz_no,
+        } in due
+        {
             match self.deliver_order(&tiny_app_id, &out_biz_no).await {
                 Ok(Outcome::Delivered) => pass.delivered += 1,
-                Ok(Outcome::Retry) => pass.retried += 1,
+                Ok(Outcome::Retry { .. }) => pass.retried += 1,
                 Ok(Outcome::Failed) => pass.failed += 1,
                 Ok(Outcome::Nothing) => {}
                 Err(error) => {
@@ -82,14 +101,11 @@ impl Services {
         let now = self.clock.now();
         let (tiny, out) = (tiny_app_id.to_string(), out_biz_no.to_string());
         let s = self.clone();
-        // Claim the order, coalesce its queued syncs to the newest, and read the token.
+        // The order is leased (`deliver_merchant_orders`): coalesce its queued syncs to the
+        // newest, and read the token.
         let prepared = self
             .db_write(move |conn| -> Result<_, DeliveryError> {
                 let db_now = to_db_time(now);
-                let lease = to_db_time(now + Duration::seconds(LEASE));
-                if !store::claim(conn, &tiny, &out, db_now, lease)? {
-                    return Ok(None);
-                }
                 let mut queued = store::syncs(conn, &tiny, &out, Some(store::SyncState::Queued))?;
                 let Some(newest) = queued.pop() else {
                     store::release(conn, &tiny, &out)?;
@@ -171,9 +187,15 @@ impl Services {
                             ..Finish::failed(error.sub_code(), error.to_string())
                         }
                     }
-                    Err(error) if error.is_retryable() && sync.attempts + 1 < MAX_ATTEMPTS => {
+                    Err(error) if error.is_retryable() => {
+                        let outcome = match self.delivery_retry().after_failure(sync.attempts) {
+                            AfterFailure::Retry { wait, attempts } => {
+                                Outcome::Retry { wait, attempts }
+                            }
+                            AfterFailure::GiveUp { .. } => Outcome::Failed,
+                        };
                         Finish {
-                            outcome: Outcome::Retry,
+                            outcome,
                             ..Finish::failed(error.sub_code(), error.to_string())
                         }
                     }
@@ -198,7 +220,7 @@ impl Services {
             tracing::warn!(%tiny_app_id, %out_biz_no, sub_code = ?finish.sub_code, error = ?finish.error, "merchant order sync not delivered");
         }
         let (tiny, out) = (tiny_app_id.to_string(), out_biz_no.to_string());
-        let (id, attempts, modified) = (sync.id, sync.attempts, sync.order_modified_time);
+        let (id, modified) = (sync.id, sync.order_modified_time);
         let outcome = finish.outcome;
         self.db_write(move |conn| -> Result<(), DeliveryError> {
             let db_now = to_db_time(now);
@@ -215,13 +237,12 @@ impl Services {
                     )?;
                     store::Delivery::Delivered
                 }
-                Outcome::Retry => {
-                    let next = to_db_time(now + crate::backoff::queued(attempts, BACKOFF_CAP));
+                Outcome::Retry { wait, attempts } => {
                     store::retry_sync(
                         conn,
                         id,
-                        attempts + 1,
-                        next,
+                        attempts,
+                        to_db_time(now + wait),
                         sub_code,
                         error.unwrap_or_default(),
                     )?;

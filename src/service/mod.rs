@@ -49,6 +49,8 @@ pub struct Services {
     pub alerts: alerts::Alerter,
     pub lifecycle: Arc<lifecycle::LifecycleSettings>,
     pub pipeline: Arc<pipeline::PipelineSettings>,
+    /// The work queues' batch sizes and retry limits.
+    pub queues: Arc<crate::config::QueueSettings>,
 }
 
 /// Runs blocking database work off the async executor.

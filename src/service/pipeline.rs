@@ -14,6 +14,7 @@ use crate::alipay::api::{
     AuditApplyRequest, BuildQueryRequest, BuildStatus, VersionOnlineRequest, VersionUploadRequest,
 };
 use crate::alipay::client::AlipayError;
+use crate::backoff::{AfterFailure, RetryPolicy};
 use crate::domain::lifecycle::AuthorizationStatus;
 use crate::store::builds::{self, BuildRow, BuildStep};
 use crate::store::{AnyConnection, StoreError, authorizations, orders, to_db_time};
@@ -43,6 +44,18 @@ pub struct PipelineSettings {
     pub auto_online: bool,
     /// How long to wait between `build.query` polls.
     pub poll_seconds: i64,
+    /// A step failing this many times in a row is given up (`failed`, support alerted).
+    pub max_attempts: i32,
+}
+
+impl PipelineSettings {
+    /// A build step's retries: waits capped at 15 minutes, up to `templates.build_max_attempts`.
+    pub fn retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            cap: BACKOFF_CAP,
+            max_attempts: Some(self.max_attempts),
+        }
+    }
 }
 
 impl PipelineSettings {
@@ -325,12 +338,29 @@ impl Services {
         step: Step,
         now: DateTime<Utc>,
     ) -> Result<(), PipelineError> {
+        // A step that keeps failing is given up like a permanent failure: support sees it and
+        // retries it with the admin API.
+        let step = match step {
+            Step::Next(to, at) => Settled::Next(to, at),
+            Step::Poll(at) => Settled::Poll(at),
+            Step::Retry(error) => match self.pipeline.retry().after_failure(b.attempts) {
+                AfterFailure::Retry { wait, attempts } => Settled::Retry {
+                    wait,
+                    attempts,
+                    error,
+                },
+                AfterFailure::GiveUp { attempts } => {
+                    Settled::Fail(format!("gave up after {attempts} attempts: {error}"))
+                }
+            },
+            Step::Fail(error) => Settled::Fail(error),
+        };
         let (s, b) = (self.clone(), b.clone());
         let alert = self
             .db_write(move |conn| -> Result<Option<Alert>, PipelineError> {
                 let db_now = to_db_time(now);
                 match step {
-                    Step::Next(to, at) => {
+                    Settled::Next(to, at) => {
                         if builds::advance(conn, b.id, b.step, to, to_db_time(at), None, db_now)? {
                             if to == BuildStep::Done {
                                 // Our version is online: the merchant's service is live.
@@ -346,16 +376,20 @@ impl Services {
                         }
                         Ok(None)
                     }
-                    Step::Poll(at) => {
+                    Settled::Poll(at) => {
                         builds::retry(conn, b.id, b.attempts, to_db_time(at), None, db_now)?;
                         Ok(None)
                     }
-                    Step::Retry(error) => {
-                        let at = to_db_time(now + crate::backoff::queued(b.attempts, BACKOFF_CAP));
-                        builds::retry(conn, b.id, b.attempts + 1, at, Some(&error), db_now)?;
+                    Settled::Retry {
+                        wait,
+                        attempts,
+                        error,
+                    } => {
+                        let at = to_db_time(now + wait);
+                        builds::retry(conn, b.id, attempts, at, Some(&error), db_now)?;
                         Ok(None)
                     }
-                    Step::Fail(error) => {
+                    Settled::Fail(error) => {
                         // Guarded: a build stopped meanwhile (its service ended) stays cancelled.
                         if !builds::advance(
                             conn,
@@ -513,6 +547,19 @@ enum Step {
     Next(BuildStep, DateTime<Utc>),
     Poll(DateTime<Utc>),
     Retry(String),
+    Fail(String),
+}
+
+/// A step's outcome once the retry policy has had its say: what is written.
+enum Settled {
+    Next(BuildStep, DateTime<Utc>),
+    Poll(DateTime<Utc>),
+    /// Failed for now: again `wait` from now, after `attempts` failed attempts.
+    Retry {
+        wait: Duration,
+        attempts: i32,
+        error: String,
+    },
     Fail(String),
 }
 

@@ -38,6 +38,22 @@ impl BuildStep {
         }
     }
 
+    /// A step the pipeline runs by calling Alipay (claimed from the builds queue when due);
+    /// `await_audit` waits for Alipay's message, the final steps wait for nothing.
+    pub fn calls_alipay(self) -> bool {
+        match self {
+            BuildStep::Upload
+            | BuildStep::BuildQuery
+            | BuildStep::AuditApply
+            | BuildStep::Online => true,
+            BuildStep::AwaitAudit
+            | BuildStep::Done
+            | BuildStep::Rejected
+            | BuildStep::Failed
+            | BuildStep::Cancelled => false,
+        }
+    }
+
     /// Still going: a later step may call Alipay with the merchant's token.
     pub fn in_flight(self) -> bool {
         match self {
@@ -84,7 +100,7 @@ const IN_FLIGHT: [BuildStep; 5] = [
     BuildStep::Online,
 ];
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = tb)]
 pub struct BuildRow {
     pub id: i64,
@@ -150,33 +166,18 @@ pub fn start(
     })
 }
 
-/// Claims due builds for `lease`: a guarded update per row, so two workers never run one step.
+/// Claims up to `limit` builds whose step calls Alipay and is due, leased until `lease_until`
+/// (the builds queue of `store::queue`), oldest build first.
 pub fn claim_due(
     conn: &mut AnyConnection,
     now: NaiveDateTime,
     lease_until: NaiveDateTime,
     limit: i64,
 ) -> QueryResult<Vec<BuildRow>> {
-    db_run!(conn: {
-        let due: Vec<BuildRow> = tb::table
-            .filter(tb::step.eq_any([BuildStep::Upload, BuildStep::BuildQuery, BuildStep::AuditApply, BuildStep::Online]))
-            .filter(tb::next_attempt_at.le(now))
-            .filter(tb::claimed_until.is_null().or(tb::claimed_until.lt(now)))
-            .order((tb::next_attempt_at.asc(), tb::id.asc()))
-            .limit(limit)
-            .select(BuildRow::as_select())
-            .load(conn)?;
-        let mut claimed = Vec::with_capacity(due.len());
-        for b in due {
-            let n = diesel::update(tb::table.find(b.id).filter(tb::step.eq(b.step)).filter(tb::claimed_until.is_null().or(tb::claimed_until.lt(now))))
-                .set(tb::claimed_until.eq(Some(lease_until)))
-                .execute(conn)?;
-            if n == 1 {
-                claimed.push(b);
-            }
-        }
-        Ok(claimed)
-    })
+    let mut claimed: Vec<BuildRow> =
+        super::queue::claim(conn, &super::queue::BUILDS, now, lease_until, limit)?;
+    claimed.sort_unstable_by_key(|b| b.id);
+    Ok(claimed)
 }
 
 /// Moves a build from `from` to `to` (guarded, so a repeated or late result changes nothing).

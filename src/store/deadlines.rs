@@ -87,6 +87,7 @@ pub struct ClaimedDeadline {
 pub struct CorruptClaim {
     pub id: i64,
     pub commodity_order_id: String,
+    pub attempts: i32,
     pub error: UnknownValue,
 }
 
@@ -121,15 +122,15 @@ impl StoredClaim {
             Err(error) => Err(CorruptClaim {
                 id: self.id,
                 commodity_order_id: self.commodity_order_id,
+                attempts: self.attempts,
                 error,
             }),
         }
     }
 }
 
-/// Claims up to `limit` due, unclaimed (or lease-expired) pending deadlines until `lease_until`.
-/// PostgreSQL: `FOR UPDATE SKIP LOCKED`, so replicas claim disjoint rows without waiting.
-/// SQLite: a single writer, so the guarded `UPDATE ... RETURNING` is enough.
+/// Claims up to `limit` due, unclaimed (or lease-expired) pending deadlines until `lease_until`
+/// (the deadlines queue of `store::queue`).
 /// A row whose kind does not read comes back as `Err(CorruptClaim)`, claimed like the others.
 pub fn claim_due(
     conn: &mut AnyConnection,
@@ -137,30 +138,8 @@ pub fn claim_due(
     lease_until: NaiveDateTime,
     limit: i64,
 ) -> QueryResult<Vec<Result<ClaimedDeadline, CorruptClaim>>> {
-    let rows: Vec<StoredClaim> = match conn {
-        AnyConnection::Postgresql(c) => diesel::sql_query(
-            "UPDATE deadlines SET claimed_until = $2 WHERE id IN ( \
-                 SELECT id FROM deadlines WHERE state = 'pending' AND due_at <= $1 \
-                 AND (claimed_until IS NULL OR claimed_until < $1) \
-                 ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, commodity_order_id, kind, warning_days, due_at, attempts",
-        )
-        .bind::<Timestamp, _>(now)
-        .bind::<Timestamp, _>(lease_until)
-        .bind::<BigInt, _>(limit)
-        .load(c)?,
-        AnyConnection::Sqlite(c) => diesel::sql_query(
-            "UPDATE deadlines SET claimed_until = ?2 WHERE id IN ( \
-                 SELECT id FROM deadlines WHERE state = 'pending' AND due_at <= ?1 \
-                 AND (claimed_until IS NULL OR claimed_until < ?1) \
-                 ORDER BY due_at, id LIMIT ?3) \
-             RETURNING id, commodity_order_id, kind, warning_days, due_at, attempts",
-        )
-        .bind::<Timestamp, _>(now)
-        .bind::<Timestamp, _>(lease_until)
-        .bind::<BigInt, _>(limit)
-        .load(c)?,
-    };
+    let rows: Vec<StoredClaim> =
+        super::queue::claim(conn, &super::queue::DEADLINES, now, lease_until, limit)?;
     Ok(rows.into_iter().map(StoredClaim::read).collect())
 }
 

@@ -169,43 +169,31 @@ pub fn insert_sync(conn: &mut AnyConnection, sync: &NewSync<'_>) -> QueryResult<
     })
 }
 
-/// Orders with a queued sync due for delivery.
-pub fn orders_due(
-    conn: &mut AnyConnection,
-    now: NaiveDateTime,
-    limit: i64,
-) -> QueryResult<Vec<(String, String)>> {
-    db_run!(conn: {
-        ms::table
-            .filter(ms::state.eq(SyncState::Queued))
-            .filter(ms::next_attempt_at.le(now))
-            .select((ms::tiny_app_id, ms::out_biz_no))
-            .distinct()
-            .limit(limit)
-            .load(conn)
-    })
+/// A merchant order leased for delivery.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+#[diesel(table_name = mo)]
+pub struct LeasedOrder {
+    pub tiny_app_id: String,
+    pub out_biz_no: String,
 }
 
-/// Takes an order for delivery until `until`; false when another worker holds it.
-pub fn claim(
+/// Claims up to `limit` orders with a queued sync due for delivery, leased until `until` (the
+/// deliveries queue of `store::queue`): while leased, no other worker delivers that order.
+pub fn claim_due(
     conn: &mut AnyConnection,
-    tiny_app_id: &str,
-    out_biz_no: &str,
     now: NaiveDateTime,
     until: NaiveDateTime,
-) -> QueryResult<bool> {
-    db_run!(conn: {
-        diesel::update(
-            mo::table
-                .find((tiny_app_id, out_biz_no))
-                .filter(mo::delivery_lease_until.is_null().or(mo::delivery_lease_until.lt(now))),
-        )
-        .set(mo::delivery_lease_until.eq(Some(until)))
-        .execute(conn)
-        .map(|n| n == 1)
-    })
+    limit: i64,
+) -> QueryResult<Vec<LeasedOrder>> {
+    let mut claimed: Vec<LeasedOrder> =
+        super::queue::claim(conn, &super::queue::DELIVERIES, now, until, limit)?;
+    claimed.sort_unstable_by(|a, b| {
+        (&a.tiny_app_id, &a.out_biz_no).cmp(&(&b.tiny_app_id, &b.out_biz_no))
+    });
+    Ok(claimed)
 }
 
+/// Gives a leased order back (its delivery attempt is recorded).
 pub fn release(conn: &mut AnyConnection, tiny_app_id: &str, out_biz_no: &str) -> QueryResult<()> {
     db_run!(conn: {
         diesel::update(mo::table.find((tiny_app_id, out_biz_no)))

@@ -99,7 +99,8 @@ pub fn insert_batch(conn: &mut AnyConnection, rows: &[NewMessage]) -> QueryResul
     })
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+/// A message claimed for applying.
+#[derive(Debug, Clone, QueryableByName)]
 #[diesel(table_name = gm)]
 pub struct PendingMessage {
     pub id: i64,
@@ -111,21 +112,19 @@ pub struct PendingMessage {
     pub received_at: NaiveDateTime,
 }
 
-/// Messages waiting to be applied whose next attempt is due, oldest first.
-pub fn due(
+/// Claims up to `limit` messages whose next attempt is due, leased until `lease_until` (the inbox
+/// queue of `store::queue`), oldest first.
+pub fn claim_due(
     conn: &mut AnyConnection,
     now: NaiveDateTime,
+    lease_until: NaiveDateTime,
     limit: i64,
 ) -> QueryResult<Vec<PendingMessage>> {
-    db_run!(conn: {
-        gm::table
-            .filter(gm::state.eq(MessageState::Received))
-            .filter(gm::next_attempt_at.le(now))
-            .order((gm::next_attempt_at.asc(), gm::id.asc()))
-            .limit(limit)
-            .select(PendingMessage::as_select())
-            .load(conn)
-    })
+    let mut claimed: Vec<PendingMessage> =
+        super::queue::claim(conn, &super::queue::INBOX, now, lease_until, limit)?;
+    // In arrival order: the rules do not depend on it, but support reads the log that way.
+    claimed.sort_unstable_by_key(|m| m.id);
+    Ok(claimed)
 }
 
 /// Moves a message out of `received`. Guarded: a message another worker already finished is not
@@ -139,7 +138,7 @@ pub fn finish(
 ) -> QueryResult<bool> {
     let updated = db_run!(conn: {
         diesel::update(gm::table.filter(gm::id.eq(id)).filter(gm::state.eq(MessageState::Received)))
-            .set((gm::state.eq(state), gm::applied_at.eq(Some(now)), gm::last_error.eq(note)))
+            .set((gm::state.eq(state), gm::applied_at.eq(Some(now)), gm::last_error.eq(note), gm::claimed_until.eq(None::<NaiveDateTime>)))
             .execute(conn)
     })?;
     Ok(updated == 1)
@@ -176,6 +175,8 @@ pub fn record_failure(
                 gm::attempts.eq(attempts),
                 gm::next_attempt_at.eq(next_attempt_at),
                 gm::last_error.eq(Some(error)),
+                // The retry is due at `next_attempt_at`, not when this worker's lease runs out.
+                gm::claimed_until.eq(None::<NaiveDateTime>),
             ))
             .execute(conn)
     })?;
@@ -281,6 +282,7 @@ pub fn requeue(
                 gm::attempts.eq(0),
                 gm::next_attempt_at.eq(now),
                 gm::applied_at.eq(None::<NaiveDateTime>),
+                gm::claimed_until.eq(None::<NaiveDateTime>),
             ))
             .execute(conn)
     })?;

@@ -16,6 +16,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         applied_at -> Nullable<Timestamp>,
         commodity_order_id -> Nullable<Text>,
+        claimed_until -> Nullable<Timestamp>,
     }
 }
 

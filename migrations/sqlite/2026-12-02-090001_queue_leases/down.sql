@@ -1,0 +1,1 @@
+ALTER TABLE gateway_messages DROP COLUMN claimed_until;

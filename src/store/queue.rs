@@ -1,0 +1,183 @@
+//! The one claim of every work queue: the inbox (`gateway_messages`), deadlines and queued
+//! queries (`deadlines`), template builds (`template_builds`) and merchant-order deliveries
+//! (`merchant_orders`). A claim is a lease: the claimed rows' lease column is set to
+//! `lease_until`, and until then no other worker (in this process or another replica) claims
+//! them; a worker that dies simply lets its lease run out.
+//!
+//! PostgreSQL selects with `FOR UPDATE SKIP LOCKED`, so replicas claim disjoint rows without
+//! waiting for each other. SQLite has one writer at a time, so the guarded `UPDATE … RETURNING`
+//! alone is enough. The statement text of each queue is fixed, so a backend that prepares
+//! statements sees the same text every time.
+
+use super::{AnyConnection, Backend};
+use chrono::NaiveDateTime;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Timestamp};
+use diesel::sqlite::Sqlite;
+
+/// A work queue as the claim sees it. Every part is a fixed SQL fragment of our own (never input).
+#[derive(Debug)]
+pub struct Queue {
+    /// For logs: `inbox`, `deadlines`, `builds`, `deliveries`.
+    pub name: &'static str,
+    pub table: &'static str,
+    /// The key column, or a parenthesised list of them for a composite key.
+    pub key: &'static str,
+    /// Which rows wait for work; `{now}` stands for the claim's time.
+    pub waiting: &'static str,
+    /// Which waiting rows go first.
+    pub order: &'static str,
+    /// The lease column: a row whose lease is unset or over may be claimed.
+    pub lease: &'static str,
+    /// The columns handed back for each claimed row.
+    pub returning: &'static str,
+}
+
+/// The inbox: stored gateway messages waiting to be applied.
+pub const INBOX: Queue = Queue {
+    name: "inbox",
+    table: "gateway_messages",
+    key: "id",
+    waiting: "state = 'received' AND next_attempt_at <= {now}",
+    order: "next_attempt_at, id",
+    lease: "claimed_until",
+    returning: "id, app_id, notify_id, kind, raw_body, attempts, received_at",
+};
+
+/// Pending deadlines, warnings and queued Alipay queries.
+pub const DEADLINES: Queue = Queue {
+    name: "deadlines",
+    table: "deadlines",
+    key: "id",
+    waiting: "state = 'pending' AND due_at <= {now}",
+    order: "due_at, id",
+    lease: "claimed_until",
+    returning: "id, commodity_order_id, kind, warning_days, due_at, attempts",
+};
+
+/// Template builds at a step that calls Alipay (`await_audit` waits for a message, and the
+/// final steps wait for nothing).
+pub const BUILDS: Queue = Queue {
+    name: "builds",
+    table: "template_builds",
+    key: "id",
+    waiting: "step IN ('upload', 'build_query', 'audit_apply', 'online') \
+              AND next_attempt_at <= {now}",
+    order: "next_attempt_at, id",
+    lease: "claimed_until",
+    returning: "id, mini_app_id, commodity_order_id, app_version, version_number, template_id, \
+                template_version, step, attempts, last_error",
+};
+
+/// Merchant orders with a queued sync due for delivery. The order is leased, not the sync: its
+/// syncs go out one at a time, in order.
+pub const DELIVERIES: Queue = Queue {
+    name: "deliveries",
+    table: "merchant_orders",
+    key: "(tiny_app_id, out_biz_no)",
+    waiting: "EXISTS (SELECT 1 FROM merchant_order_syncs s \
+              WHERE s.tiny_app_id = merchant_orders.tiny_app_id \
+              AND s.out_biz_no = merchant_orders.out_biz_no \
+              AND s.state = 'queued' AND s.next_attempt_at <= {now})",
+    order: "tiny_app_id, out_biz_no",
+    lease: "delivery_lease_until",
+    returning: "tiny_app_id, out_biz_no",
+};
+
+impl Queue {
+    /// The claim statement for `backend`: parameters are now, lease end and limit.
+    pub fn claim_sql(&self, backend: Backend) -> String {
+        let (now, until, limit, lock) = match backend {
+            Backend::Postgres => ("$1", "$2", "$3", " FOR UPDATE SKIP LOCKED"),
+            Backend::Sqlite => ("?1", "?2", "?3", ""),
+        };
+        let Queue {
+            table,
+            key,
+            waiting,
+            order,
+            lease,
+            returning,
+            ..
+        } = self;
+        let columns = key.trim_start_matches('(').trim_end_matches(')');
+        let waiting = waiting.replace("{now}", now);
+        format!(
+            "UPDATE {table} SET {lease} = {until} WHERE {key} IN ( \
+               SELECT {columns} FROM {table} WHERE {waiting} \
+               AND ({lease} IS NULL OR {lease} < {now}) \
+               ORDER BY {order} LIMIT {limit}{lock}) \
+             RETURNING {returning}"
+        )
+    }
+}
+
+/// Claims up to `limit` waiting rows of `queue` whose lease is unset or over, leasing them until
+/// `lease_until`. The rows come back in no particular order (`RETURNING` keeps none).
+pub fn claim<T>(
+    conn: &mut AnyConnection,
+    queue: &Queue,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<T>>
+where
+    T: QueryableByName<Pg> + QueryableByName<Sqlite> + 'static,
+{
+    let (now, until) = (now, lease_until);
+    match conn {
+        AnyConnection::Postgresql(c) => diesel::sql_query(queue.claim_sql(Backend::Postgres))
+            .bind::<Timestamp, _>(now)
+            .bind::<Timestamp, _>(until)
+            .bind::<BigInt, _>(limit)
+            .load(c),
+        AnyConnection::Sqlite(c) => diesel::sql_query(queue.claim_sql(Backend::Sqlite))
+            .bind::<Timestamp, _>(now)
+            .bind::<Timestamp, _>(until)
+            .bind::<BigInt, _>(limit)
+            .load(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_claims_skip_locked_rows_and_sqlite_claims_under_its_one_writer() {
+        let pg = DEADLINES.claim_sql(Backend::Postgres);
+        assert!(pg.contains("FOR UPDATE SKIP LOCKED"), "{pg}");
+        assert!(
+            pg.contains("due_at <= $1") && pg.contains("claimed_until < $1"),
+            "{pg}"
+        );
+        let lite = DEADLINES.claim_sql(Backend::Sqlite);
+        assert!(!lite.contains("FOR UPDATE"), "{lite}");
+        assert!(
+            lite.contains("due_at <= ?1") && lite.contains("LIMIT ?3"),
+            "{lite}"
+        );
+    }
+
+    #[test]
+    fn the_builds_queue_waits_on_exactly_the_steps_that_call_alipay() {
+        use crate::store::builds::BuildStep;
+        use crate::store::columns::TextColumn;
+        for &step in BuildStep::ALL {
+            let listed = BUILDS.waiting.contains(&format!("'{}'", step.as_str()));
+            assert_eq!(listed, step.calls_alipay(), "{step}");
+        }
+    }
+
+    #[test]
+    fn a_composite_key_is_selected_as_a_column_list() {
+        let sql = DELIVERIES.claim_sql(Backend::Postgres);
+        assert!(
+            sql.contains("WHERE (tiny_app_id, out_biz_no) IN (")
+                && sql.contains("SELECT tiny_app_id, out_biz_no FROM merchant_orders"),
+            "{sql}"
+        );
+        assert!(sql.contains("s.next_attempt_at <= $1"), "{sql}");
+    }
+}
