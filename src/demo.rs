@@ -131,15 +131,19 @@ impl Demo {
 
     /// Runs the background work (apply, pipeline, deadlines, deliveries) until `done` holds,
     /// moving the shared clock a minute at a time so that retries come due.
-    async fn settle(&self, what: &str, done: impl Fn(&Services) -> bool) -> anyhow::Result<()> {
+    async fn settle(
+        &self,
+        what: &str,
+        done: impl AsyncFn(&Services) -> bool,
+    ) -> anyhow::Result<()> {
         for _ in 0..600 {
             self.sim
                 .state
                 .wait_for_deliveries(std::time::Duration::from_secs(5))
                 .await;
-            let s = self.services.clone();
-            tokio::task::spawn_blocking(move || s.apply_due())
-                .await?
+            self.services
+                .apply_due()
+                .await
                 .map_err(anyhow::Error::msg)?;
             self.services
                 .run_pipeline(50)
@@ -149,11 +153,11 @@ impl Demo {
                 .fire_due_deadlines(500)
                 .await
                 .map_err(anyhow::Error::msg)?;
-            let s = self.services.clone();
-            tokio::task::spawn_blocking(move || s.apply_due())
-                .await?
+            self.services
+                .apply_due()
+                .await
                 .map_err(anyhow::Error::msg)?;
-            if done(&self.services) {
+            if done(&self.services).await {
                 return Ok(());
             }
             self.sim.state.advance(Duration::minutes(1));
@@ -161,18 +165,20 @@ impl Demo {
         anyhow::bail!("gave up waiting for {what}")
     }
 
-    fn order(&self, id: &str) -> Option<Value> {
+    async fn order(&self, id: &str) -> Option<Value> {
         self.services
             .order(id)
+            .await
             .ok()
             .flatten()
             .map(|o| serde_json::to_value(o).unwrap_or_default())
     }
 
-    fn status_is(&self, id: &str, status: &str) -> impl Fn(&Services) -> bool + use<> {
+    fn status_is(&self, id: &str, status: &str) -> impl AsyncFn(&Services) -> bool + use<> {
         let (id, status) = (id.to_string(), status.to_string());
-        move |s: &Services| {
+        async move |s: &Services| {
             s.order(&id)
+                .await
                 .ok()
                 .flatten()
                 .is_some_and(|o| o.status == status)
@@ -209,8 +215,8 @@ impl Demo {
             .context("the sim names the order")?
             .to_string();
         let placed = id.clone();
-        self.settle("the order notification", move |s| {
-            s.order(&placed).ok().flatten().is_some()
+        self.settle("the order notification", async move |s: &Services| {
+            s.order(&placed).await.ok().flatten().is_some()
         })
         .await?;
         Ok(id)
@@ -241,14 +247,14 @@ impl Demo {
             .unwrap_or_else(|| anyhow::anyhow!("reconcile {id}")))
     }
 
-    fn outcome(
+    async fn outcome(
         &self,
         scenario: &'static str,
         id: &str,
         app: &str,
         expected: (&'static str, Option<&'static str>),
     ) -> Outcome {
-        let o = self.order(id).unwrap_or_default();
+        let o = self.order(id).await.unwrap_or_default();
         let text = |v: &Value| v.as_str().map(str::to_string);
         let timeline = o["history"]
             .as_array()
@@ -322,12 +328,15 @@ impl Demo {
         self.sim.state.advance(Duration::days(7));
         self.settle("auto-confirmation", self.status_is(&id, "completed"))
             .await?;
-        outcomes.push(self.outcome(
-            "paid → built → confirmed after 7 days",
-            &id,
-            app,
-            ("completed", None),
-        ));
+        outcomes.push(
+            self.outcome(
+                "paid → built → confirmed after 7 days",
+                &id,
+                app,
+                ("completed", None),
+            )
+            .await,
+        );
 
         // 2. Never paid: cancelled after 3 days.
         let app = "2021000000000102";
@@ -335,12 +344,15 @@ impl Demo {
         self.sim.state.advance(Duration::days(3));
         self.settle("the payment deadline", self.status_is(&id, "cancelled"))
             .await?;
-        outcomes.push(self.outcome(
-            "unpaid → cancelled at 3 days",
-            &id,
-            app,
-            ("cancelled", Some("unpaid_timeout")),
-        ));
+        outcomes.push(
+            self.outcome(
+                "unpaid → cancelled at 3 days",
+                &id,
+                app,
+                ("cancelled", Some("unpaid_timeout")),
+            )
+            .await,
+        );
 
         // 3. Paid, but the audit is rejected and nobody retries: cancelled and refunded at 30 days.
         let app = "2021000000000103";
@@ -348,8 +360,9 @@ impl Demo {
         let id = self.place(app, "199.00").await?;
         self.pay(&id).await?;
         let waiting = id.clone();
-        self.settle("the rejected audit", move |s| {
+        self.settle("the rejected audit", async move |s: &Services| {
             s.order(&waiting)
+                .await
                 .ok()
                 .flatten()
                 .and_then(|o| o.build)
@@ -360,8 +373,9 @@ impl Demo {
         for (days, warnings) in [(20, 1), (7, 2)] {
             self.sim.state.advance(Duration::days(days));
             let watched = id.clone();
-            self.settle("an implementation warning", move |s| {
+            self.settle("an implementation warning", async move |s: &Services| {
                 s.order(&watched)
+                    .await
                     .ok()
                     .flatten()
                     .and_then(|o| o.history)
@@ -380,12 +394,15 @@ impl Demo {
             self.status_is(&id, "cancelled"),
         )
         .await?;
-        outcomes.push(self.outcome(
-            "audit rejected → cancelled at 30 days",
-            &id,
-            app,
-            ("cancelled", Some("implementation_timeout")),
-        ));
+        outcomes.push(
+            self.outcome(
+                "audit rejected → cancelled at 30 days",
+                &id,
+                app,
+                ("cancelled", Some("implementation_timeout")),
+            )
+            .await,
+        );
 
         // 4. Paid, then the merchant asks for a refund during implementation.
         let app = "2021000000000104";
@@ -398,12 +415,15 @@ impl Demo {
         self.reconcile(&id).await?;
         self.settle("the refund", self.status_is(&id, "cancelled"))
             .await?;
-        outcomes.push(self.outcome(
-            "refund during implementation",
-            &id,
-            app,
-            ("cancelled", Some("merchant_refund")),
-        ));
+        outcomes.push(
+            self.outcome(
+                "refund during implementation",
+                &id,
+                app,
+                ("cancelled", Some("merchant_refund")),
+            )
+            .await,
+        );
 
         // 5. A free order; the merchant cancels our authorization: the service ends.
         let app = "2021000000000105";
@@ -413,14 +433,21 @@ impl Demo {
             .cancel_authorization(app)
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let cancelled = app.to_string();
-        self.settle("the authorization's cancellation", move |s| {
-            s.authorization(&cancelled)
-                .ok()
-                .flatten()
-                .is_some_and(|a| a.status == "cancelled")
-        })
+        self.settle(
+            "the authorization's cancellation",
+            async move |s: &Services| {
+                s.authorization(&cancelled)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|a| a.status == "cancelled")
+            },
+        )
         .await?;
-        outcomes.push(self.outcome("authorization cancelled", &id, app, ("implementing", None)));
+        outcomes.push(
+            self.outcome("authorization cancelled", &id, app, ("implementing", None))
+                .await,
+        );
         Ok(outcomes)
     }
 }

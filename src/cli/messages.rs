@@ -11,9 +11,7 @@ pub(super) fn messages_replay(
     use crate::service::support::SupportError;
     let app_id = if app_id == "-" { String::new() } else { app_id };
     with_services(&prepared, async |services| {
-        let (a, n) = (app_id.clone(), notify_id.clone());
-        let replayed = crate::service::blocking(move || services.replay_message(&a, &n)).await?;
-        match replayed {
+        match services.replay_message(&app_id, &notify_id).await {
             Ok(view) => {
                 println!("{}", serde_json::to_string_pretty(&view)?);
                 eprintln!(

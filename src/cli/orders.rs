@@ -21,16 +21,10 @@ pub(super) fn orders_list(
         )));
     }
     with_services(&prepared, async |services| {
-        let orders = crate::service::blocking(move || {
-            services.orders(
-                status
-                    .as_deref()
-                    .and_then(crate::domain::OrderStatus::parse),
-                limit,
-            )
-        })
-        .await?
-        .map_err(anyhow::Error::from)?;
+        let status = status
+            .as_deref()
+            .and_then(crate::domain::OrderStatus::parse);
+        let orders = services.orders(status, limit).await?;
         let rows: Vec<[String; 5]> = orders
             .into_iter()
             .map(|o| {
@@ -91,10 +85,7 @@ fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
 
 pub(super) fn orders_show(prepared: Prepared, order: String) -> anyhow::Result<()> {
     with_services(&prepared, async |services| {
-        let lookup = order.clone();
-        let view = crate::service::blocking(move || services.order(&lookup))
-            .await?
-            .map_err(anyhow::Error::from)?;
+        let view = services.order(&order).await?;
         match view {
             Some(view) => {
                 println!("{}", serde_json::to_string_pretty(&view)?);

@@ -34,14 +34,29 @@ pub fn run(prepared: Prepared, command: UsersCommand) -> anyhow::Result<()> {
         UsersCommand::List | UsersCommand::Disable { .. } => None,
     };
     let services = existing_database_services(&prepared)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(users_command(services, command, password))
+}
+
+async fn users_command(
+    services: crate::service::Services,
+    command: UsersCommand,
+    password: Option<String>,
+) -> anyhow::Result<()> {
     match command {
         UsersCommand::Add { name, .. } => {
             let password = password.unwrap_or_default();
-            services.add_operator(&name, &password).map_err(explain)?;
+            services
+                .add_operator(&name, &password)
+                .await
+                .map_err(explain)?;
             println!("added {name}");
         }
         UsersCommand::List => {
-            let list = services.list_operators().map_err(explain)?;
+            let list = services.list_operators().await.map_err(explain)?;
             println!("NAME\tCREATED\tDISABLED\tSESSIONS");
             for o in list {
                 println!(
@@ -56,7 +71,7 @@ pub fn run(prepared: Prepared, command: UsersCommand) -> anyhow::Result<()> {
             }
         }
         UsersCommand::Disable { name } => {
-            services.disable_operator(&name).map_err(explain)?;
+            services.disable_operator(&name).await.map_err(explain)?;
             println!("disabled {name}; their sessions have ended");
         }
     }

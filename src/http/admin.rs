@@ -2,7 +2,6 @@
 
 use super::AppState;
 use super::error::{ApiError, json_error, not_found, respond_error};
-use crate::service::blocking;
 use crate::service::views::decode_cursor;
 use crate::store::orders::{OrderKey, OrderSearch};
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
@@ -171,11 +170,9 @@ async fn messages(
             }
         },
     };
-    let services = state.services.clone();
-    match blocking(move || services.messages_in_state(filter, limit)).await {
-        Ok(Ok(list)) => HttpResponse::Ok().json(list),
-        Ok(Err(e)) => support_error(("messages", ""), e),
-        Err(e) => respond_error(e),
+    match state.services.messages_in_state(filter, limit).await {
+        Ok(list) => HttpResponse::Ok().json(list),
+        Err(e) => support_error(("messages", ""), e),
     }
 }
 
@@ -196,11 +193,9 @@ async fn replay_message(
     let (app_id, notify_id) = path.into_inner();
     let app_id = if app_id == "-" { String::new() } else { app_id };
     let shown = format!("{app_id}/{notify_id}");
-    let services = state.services.clone();
-    match blocking(move || services.replay_message(&app_id, &notify_id)).await {
-        Ok(Ok(view)) => HttpResponse::Ok().json(view),
-        Ok(Err(e)) => support_error(("message", &shown), e),
-        Err(e) => respond_error(e),
+    match state.services.replay_message(&app_id, &notify_id).await {
+        Ok(view) => HttpResponse::Ok().json(view),
+        Err(e) => support_error(("message", &shown), e),
     }
 }
 
@@ -215,11 +210,13 @@ async fn resend_merchant_order(
     }
     let (tiny_app_id, out_biz_no) = path.into_inner();
     let shown = format!("{tiny_app_id}/{out_biz_no}");
-    let services = state.services.clone();
-    match blocking(move || services.resend_merchant_order(&tiny_app_id, &out_biz_no)).await {
-        Ok(Ok(view)) => HttpResponse::Ok().json(view),
-        Ok(Err(e)) => support_error(("merchant order", &shown), e),
-        Err(e) => respond_error(e),
+    match state
+        .services
+        .resend_merchant_order(&tiny_app_id, &out_biz_no)
+        .await
+    {
+        Ok(view) => HttpResponse::Ok().json(view),
+        Err(e) => support_error(("merchant order", &shown), e),
     }
 }
 
@@ -243,10 +240,11 @@ async fn orders(
         Ok(checked) => checked,
         Err((field, message)) => return invalid_field(field, message),
     };
-    respond(&state, ("orders", ""), move |s| {
-        s.order_page(&search, after.as_ref(), limit).map(Some)
-    })
-    .await
+    let page = state
+        .services
+        .order_page(&search, after.as_ref(), limit)
+        .await;
+    respond(("orders", ""), page.map(Some))
 }
 
 fn invalid_field(field: &str, message: String) -> HttpResponse {
@@ -264,8 +262,7 @@ async fn order(
         return r;
     }
     let id = path.into_inner();
-    let lookup = id.clone();
-    respond(&state, ("order", &id), move |s| s.order(&lookup)).await
+    respond(("order", &id), state.services.order(&id).await)
 }
 
 async fn authorization(
@@ -277,27 +274,20 @@ async fn authorization(
         return r;
     }
     let id = path.into_inner();
-    let lookup = id.clone();
-    respond(&state, ("authorization", &id), move |s| {
-        s.authorization(&lookup)
-    })
-    .await
+    respond(
+        ("authorization", &id),
+        state.services.authorization(&id).await,
+    )
 }
 
-/// Runs a read model off the executor and maps it to a response; `None` is a 404 naming
-/// `what` = (kind, id).
-async fn respond<T: serde::Serialize + Send + 'static>(
-    state: &AppState,
+/// A read model's answer as a response; `None` is a 404 naming `what` = (kind, id).
+fn respond<T: serde::Serialize>(
     what: (&str, &str),
-    read: impl FnOnce(&crate::service::Services) -> Result<Option<T>, crate::service::views::ViewError>
-    + Send
-    + 'static,
+    read: Result<Option<T>, crate::service::views::ViewError>,
 ) -> HttpResponse {
-    let services = state.services.clone();
-    match blocking(move || read(&services)).await {
-        Ok(Ok(Some(view))) => HttpResponse::Ok().json(view),
-        Ok(Ok(None)) => not_found(what.0, what.1),
-        Ok(Err(e)) => respond_error(e),
+    match read {
+        Ok(Some(view)) => HttpResponse::Ok().json(view),
+        Ok(None) => not_found(what.0, what.1),
         Err(e) => respond_error(e),
     }
 }
@@ -384,6 +374,5 @@ async fn retry_build(
 
 /// The order JSON after an action on it (404 when it does not exist).
 async fn order_json(state: &AppState, id: &str) -> HttpResponse {
-    let lookup = id.to_string();
-    respond(state, ("order", id), move |s| s.order(&lookup)).await
+    respond(("order", id), state.services.order(id).await)
 }

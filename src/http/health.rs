@@ -1,5 +1,4 @@
 use super::AppState;
-use crate::service::blocking;
 use actix_web::{HttpResponse, web};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -13,21 +12,16 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let services = state.services.clone();
-    match blocking(move || services.database_ready()).await {
-        Ok(true) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
-        _ => HttpResponse::ServiceUnavailable().json(
+    match state.services.database_ready().await {
+        true => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        false => HttpResponse::ServiceUnavailable().json(
             serde_json::json!({ "error": "not_ready", "message": "the database does not answer" }),
         ),
     }
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let services = state.services.clone();
-    match blocking(move || services.metrics_text()).await {
-        Ok(body) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4")
-            .body(body),
-        Err(_) => HttpResponse::InternalServerError().finish(),
-    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.services.metrics_text().await)
 }

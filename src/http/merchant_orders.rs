@@ -4,7 +4,6 @@
 use super::AppState;
 use super::admin::bearer;
 use super::error::{json_error, not_found, respond_error};
-use crate::service::blocking;
 use crate::service::merchant_sync::{SyncError, SyncOutcome};
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use futures_util::StreamExt as _;
@@ -110,12 +109,13 @@ async fn show(
         return r;
     }
     let (tiny_app_id, out_biz_no) = path.into_inner();
-    let services = state.services.clone();
-    let (t, o) = (tiny_app_id.clone(), out_biz_no.clone());
-    match blocking(move || services.merchant_order(&t, &o)).await {
-        Ok(Ok(Some(view))) => HttpResponse::Ok().json(view),
-        Ok(Ok(None)) => not_found("merchant order", &format!("{tiny_app_id}/{out_biz_no}")),
-        Ok(Err(e)) => respond_error(e),
+    match state
+        .services
+        .merchant_order(&tiny_app_id, &out_biz_no)
+        .await
+    {
+        Ok(Some(view)) => HttpResponse::Ok().json(view),
+        Ok(None) => not_found("merchant order", &format!("{tiny_app_id}/{out_biz_no}")),
         Err(e) => respond_error(e),
     }
 }

@@ -11,7 +11,6 @@
 use super::AppState;
 use crate::alipay::form;
 use crate::domain::lifecycle::OrderEvent;
-use crate::service::blocking;
 use crate::store::messages::MessageState;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -76,11 +75,7 @@ async fn session(req: &HttpRequest, state: &AppState) -> Option<Session> {
     if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let (services, lookup) = (state.services.clone(), id.clone());
-    let operator = blocking(move || services.session_operator(&lookup))
-        .await
-        .ok()?
-        .ok()??;
+    let operator = state.services.session_operator(&id).await.ok()??;
     Some(Session {
         csrf: mac(state, &format!("csrf:{id}")),
         id,
@@ -250,19 +245,14 @@ async fn login(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
         }
         return refusal;
     }
-    let services = state.services.clone();
-    let (who, secret) = (name.clone(), password);
-    let signed_in = match blocking(move || services.sign_in(&who, &secret)).await {
-        Ok(Ok(found)) => found,
-        Ok(Err(e)) => {
+    let signed_in = match state.services.sign_in(&name, &password).await {
+        Ok(found) => found,
+        Err(e) => {
             tracing::error!(error = %e, "admin web sign-in failed");
             return login_form(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some("The database does not answer."),
             );
-        }
-        Err(_) => {
-            return login_form(StatusCode::INTERNAL_SERVER_ERROR, Some("Sign-in failed."));
         }
     };
     let Some(new) = signed_in else {
@@ -302,9 +292,7 @@ async fn logout(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) 
         Ok((session, _)) => session,
         Err(refusal) => return refusal,
     };
-    let services = state.services.clone();
-    let id = session.id.clone();
-    if !matches!(blocking(move || services.sign_out(&id)).await, Ok(Ok(()))) {
+    if state.services.sign_out(&session.id).await.is_err() {
         return unavailable("Sign out", &session);
     }
     tracing::info!(operator = %session.operator, "admin web sign-out");
@@ -386,8 +374,7 @@ async fn overview(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     let Some(session) = session(&req, &state).await else {
         return see_other("/admin/login");
     };
-    let services = state.services.clone();
-    let Ok(Ok(overview)) = blocking(move || services.overview()).await else {
+    let Ok(overview) = state.services.overview().await else {
         return unavailable("Overview", &session);
     };
     let counts: String = overview
@@ -465,8 +452,10 @@ async fn orders_page(
                 );
             }
         };
-    let services = state.services.clone();
-    let Ok(Ok(found)) = blocking(move || services.order_page(&search, after.as_ref(), limit)).await
+    let Ok(found) = state
+        .services
+        .order_page(&search, after.as_ref(), limit)
+        .await
     else {
         return unavailable("Orders", &session);
     };
@@ -574,20 +563,21 @@ async fn order_response(
     status: StatusCode,
     view: OrderPageView<'_>,
 ) -> HttpResponse {
-    let (services, lookup, calls_before) =
-        (state.services.clone(), id.to_string(), view.calls_before);
-    let found = blocking(move || {
+    let services = &state.services;
+    let found = async {
         Ok::<_, crate::service::views::ViewError>((
-            services.order(&lookup)?,
-            services.messages_about(&lookup)?,
+            services.order(id).await?,
+            services.messages_about(id).await?,
             // One more than shown tells whether an older page exists.
-            services.calls_about(&lookup, calls_before, CALLS_PER_PAGE + 1)?,
+            services
+                .calls_about(id, view.calls_before, CALLS_PER_PAGE + 1)
+                .await?,
         ))
-    })
+    }
     .await;
     let (order, messages, mut calls) = match found {
-        Ok(Ok((Some(order), messages, calls))) => (order, messages, calls),
-        Ok(Ok((None, _, _))) => {
+        Ok((Some(order), messages, calls)) => (order, messages, calls),
+        Ok((None, _, _)) => {
             return page(
                 StatusCode::NOT_FOUND,
                 "No such order",
@@ -838,8 +828,7 @@ async fn authorizations_page(req: HttpRequest, state: web::Data<AppState>) -> Ht
     let Some(session) = session(&req, &state).await else {
         return see_other("/admin/login");
     };
-    let services = state.services.clone();
-    let Ok(Ok(list)) = blocking(move || services.authorization_list()).await else {
+    let Ok(list) = state.services.authorization_list().await else {
         return unavailable("Authorizations", &session);
     };
     let rows: String = list
@@ -889,15 +878,19 @@ async fn messages_response(
     status: StatusCode,
     outcome: Option<(bool, String)>,
 ) -> HttpResponse {
-    let services = state.services.clone();
-    let found = blocking(move || {
+    let services = &state.services;
+    let found = async {
         Ok::<_, crate::service::support::SupportError>((
-            services.messages_in_state(Some(MessageState::Quarantined), 200)?,
-            services.messages_in_state(Some(MessageState::Failed), 200)?,
+            services
+                .messages_in_state(Some(MessageState::Quarantined), 200)
+                .await?,
+            services
+                .messages_in_state(Some(MessageState::Failed), 200)
+                .await?,
         ))
-    })
+    }
     .await;
-    let Ok(Ok((quarantined, failed))) = found else {
+    let Ok((quarantined, failed)) = found else {
         return unavailable("Messages", session);
     };
     let rows = |list: &[crate::service::views::MessageView]| -> String {
@@ -944,25 +937,20 @@ async fn replay(
     };
     let (app_id, notify_id) = path.into_inner();
     let app_id = if app_id == "-" { String::new() } else { app_id };
-    let (services, shown) = (state.services.clone(), notify_id.clone());
-    let (status, outcome) =
-        match blocking(move || services.replay_message(&app_id, &notify_id)).await {
-            Ok(Ok(view)) => (
-                StatusCode::OK,
-                (
-                    true,
-                    format!("Message {shown} is queued again (now {}).", view.state),
-                ),
+    let shown = notify_id.clone();
+    let (status, outcome) = match state.services.replay_message(&app_id, &notify_id).await {
+        Ok(view) => (
+            StatusCode::OK,
+            (
+                true,
+                format!("Message {shown} is queued again (now {}).", view.state),
             ),
-            Ok(Err(e)) => (
-                StatusCode::CONFLICT,
-                (false, format!("Message {shown} was not replayed: {e}")),
-            ),
-            Err(e) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                (false, format!("Message {shown} was not replayed: {e}")),
-            ),
-        };
+        ),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            (false, format!("Message {shown} was not replayed: {e}")),
+        ),
+    };
     messages_response(&state, &session, status, Some(outcome)).await
 }
 
@@ -979,8 +967,7 @@ async fn deliveries_response(
     status: StatusCode,
     outcome: Option<(bool, String)>,
 ) -> HttpResponse {
-    let services = state.services.clone();
-    let Ok(Ok(list)) = blocking(move || services.failed_deliveries()).await else {
+    let Ok(list) = state.services.failed_deliveries().await else {
         return unavailable("Deliveries", session);
     };
     let rows: String = list
@@ -1022,27 +1009,21 @@ async fn resend(
     };
     let (tiny, out) = path.into_inner();
     let shown = format!("{tiny}/{out}");
-    let services = state.services.clone();
-    let (status, outcome) =
-        match blocking(move || services.resend_merchant_order(&tiny, &out)).await {
-            Ok(Ok(view)) => (
-                StatusCode::OK,
-                (
-                    true,
-                    format!(
-                        "Order {shown} is queued for delivery (now {}).",
-                        view.delivery
-                    ),
+    let (status, outcome) = match state.services.resend_merchant_order(&tiny, &out).await {
+        Ok(view) => (
+            StatusCode::OK,
+            (
+                true,
+                format!(
+                    "Order {shown} is queued for delivery (now {}).",
+                    view.delivery
                 ),
             ),
-            Ok(Err(e)) => (
-                StatusCode::CONFLICT,
-                (false, format!("Order {shown} was not resent: {e}")),
-            ),
-            Err(e) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                (false, format!("Order {shown} was not resent: {e}")),
-            ),
-        };
+        ),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            (false, format!("Order {shown} was not resent: {e}")),
+        ),
+    };
     deliveries_response(&state, &session, status, Some(outcome)).await
 }

@@ -2,8 +2,7 @@
 //! ingest after each new commit; otherwise it looks for due retries every `poll`.
 
 use super::runner::WorkQueue;
-use crate::service::{Services, blocking};
-use anyhow::Context;
+use crate::service::Services;
 
 pub struct Inbox(pub Services);
 
@@ -15,10 +14,6 @@ impl WorkQueue for Inbox {
     }
 
     async fn pass(&self) -> anyhow::Result<usize> {
-        let services = self.0.clone();
-        let pass = blocking(move || services.apply_due())
-            .await
-            .context("apply pass panicked")??;
-        Ok(pass.seen)
+        Ok(self.0.apply_due().await?.seen)
     }
 }

@@ -92,99 +92,102 @@ pub struct ApplyPass {
 }
 
 impl Services {
-    /// Applies what is due. Blocking: run it with `service::blocking`.
+    /// Applies what is due.
     ///
     /// One pass is one transaction (one commit for the whole batch), and each message inside it
     /// is its own savepoint: a message that fails rolls back alone and is recorded for a retry,
     /// while the others commit.
-    pub fn apply_due(&self) -> Result<ApplyPass, StoreError> {
-        let now = self.clock.now();
-        let mut conn = self.pool.get()?;
-        let lease = now + chrono::Duration::seconds(APPLY_LEASE_SECONDS);
-        let due = {
-            let _writer = self.pool.write_guard();
-            messages::claim_due(
-                &mut conn,
-                to_db_time(now),
-                to_db_time(lease),
-                self.apply.batch,
-            )?
-        };
-        if due.is_empty() {
-            return Ok(ApplyPass::default());
-        }
-        // SQLite has one writer, shared with the gateway's inbox: commit in small chunks so that
-        // ingest is never held up behind a long apply transaction.
-        let chunk = match self.pool.backend() {
-            crate::store::Backend::Sqlite => 32,
-            crate::store::Backend::Postgres => due.len(),
-        };
-        let mut outcomes = Vec::with_capacity(due.len());
-        for part in due.chunks(chunk.max(1)) {
-            let _writer = self.pool.write_guard();
-            let committed = conn.transaction::<_, diesel::result::Error, _>(|conn| {
-                let mut outcomes = Vec::with_capacity(part.len());
-                for pending in part {
-                    let outcome = self.apply_one(conn, pending, now);
-                    if let Err(error) = &outcome {
-                        let (attempts, next, give_up) =
-                            match self.apply.retry().after_failure(pending.attempts) {
-                                // A message that can never apply is set aside at once.
-                                AfterFailure::Retry { attempts, .. }
-                                    if matches!(error, ApplyError::Permanent(_)) =>
-                                {
-                                    (attempts, now, true)
-                                }
-                                AfterFailure::Retry { wait, attempts } => {
-                                    (attempts, now + wait, false)
-                                }
-                                AfterFailure::GiveUp { attempts } => (attempts, now, true),
-                            };
-                        messages::record_failure(
-                            conn,
-                            pending.id,
-                            attempts,
-                            to_db_time(next),
-                            &error.to_string(),
-                            give_up,
-                        )?;
+    pub async fn apply_due(&self) -> Result<ApplyPass, StoreError> {
+        self.off_executor(move |s| {
+            let now = s.clock.now();
+            let mut conn = s.pool.get()?;
+            let lease = now + chrono::Duration::seconds(APPLY_LEASE_SECONDS);
+            let due = {
+                let _writer = s.pool.write_guard();
+                messages::claim_due(
+                    &mut conn,
+                    to_db_time(now),
+                    to_db_time(lease),
+                    s.apply.batch,
+                )?
+            };
+            if due.is_empty() {
+                return Ok(ApplyPass::default());
+            }
+            // SQLite has one writer, shared with the gateway's inbox: commit in small chunks so that
+            // ingest is never held up behind a long apply transaction.
+            let chunk = match s.pool.backend() {
+                crate::store::Backend::Sqlite => 32,
+                crate::store::Backend::Postgres => due.len(),
+            };
+            let mut outcomes = Vec::with_capacity(due.len());
+            for part in due.chunks(chunk.max(1)) {
+                let _writer = s.pool.write_guard();
+                let committed = conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                    let mut outcomes = Vec::with_capacity(part.len());
+                    for pending in part {
+                        let outcome = s.apply_one(conn, pending, now);
+                        if let Err(error) = &outcome {
+                            let (attempts, next, give_up) =
+                                match s.apply.retry().after_failure(pending.attempts) {
+                                    // A message that can never apply is set aside at once.
+                                    AfterFailure::Retry { attempts, .. }
+                                        if matches!(error, ApplyError::Permanent(_)) =>
+                                    {
+                                        (attempts, now, true)
+                                    }
+                                    AfterFailure::Retry { wait, attempts } => {
+                                        (attempts, now + wait, false)
+                                    }
+                                    AfterFailure::GiveUp { attempts } => (attempts, now, true),
+                                };
+                            messages::record_failure(
+                                conn,
+                                pending.id,
+                                attempts,
+                                to_db_time(next),
+                                &error.to_string(),
+                                give_up,
+                            )?;
+                        }
+                        outcomes.push(outcome);
                     }
-                    outcomes.push(outcome);
-                }
-                Ok(outcomes)
-            })?;
-            outcomes.extend(committed);
-        }
-        // Counted and logged only once committed.
-        let mut pass = ApplyPass {
-            seen: due.len(),
-            ..ApplyPass::default()
-        };
-        for (pending, outcome) in due.iter().zip(outcomes) {
-            match outcome {
-                Ok(Applied::Done) => {
-                    pass.applied += 1;
-                    self.metrics.applied.fetch_add(1, Relaxed);
-                    let lag = (now.naive_utc() - pending.received_at)
-                        .num_milliseconds()
-                        .max(0) as u64;
-                    self.metrics.apply_lag_ms_sum.fetch_add(lag, Relaxed);
-                }
-                Ok(Applied::Quarantined(reason)) => {
-                    pass.quarantined += 1;
-                    self.metrics.quarantined.fetch_add(1, Relaxed);
-                    tracing::warn!(notify_id = %pending.notify_id, kind = %pending.kind, %reason, "message quarantined");
-                }
-                Ok(Applied::AlreadyHandled) => {}
-                Err(error) => {
-                    pass.failed += 1;
-                    self.metrics.apply_failures.fetch_add(1, Relaxed);
-                    tracing::warn!(notify_id = %pending.notify_id, kind = %pending.kind, attempts = pending.attempts + 1,
-                        %error, "message not applied; retried later unless set aside as failed");
+                    Ok(outcomes)
+                })?;
+                outcomes.extend(committed);
+            }
+            // Counted and logged only once committed.
+            let mut pass = ApplyPass {
+                seen: due.len(),
+                ..ApplyPass::default()
+            };
+            for (pending, outcome) in due.iter().zip(outcomes) {
+                match outcome {
+                    Ok(Applied::Done) => {
+                        pass.applied += 1;
+                        s.metrics.applied.fetch_add(1, Relaxed);
+                        let lag = (now.naive_utc() - pending.received_at)
+                            .num_milliseconds()
+                            .max(0) as u64;
+                        s.metrics.apply_lag_ms_sum.fetch_add(lag, Relaxed);
+                    }
+                    Ok(Applied::Quarantined(reason)) => {
+                        pass.quarantined += 1;
+                        s.metrics.quarantined.fetch_add(1, Relaxed);
+                        tracing::warn!(notify_id = %pending.notify_id, kind = %pending.kind, %reason, "message quarantined");
+                    }
+                    Ok(Applied::AlreadyHandled) => {}
+                    Err(error) => {
+                        pass.failed += 1;
+                        s.metrics.apply_failures.fetch_add(1, Relaxed);
+                        tracing::warn!(notify_id = %pending.notify_id, kind = %pending.kind, attempts = pending.attempts + 1,
+                            %error, "message not applied; retried later unless set aside as failed");
+                    }
                 }
             }
-        }
-        Ok(pass)
+            Ok(pass)
+        })
+        .await
     }
 
     fn apply_one(

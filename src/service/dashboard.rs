@@ -28,44 +28,61 @@ impl Services {
         self.pool.get().map_err(|e| ViewError::Store(e.into()))
     }
 
-    pub fn overview(&self) -> Result<Overview, ViewError> {
-        let mut conn = self.dashboard_conn()?;
-        Ok(Overview {
-            counts: dashboard::status_counts(&mut conn)?,
-            at_risk: dashboard::deadlines_at_risk(&mut conn, 50)?
-                .into_iter()
-                .map(|(id, kind, due, status)| (id, kind, from_db_time(due), status))
-                .collect(),
+    pub async fn overview(&self) -> Result<Overview, ViewError> {
+        self.off_executor(move |s| {
+            let mut conn = s.dashboard_conn()?;
+            Ok(Overview {
+                counts: dashboard::status_counts(&mut conn)?,
+                at_risk: dashboard::deadlines_at_risk(&mut conn, 50)?
+                    .into_iter()
+                    .map(|(id, kind, due, status)| (id, kind, from_db_time(due), status))
+                    .collect(),
+            })
         })
+        .await
     }
 
-    pub fn messages_about(&self, commodity_order_id: &str) -> Result<Vec<MessageAbout>, ViewError> {
-        let mut conn = self.dashboard_conn()?;
-        Ok(
-            dashboard::messages_about(&mut conn, commodity_order_id, 100)?
-                .into_iter()
-                .map(
-                    |(app_id, notify_id, kind, state, received_at, params)| MessageAbout {
-                        app_id,
-                        notify_id,
-                        kind,
-                        state,
-                        received_at: from_db_time(received_at),
-                        params,
-                    },
-                )
-                .collect(),
-        )
+    pub async fn messages_about(
+        &self,
+        commodity_order_id: &str,
+    ) -> Result<Vec<MessageAbout>, ViewError> {
+        let commodity_order_id = commodity_order_id.to_owned();
+        self.off_executor(move |s| {
+            let commodity_order_id = commodity_order_id.as_str();
+            let mut conn = s.dashboard_conn()?;
+            Ok(
+                dashboard::messages_about(&mut conn, commodity_order_id, 100)?
+                    .into_iter()
+                    .map(
+                        |(app_id, notify_id, kind, state, received_at, params)| MessageAbout {
+                            app_id,
+                            notify_id,
+                            kind,
+                            state,
+                            received_at: from_db_time(received_at),
+                            params,
+                        },
+                    )
+                    .collect(),
+            )
+        })
+        .await
     }
 
-    pub fn authorization_list(&self) -> Result<Vec<AuthorizationRow>, ViewError> {
-        let mut conn = self.dashboard_conn()?;
-        Ok(dashboard::authorizations(&mut conn, 200)?)
+    pub async fn authorization_list(&self) -> Result<Vec<AuthorizationRow>, ViewError> {
+        self.off_executor(move |s| {
+            let mut conn = s.dashboard_conn()?;
+            Ok(dashboard::authorizations(&mut conn, 200)?)
+        })
+        .await
     }
 
-    pub fn failed_deliveries(&self) -> Result<Vec<MerchantOrderRow>, ViewError> {
-        let mut conn = self.dashboard_conn()?;
-        Ok(dashboard::failed_deliveries(&mut conn, 200)?)
+    pub async fn failed_deliveries(&self) -> Result<Vec<MerchantOrderRow>, ViewError> {
+        self.off_executor(move |s| {
+            let mut conn = s.dashboard_conn()?;
+            Ok(dashboard::failed_deliveries(&mut conn, 200)?)
+        })
+        .await
     }
 }
 
@@ -80,23 +97,28 @@ pub struct CallAbout {
 impl Services {
     /// The outbound Alipay calls made about an order, newest first, older than call `before`
     /// when given (the next page).
-    pub fn calls_about(
+    pub async fn calls_about(
         &self,
         commodity_order_id: &str,
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<CallAbout>, ViewError> {
-        let mut conn = self.dashboard_conn()?;
-        Ok(
-            dashboard::calls_about(&mut conn, commodity_order_id, before, limit)?
-                .into_iter()
-                .map(|(id, at, method, result)| CallAbout {
-                    id,
-                    at: from_db_time(at),
-                    method,
-                    result,
-                })
-                .collect(),
-        )
+        let commodity_order_id = commodity_order_id.to_owned();
+        self.off_executor(move |s| {
+            let commodity_order_id = commodity_order_id.as_str();
+            let mut conn = s.dashboard_conn()?;
+            Ok(
+                dashboard::calls_about(&mut conn, commodity_order_id, before, limit)?
+                    .into_iter()
+                    .map(|(id, at, method, result)| CallAbout {
+                        id,
+                        at: from_db_time(at),
+                        method,
+                        result,
+                    })
+                    .collect(),
+            )
+        })
+        .await
     }
 }

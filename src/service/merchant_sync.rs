@@ -178,25 +178,33 @@ impl Services {
         Ok(outcome)
     }
 
-    pub fn merchant_order(
+    pub async fn merchant_order(
         &self,
         tiny_app_id: &str,
         out_biz_no: &str,
     ) -> Result<Option<MerchantOrderView>, SyncError> {
-        let mut conn = self.pool.get().map_err(StoreError::from)?;
-        Ok(
-            store::find(&mut conn, tiny_app_id, out_biz_no)?.map(|row| MerchantOrderView {
-                tiny_app_id: row.tiny_app_id,
-                out_biz_no: row.out_biz_no,
-                status: row.status,
-                order_modified_time: row.order_modified_time.format(MODIFIED_FORMAT).to_string(),
-                delivery: row.delivery.as_str().into(),
-                alipay_order_id: row.alipay_order_id,
-                record_id: row.record_id,
-                sub_code: row.sub_code,
-                last_error: row.last_error,
-            }),
-        )
+        let (tiny_app_id, out_biz_no) = (tiny_app_id.to_owned(), out_biz_no.to_owned());
+        self.off_executor(move |s| {
+            let (tiny_app_id, out_biz_no) = (tiny_app_id.as_str(), out_biz_no.as_str());
+            let mut conn = s.pool.get().map_err(StoreError::from)?;
+            Ok(
+                store::find(&mut conn, tiny_app_id, out_biz_no)?.map(|row| MerchantOrderView {
+                    tiny_app_id: row.tiny_app_id,
+                    out_biz_no: row.out_biz_no,
+                    status: row.status,
+                    order_modified_time: row
+                        .order_modified_time
+                        .format(MODIFIED_FORMAT)
+                        .to_string(),
+                    delivery: row.delivery.as_str().into(),
+                    alipay_order_id: row.alipay_order_id,
+                    record_id: row.record_id,
+                    sub_code: row.sub_code,
+                    last_error: row.last_error,
+                }),
+            )
+        })
+        .await
     }
 }
 

@@ -131,49 +131,52 @@ impl AlipayApi for MeteredAlipay {
 
 impl super::Services {
     /// `/metrics`: the counters, the Alipay call histogram, and backlog gauges counted now
-    /// (blocking; without a database the gauges are left out, the counters still answer).
-    pub fn metrics_text(&self) -> String {
-        let mut body = self.metrics.render();
-        let now = crate::store::to_db_time(self.clock.now());
-        let backlog = self
-            .pool
-            .get()
-            .ok()
-            .and_then(|mut conn| crate::store::gauges::backlog(&mut conn, now).ok());
-        if let Some(b) = backlog {
-            let lag = b
-                .inbox_oldest
-                .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0)
-                .unwrap_or(0.0);
-            body.push_str(&Metrics::render_gauges(&[
-                (
-                    "isv_inbox_pending",
-                    "Gateway messages stored and not applied yet.",
-                    b.inbox_pending as f64,
-                ),
-                (
-                    "isv_inbox_apply_lag_seconds",
-                    "Age of the oldest message waiting to be applied.",
-                    lag,
-                ),
-                (
-                    "isv_deadlines_due",
-                    "Deadline, warning and query rows due and not fired.",
-                    b.deadlines_due as f64,
-                ),
-                (
-                    "isv_outbox_merchant_syncs",
-                    "Merchant-order syncs waiting for delivery.",
-                    b.outbox_merchant_syncs as f64,
-                ),
-                (
-                    "isv_outbox_builds",
-                    "Template builds between upload and online.",
-                    b.outbox_builds as f64,
-                ),
-            ]));
-        }
-        body
+    /// (without a database the gauges are left out, the counters still answer).
+    pub async fn metrics_text(&self) -> String {
+        self.off_executor(move |s| {
+            let mut body = s.metrics.render();
+            let now = crate::store::to_db_time(s.clock.now());
+            let backlog = s
+                .pool
+                .get()
+                .ok()
+                .and_then(|mut conn| crate::store::gauges::backlog(&mut conn, now).ok());
+            if let Some(b) = backlog {
+                let lag = b
+                    .inbox_oldest
+                    .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0)
+                    .unwrap_or(0.0);
+                body.push_str(&Metrics::render_gauges(&[
+                    (
+                        "isv_inbox_pending",
+                        "Gateway messages stored and not applied yet.",
+                        b.inbox_pending as f64,
+                    ),
+                    (
+                        "isv_inbox_apply_lag_seconds",
+                        "Age of the oldest message waiting to be applied.",
+                        lag,
+                    ),
+                    (
+                        "isv_deadlines_due",
+                        "Deadline, warning and query rows due and not fired.",
+                        b.deadlines_due as f64,
+                    ),
+                    (
+                        "isv_outbox_merchant_syncs",
+                        "Merchant-order syncs waiting for delivery.",
+                        b.outbox_merchant_syncs as f64,
+                    ),
+                    (
+                        "isv_outbox_builds",
+                        "Template builds between upload and online.",
+                        b.outbox_builds as f64,
+                    ),
+                ]));
+            }
+            body
+        })
+        .await
     }
 }
 

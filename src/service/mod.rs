@@ -54,7 +54,7 @@ pub struct Services {
 }
 
 /// Runs blocking database work off the async executor.
-pub async fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, tokio::task::JoinError> {
     tokio::task::spawn_blocking(f).await
@@ -117,6 +117,22 @@ where
 }
 
 impl Services {
+    /// Runs a use case's blocking body (diesel, Argon2) on the blocking pool with a handle on
+    /// these services, so that every use case is async and no caller needs to know which of
+    /// them block. A panic in the body is resumed here, as if the body had run inline.
+    pub(crate) async fn off_executor<T: Send + 'static>(
+        &self,
+        body: impl FnOnce(&Services) -> T + Send + 'static,
+    ) -> T {
+        let services = self.clone();
+        match tokio::task::spawn_blocking(move || body(&services)).await {
+            Ok(value) => value,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Blocking tasks are never aborted; only a runtime shutting down cancels them.
+            Err(e) => panic!("use case cancelled by the runtime shutting down: {e}"),
+        }
+    }
+
     /// [`on_store`] on this service's pool: every use case's reads.
     pub async fn db<T, E>(
         &self,

@@ -104,89 +104,123 @@ impl Services {
     }
 
     /// `users add`: a new operator with an Argon2id hash of `password`.
-    pub fn add_operator(&self, name: &str, password: &str) -> Result<(), OperatorError> {
-        check_name(name)?;
-        if password.chars().count() < MIN_PASSWORD_CHARS {
-            return Err(OperatorError::WeakPassword);
-        }
-        let hash = hash_password(password)?;
-        let mut conn = self.operators_conn()?;
-        if operators::insert(&mut conn, name, &hash, to_db_time(self.clock.now()))? {
-            Ok(())
-        } else {
-            Err(OperatorError::Exists(name.to_string()))
-        }
+    pub async fn add_operator(&self, name: &str, password: &str) -> Result<(), OperatorError> {
+        let (name, password) = (name.to_owned(), password.to_owned());
+        self.off_executor(move |s| {
+            let (name, password) = (name.as_str(), password.as_str());
+            check_name(name)?;
+            if password.chars().count() < MIN_PASSWORD_CHARS {
+                return Err(OperatorError::WeakPassword);
+            }
+            let hash = hash_password(password)?;
+            let mut conn = s.operators_conn()?;
+            if operators::insert(&mut conn, name, &hash, to_db_time(s.clock.now()))? {
+                Ok(())
+            } else {
+                Err(OperatorError::Exists(name.to_string()))
+            }
+        })
+        .await
     }
 
-    pub fn list_operators(&self) -> Result<Vec<OperatorSummary>, OperatorError> {
-        let mut conn = self.operators_conn()?;
-        Ok(operators::list(&mut conn, to_db_time(self.clock.now()))?
-            .into_iter()
-            .map(|(o, live_sessions)| OperatorSummary {
-                name: o.name,
-                created_at: from_db_time(o.created_at),
-                disabled_at: o.disabled_at.map(from_db_time),
-                live_sessions,
-            })
-            .collect())
+    pub async fn list_operators(&self) -> Result<Vec<OperatorSummary>, OperatorError> {
+        self.off_executor(move |s| {
+            let mut conn = s.operators_conn()?;
+            Ok(operators::list(&mut conn, to_db_time(s.clock.now()))?
+                .into_iter()
+                .map(|(o, live_sessions)| OperatorSummary {
+                    name: o.name,
+                    created_at: from_db_time(o.created_at),
+                    disabled_at: o.disabled_at.map(from_db_time),
+                    live_sessions,
+                })
+                .collect())
+        })
+        .await
     }
 
     /// `users disable`: no more sign-ins, and every session of theirs ends now.
-    pub fn disable_operator(&self, name: &str) -> Result<(), OperatorError> {
-        let mut conn = self.operators_conn()?;
-        if operators::disable(&mut conn, name, to_db_time(self.clock.now()))? {
-            Ok(())
-        } else {
-            Err(OperatorError::NotFound(name.to_string()))
-        }
+    pub async fn disable_operator(&self, name: &str) -> Result<(), OperatorError> {
+        let name = name.to_owned();
+        self.off_executor(move |s| {
+            let name = name.as_str();
+            let mut conn = s.operators_conn()?;
+            if operators::disable(&mut conn, name, to_db_time(s.clock.now()))? {
+                Ok(())
+            } else {
+                Err(OperatorError::NotFound(name.to_string()))
+            }
+        })
+        .await
     }
 
     /// Checks a name and password; a new session when they match an enabled operator, `None`
     /// otherwise (which of the two was wrong is not told).
-    pub fn sign_in(&self, name: &str, password: &str) -> Result<Option<NewSession>, OperatorError> {
-        let mut conn = self.operators_conn()?;
-        let found = match check_name(name) {
-            Ok(()) => operators::find(&mut conn, name)?,
-            Err(_) => None,
-        };
-        let matches = match &found {
-            Some(op) => verify_password(password, &op.password_hash) && op.disabled_at.is_none(),
-            None => {
-                verify_password(password, decoy_hash());
-                false
+    pub async fn sign_in(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<Option<NewSession>, OperatorError> {
+        let (name, password) = (name.to_owned(), password.to_owned());
+        self.off_executor(move |s| {
+            let (name, password) = (name.as_str(), password.as_str());
+            let mut conn = s.operators_conn()?;
+            let found = match check_name(name) {
+                Ok(()) => operators::find(&mut conn, name)?,
+                Err(_) => None,
+            };
+            let matches = match &found {
+                Some(op) => {
+                    verify_password(password, &op.password_hash) && op.disabled_at.is_none()
+                }
+                None => {
+                    verify_password(password, decoy_hash());
+                    false
+                }
+            };
+            if !matches {
+                return Ok(None);
             }
-        };
-        if !matches {
-            return Ok(None);
-        }
-        let id: String = (0..32)
-            .map(|_| format!("{:02x}", rand::random::<u8>()))
-            .collect();
-        let now = self.clock.now();
-        let expires_at = now + Duration::hours(SESSION_HOURS);
-        operators::insert_session(
-            &mut conn,
-            &session_hash(&id),
-            name,
-            to_db_time(now),
-            to_db_time(expires_at),
-        )?;
-        Ok(Some(NewSession { id, expires_at }))
+            let id: String = (0..32)
+                .map(|_| format!("{:02x}", rand::random::<u8>()))
+                .collect();
+            let now = s.clock.now();
+            let expires_at = now + Duration::hours(SESSION_HOURS);
+            operators::insert_session(
+                &mut conn,
+                &session_hash(&id),
+                name,
+                to_db_time(now),
+                to_db_time(expires_at),
+            )?;
+            Ok(Some(NewSession { id, expires_at }))
+        })
+        .await
     }
 
     /// The operator signed in with session `id`, while it lasts and they are enabled.
-    pub fn session_operator(&self, id: &str) -> Result<Option<String>, OperatorError> {
-        let mut conn = self.operators_conn()?;
-        Ok(operators::session_operator(
-            &mut conn,
-            &session_hash(id),
-            to_db_time(self.clock.now()),
-        )?)
+    pub async fn session_operator(&self, id: &str) -> Result<Option<String>, OperatorError> {
+        let id = id.to_owned();
+        self.off_executor(move |s| {
+            let id = id.as_str();
+            let mut conn = s.operators_conn()?;
+            Ok(operators::session_operator(
+                &mut conn,
+                &session_hash(id),
+                to_db_time(s.clock.now()),
+            )?)
+        })
+        .await
     }
 
     /// Sign-out: the session ends on the server, whatever the browser keeps.
-    pub fn sign_out(&self, id: &str) -> Result<(), OperatorError> {
-        let mut conn = self.operators_conn()?;
-        Ok(operators::delete_session(&mut conn, &session_hash(id))?)
+    pub async fn sign_out(&self, id: &str) -> Result<(), OperatorError> {
+        let id = id.to_owned();
+        self.off_executor(move |s| {
+            let id = id.as_str();
+            let mut conn = s.operators_conn()?;
+            Ok(operators::delete_session(&mut conn, &session_hash(id))?)
+        })
+        .await
     }
 }

@@ -70,131 +70,149 @@ impl Services {
         self.pool.get().map_err(|e| SupportError::Store(e.into()))
     }
 
-    /// Stored messages, newest first, only those in `state` when given. Blocking.
-    pub fn messages_in_state(
+    /// Stored messages, newest first, only those in `state` when given.
+    pub async fn messages_in_state(
         &self,
         state: Option<MessageState>,
         limit: i64,
     ) -> Result<Vec<MessageView>, SupportError> {
-        let mut conn = self.support_conn()?;
-        Ok(messages::recent_in_state(&mut conn, state, limit)?
-            .into_iter()
-            .map(message_view)
-            .collect())
+        self.off_executor(move |s| {
+            let mut conn = s.support_conn()?;
+            Ok(messages::recent_in_state(&mut conn, state, limit)?
+                .into_iter()
+                .map(message_view)
+                .collect())
+        })
+        .await
     }
 
-    /// One stored message (`app_id` empty for order notifications, which carry none). Blocking.
-    pub fn message(
+    /// One stored message (`app_id` empty for order notifications, which carry none).
+    pub async fn message(
         &self,
         app_id: &str,
         notify_id: &str,
     ) -> Result<Option<MessageView>, SupportError> {
-        let mut conn = self.support_conn()?;
-        Ok(messages::find(&mut conn, app_id, notify_id)?.map(message_view))
+        let (app_id, notify_id) = (app_id.to_owned(), notify_id.to_owned());
+        self.off_executor(move |s| {
+            let (app_id, notify_id) = (app_id.as_str(), notify_id.as_str());
+            let mut conn = s.support_conn()?;
+            Ok(messages::find(&mut conn, app_id, notify_id)?.map(message_view))
+        })
+        .await
     }
 
     /// Moves a `failed` or `quarantined` message back to `received` (attempts 0, due now) and
     /// wakes the apply worker. Exactly-once still holds: the apply moves it out of `received`
-    /// with a guarded update in the same transaction as its effects. Blocking.
-    pub fn replay_message(
+    /// with a guarded update in the same transaction as its effects.
+    pub async fn replay_message(
         &self,
         app_id: &str,
         notify_id: &str,
     ) -> Result<MessageView, SupportError> {
-        let now = to_db_time(self.clock.now());
-        let mut conn = self.support_conn()?;
-        let stored = messages::find(&mut conn, app_id, notify_id)?.ok_or(SupportError::NotFound)?;
-        if !REPLAYABLE.contains(&stored.state) {
-            return Err(SupportError::Conflict(format!(
-                "message {notify_id:?} is {}; only {} messages can be replayed",
-                stored.state,
-                REPLAYABLE
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            )));
-        }
-        // Not addressed to our app (another app id, or none at all): never applied.
-        if self.apps.get(&stored.app_id).is_none() {
-            return Err(SupportError::Conflict(format!(
-                "message {notify_id:?} is for app_id {:?}, not ours: it is never applied",
-                stored.app_id
-            )));
-        }
-        let moved = {
-            let _writer = self.pool.write_guard();
-            messages::requeue(&mut conn, stored.id, REPLAYABLE, now)?
-        };
-        if !moved {
-            return Err(SupportError::Conflict(format!(
-                "message {notify_id:?} changed state concurrently; look again"
-            )));
-        }
-        tracing::info!(%app_id, %notify_id, from = %stored.state, "message replayed by support");
-        self.apply_wakeup.notify_one();
-        messages::find(&mut conn, app_id, notify_id)?
-            .map(message_view)
-            .ok_or(SupportError::NotFound)
+        let (app_id, notify_id) = (app_id.to_owned(), notify_id.to_owned());
+        self.off_executor(move |s| {
+            let (app_id, notify_id) = (app_id.as_str(), notify_id.as_str());
+            let now = to_db_time(s.clock.now());
+            let mut conn = s.support_conn()?;
+            let stored = messages::find(&mut conn, app_id, notify_id)?.ok_or(SupportError::NotFound)?;
+            if !REPLAYABLE.contains(&stored.state) {
+                return Err(SupportError::Conflict(format!(
+                    "message {notify_id:?} is {}; only {} messages can be replayed",
+                    stored.state,
+                    REPLAYABLE
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                )));
+            }
+            // Not addressed to our app (another app id, or none at all): never applied.
+            if s.apps.get(&stored.app_id).is_none() {
+                return Err(SupportError::Conflict(format!(
+                    "message {notify_id:?} is for app_id {:?}, not ours: it is never applied",
+                    stored.app_id
+                )));
+            }
+            let moved = {
+                let _writer = s.pool.write_guard();
+                messages::requeue(&mut conn, stored.id, REPLAYABLE, now)?
+            };
+            if !moved {
+                return Err(SupportError::Conflict(format!(
+                    "message {notify_id:?} changed state concurrently; look again"
+                )));
+            }
+            tracing::info!(%app_id, %notify_id, from = %stored.state, "message replayed by support");
+            s.apply_wakeup.notify_one();
+            messages::find(&mut conn, app_id, notify_id)?
+                .map(message_view)
+                .ok_or(SupportError::NotFound)
+        })
+        .await
     }
 
     /// Queues the order's newest sync again when its delivery failed (state `queued`, attempts
-    /// 0, due now; the order's delivery back to `queued`) and wakes the delivery job. Blocking.
-    pub fn resend_merchant_order(
+    /// 0, due now; the order's delivery back to `queued`) and wakes the delivery job.
+    pub async fn resend_merchant_order(
         &self,
         tiny_app_id: &str,
         out_biz_no: &str,
     ) -> Result<MerchantOrderView, SupportError> {
-        let now = to_db_time(self.clock.now());
-        let mut conn = self.support_conn()?;
-        let order = mo::find(&mut conn, tiny_app_id, out_biz_no)?.ok_or(SupportError::NotFound)?;
-        let newest = mo::latest_sync(&mut conn, tiny_app_id, out_biz_no)?;
-        let sync = match newest {
-            Some(sync)
-                if order.delivery == mo::Delivery::Failed
-                    && sync.state == mo::SyncState::Failed
-                    && sync.order_modified_time == order.order_modified_time =>
-            {
-                sync
-            }
-            _ => {
+        let (tiny_app_id, out_biz_no) = (tiny_app_id.to_owned(), out_biz_no.to_owned());
+        self.off_executor(move |s| {
+            let (tiny_app_id, out_biz_no) = (tiny_app_id.as_str(), out_biz_no.as_str());
+            let now = to_db_time(s.clock.now());
+            let mut conn = s.support_conn()?;
+            let order = mo::find(&mut conn, tiny_app_id, out_biz_no)?.ok_or(SupportError::NotFound)?;
+            let newest = mo::latest_sync(&mut conn, tiny_app_id, out_biz_no)?;
+            let sync = match newest {
+                Some(sync)
+                    if order.delivery == mo::Delivery::Failed
+                        && sync.state == mo::SyncState::Failed
+                        && sync.order_modified_time == order.order_modified_time =>
+                {
+                    sync
+                }
+                _ => {
+                    return Err(SupportError::Conflict(format!(
+                        "merchant order {tiny_app_id}/{out_biz_no}: delivery is {}; only a failed delivery can be resent",
+                        order.delivery.as_str()
+                    )));
+                }
+            };
+            let queued = {
+                let _writer = s.pool.write_guard();
+                use diesel::Connection as _;
+                conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                    if !mo::requeue_failed_sync(conn, sync.id, now)? {
+                        return Ok(false);
+                    }
+                    mo::set_delivery(
+                        conn,
+                        tiny_app_id,
+                        out_biz_no,
+                        sync.order_modified_time,
+                        mo::Delivery::Queued,
+                        None,
+                        None,
+                        None,
+                        None,
+                        now,
+                    )?;
+                    Ok(true)
+                })?
+            };
+            if !queued {
                 return Err(SupportError::Conflict(format!(
-                    "merchant order {tiny_app_id}/{out_biz_no}: delivery is {}; only a failed delivery can be resent",
-                    order.delivery.as_str()
+                    "merchant order {tiny_app_id}/{out_biz_no} changed concurrently; look again"
                 )));
             }
-        };
-        let queued = {
-            let _writer = self.pool.write_guard();
-            use diesel::Connection as _;
-            conn.transaction::<_, diesel::result::Error, _>(|conn| {
-                if !mo::requeue_failed_sync(conn, sync.id, now)? {
-                    return Ok(false);
-                }
-                mo::set_delivery(
-                    conn,
-                    tiny_app_id,
-                    out_biz_no,
-                    sync.order_modified_time,
-                    mo::Delivery::Queued,
-                    None,
-                    None,
-                    None,
-                    None,
-                    now,
-                )?;
-                Ok(true)
-            })?
-        };
-        if !queued {
-            return Err(SupportError::Conflict(format!(
-                "merchant order {tiny_app_id}/{out_biz_no} changed concurrently; look again"
-            )));
-        }
-        tracing::info!(%tiny_app_id, %out_biz_no, "merchant order delivery resent by support");
-        self.delivery_wakeup.notify_one();
-        mo::find(&mut conn, tiny_app_id, out_biz_no)?
-            .map(merchant_order_view)
-            .ok_or(SupportError::NotFound)
+            tracing::info!(%tiny_app_id, %out_biz_no, "merchant order delivery resent by support");
+            s.delivery_wakeup.notify_one();
+            mo::find(&mut conn, tiny_app_id, out_biz_no)?
+                .map(merchant_order_view)
+                .ok_or(SupportError::NotFound)
+        })
+        .await
     }
 }

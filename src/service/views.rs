@@ -248,95 +248,122 @@ impl Services {
         self.pool.get().map_err(|e| ViewError::Store(e.into()))
     }
 
-    pub fn order(&self, id: &str) -> Result<Option<OrderView>, ViewError> {
-        let mut conn = self.conn()?;
-        match orders::find(&mut conn, id)? {
-            Some(row) => Ok(Some(order_view(&mut conn, row, true)?)),
-            None => Ok(None),
-        }
+    pub async fn order(&self, id: &str) -> Result<Option<OrderView>, ViewError> {
+        let id = id.to_owned();
+        self.off_executor(move |s| {
+            let id = id.as_str();
+            let mut conn = s.conn()?;
+            match orders::find(&mut conn, id)? {
+                Some(row) => Ok(Some(order_view(&mut conn, row, true)?)),
+                None => Ok(None),
+            }
+        })
+        .await
     }
 
-    pub fn orders(
+    pub async fn orders(
         &self,
         status: Option<crate::domain::OrderStatus>,
         limit: i64,
     ) -> Result<Vec<OrderView>, ViewError> {
-        let mut conn = self.conn()?;
-        let rows = orders::list(&mut conn, status, limit)?;
-        rows.into_iter()
-            .map(|row| order_view(&mut conn, row, false))
-            .collect()
+        self.off_executor(move |s| {
+            let mut conn = s.conn()?;
+            let rows = orders::list(&mut conn, status, limit)?;
+            rows.into_iter()
+                .map(|row| order_view(&mut conn, row, false))
+                .collect()
+        })
+        .await
     }
 
     /// A page of orders matching `search`, newest first, after `after` (a decoded cursor).
-    pub fn order_page(
+    pub async fn order_page(
         &self,
         search: &orders::OrderSearch,
         after: Option<&orders::OrderKey>,
         limit: i64,
     ) -> Result<OrderPage, ViewError> {
-        let mut conn = self.conn()?;
-        // One more than asked tells whether another page follows.
-        let mut rows = orders::page(&mut conn, search, after, limit + 1)?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let next_cursor = match (more, rows.last()) {
-            (true, Some(last)) => Some(encode_cursor(&orders::OrderKey {
-                created_at: last.created_at,
-                commodity_order_id: last.commodity_order_id.clone(),
-            })),
-            _ => None,
-        };
-        let orders = rows
-            .into_iter()
-            .map(|row| order_view(&mut conn, row, false))
-            .collect::<Result<_, _>>()?;
-        Ok(OrderPage {
-            orders,
-            next_cursor,
-        })
-    }
-
-    pub fn authorization(&self, auth_app_id: &str) -> Result<Option<AuthorizationView>, ViewError> {
-        let mut conn = self.conn()?;
-        Ok(
-            authorizations::find(&mut conn, auth_app_id)?.map(|a| AuthorizationView {
-                auth_app_id: a.auth_app_id,
-                user_id: a.user_id,
-                status: a.status.as_str().into(),
-                auth_time: utc(a.auth_time),
-                updated_at: utc(a.updated_at),
-                attention: a.attention,
-                isv_app_id: a.isv_app_id,
-            }),
-        )
-    }
-
-    pub fn messages(&self, limit: i64) -> Result<Vec<MessageView>, ViewError> {
-        let mut conn = self.conn()?;
-        Ok(messages::recent(&mut conn, limit)?
-            .into_iter()
-            .map(|m| MessageView {
-                notify_id: m.notify_id,
-                app_id: m.app_id,
-                kind: m.kind,
-                received_at: utc(m.received_at),
-                state: m.state.as_str().into(),
-                sign_variant: m.sign_variant,
-                attempts: m.attempts,
-                last_error: m.last_error,
-                applied_at: m.applied_at.map(utc),
+        let (search, after) = (search.clone(), after.cloned());
+        self.off_executor(move |s| {
+            let (search, after) = (&search, after.as_ref());
+            let mut conn = s.conn()?;
+            // One more than asked tells whether another page follows.
+            let mut rows = orders::page(&mut conn, search, after, limit + 1)?;
+            let more = rows.len() as i64 > limit;
+            rows.truncate(limit as usize);
+            let next_cursor = match (more, rows.last()) {
+                (true, Some(last)) => Some(encode_cursor(&orders::OrderKey {
+                    created_at: last.created_at,
+                    commodity_order_id: last.commodity_order_id.clone(),
+                })),
+                _ => None,
+            };
+            let orders = rows
+                .into_iter()
+                .map(|row| order_view(&mut conn, row, false))
+                .collect::<Result<_, _>>()?;
+            Ok(OrderPage {
+                orders,
+                next_cursor,
             })
-            .collect())
+        })
+        .await
+    }
+
+    pub async fn authorization(
+        &self,
+        auth_app_id: &str,
+    ) -> Result<Option<AuthorizationView>, ViewError> {
+        let auth_app_id = auth_app_id.to_owned();
+        self.off_executor(move |s| {
+            let auth_app_id = auth_app_id.as_str();
+            let mut conn = s.conn()?;
+            Ok(
+                authorizations::find(&mut conn, auth_app_id)?.map(|a| AuthorizationView {
+                    auth_app_id: a.auth_app_id,
+                    user_id: a.user_id,
+                    status: a.status.as_str().into(),
+                    auth_time: utc(a.auth_time),
+                    updated_at: utc(a.updated_at),
+                    attention: a.attention,
+                    isv_app_id: a.isv_app_id,
+                }),
+            )
+        })
+        .await
+    }
+
+    pub async fn messages(&self, limit: i64) -> Result<Vec<MessageView>, ViewError> {
+        self.off_executor(move |s| {
+            let mut conn = s.conn()?;
+            Ok(messages::recent(&mut conn, limit)?
+                .into_iter()
+                .map(|m| MessageView {
+                    notify_id: m.notify_id,
+                    app_id: m.app_id,
+                    kind: m.kind,
+                    received_at: utc(m.received_at),
+                    state: m.state.as_str().into(),
+                    sign_variant: m.sign_variant,
+                    attempts: m.attempts,
+                    last_error: m.last_error,
+                    applied_at: m.applied_at.map(utc),
+                })
+                .collect())
+        })
+        .await
     }
 
     /// True when the database answers.
-    pub fn database_ready(&self) -> bool {
-        use diesel::connection::SimpleConnection as _;
-        self.pool
-            .get()
-            .ok()
-            .is_some_and(|mut c| c.batch_execute("SELECT 1").is_ok())
+    pub async fn database_ready(&self) -> bool {
+        self.off_executor(move |s| {
+            use diesel::connection::SimpleConnection as _;
+            s.pool
+                .get()
+                .ok()
+                .is_some_and(|mut c| c.batch_execute("SELECT 1").is_ok())
+        })
+        .await
     }
 }
 

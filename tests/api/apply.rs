@@ -354,11 +354,11 @@ async fn aes_cancellation_is_applied(db: Db) {
         isv_lifecycle::alipay::AesKey::parse(rotated).unwrap(),
     ));
     fixed.apps = std::sync::Arc::new(apps);
-    fixed.replay_message(common::APP_ID, "n-aes-other").unwrap();
-    let pass = tokio::task::spawn_blocking(move || fixed.apply_due())
+    fixed
+        .replay_message(common::APP_ID, "n-aes-other")
         .await
-        .unwrap()
         .unwrap();
+    let pass = fixed.apply_due().await.unwrap();
     assert_eq!(pass.applied, 1, "{pass:?}");
     app.stop().await;
 }

@@ -174,7 +174,7 @@ const MERCHANT: &str = "2088102177846880";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn support_finds_and_terminates_an_order_in_the_browser() {
     let app = TestApp::spawn(Db::Sqlite).await;
-    app.services.add_operator(OPERATOR, PASSWORD).unwrap();
+    app.services.add_operator(OPERATOR, PASSWORD).await.unwrap();
     // 1,000 orders; every 25th is this merchant's (40), plus W1 from a real order notice: 41 in
     // three pages of 20, newest first; W1 ties with D0000 as the oldest and sorts before it.
     crate::desk::fill(&app, 1000, |i| {

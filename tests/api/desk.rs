@@ -254,7 +254,7 @@ async fn get_admin(app: &TestApp, path: &str, cookie: &str) -> (u16, String) {
 const PASSWORD: &str = "correct horse battery";
 
 async fn repeated_failed_sign_ins_are_answered_429(app: TestApp) {
-    app.services.add_operator("ann", PASSWORD).unwrap();
+    app.services.add_operator("ann", PASSWORD).await.unwrap();
     for _ in 0..isv_lifecycle::http::throttle::PER_NAME {
         assert_eq!(sign_in(&app, "ann", "wrong password").await.status(), 401);
     }
@@ -267,7 +267,7 @@ async fn repeated_failed_sign_ins_are_answered_429(app: TestApp) {
     assert_eq!(sign_in(&app, "ann", PASSWORD).await.status(), 303);
 
     // Per address: guesses over many names from one address are throttled too.
-    app.services.add_operator("bob", PASSWORD).unwrap();
+    app.services.add_operator("bob", PASSWORD).await.unwrap();
     let mut statuses = Vec::new();
     for i in 0..isv_lifecycle::http::throttle::PER_ADDRESS {
         statuses.push(
@@ -283,14 +283,19 @@ async fn repeated_failed_sign_ins_are_answered_429(app: TestApp) {
 both_backends!(throttling, repeated_failed_sign_ins_are_answered_429);
 
 async fn sessions_end_on_sign_out_and_disable(app: TestApp) {
-    app.services.add_operator("carol", PASSWORD).unwrap();
-    app.services.add_operator("dave", PASSWORD).unwrap();
+    app.services.add_operator("carol", PASSWORD).await.unwrap();
+    app.services.add_operator("dave", PASSWORD).await.unwrap();
     assert!(matches!(
-        app.services.add_operator("carol", PASSWORD),
+        app.services.add_operator("carol", PASSWORD).await,
         Err(isv_lifecycle::service::operators::OperatorError::Exists(_))
     ));
-    assert!(app.services.add_operator("eve", "short").is_err());
-    assert!(app.services.add_operator("no spaces", PASSWORD).is_err());
+    assert!(app.services.add_operator("eve", "short").await.is_err());
+    assert!(
+        app.services
+            .add_operator("no spaces", PASSWORD)
+            .await
+            .is_err()
+    );
 
     let signed_in = sign_in(&app, "carol", PASSWORD).await;
     assert_eq!(signed_in.status(), 303);
@@ -331,10 +336,10 @@ async fn sessions_end_on_sign_out_and_disable(app: TestApp) {
     // `users disable` ends every session of theirs, and no new one starts.
     let dave = session_cookie(&sign_in(&app, "dave", PASSWORD).await);
     assert_eq!(get_admin(&app, "/admin", &dave).await.0, 200);
-    app.services.disable_operator("dave").unwrap();
+    app.services.disable_operator("dave").await.unwrap();
     assert_eq!(get_admin(&app, "/admin", &dave).await.0, 303);
     assert_eq!(sign_in(&app, "dave", PASSWORD).await.status(), 401);
-    let list = app.services.list_operators().unwrap();
+    let list = app.services.list_operators().await.unwrap();
     let summary: Vec<_> = list
         .iter()
         .map(|o| (o.name.as_str(), o.disabled_at.is_some(), o.live_sessions))
@@ -392,7 +397,7 @@ async fn the_order_page_shows_what_support_needs() {
         .admin_get("/admin/api/orders?at_risk=true&status=completed")
         .await;
     assert!(listed(&page).is_empty(), "{page}");
-    app.services.add_operator("frank", PASSWORD).unwrap();
+    app.services.add_operator("frank", PASSWORD).await.unwrap();
     let cookie = session_cookie(&sign_in(&app, "frank", PASSWORD).await);
     let (status, html) = get_admin(&app, "/admin/orders/P1", &cookie).await;
     assert_eq!(status, 200);
@@ -522,7 +527,7 @@ async fn service_changes_and_replays_are_shown(app: TestApp) {
     let bad = isv_lifecycle::alipay::notify::sign_message(&bad, &key);
     assert_eq!(app.post_notify(bad).await.1, "success");
     app.run_pending_jobs().await;
-    app.services.add_operator("gina", PASSWORD).unwrap();
+    app.services.add_operator("gina", PASSWORD).await.unwrap();
     let cookie = session_cookie(&sign_in(&app, "gina", PASSWORD).await);
     let (_, html) = get_admin(&app, "/admin/messages", &cookie).await;
     let csrf = html

@@ -169,11 +169,7 @@ impl TestApp {
     pub async fn run_pending_jobs(&self) -> usize {
         let mut total = 0;
         loop {
-            let s = self.services.clone();
-            let pass = tokio::task::spawn_blocking(move || s.apply_due())
-                .await
-                .unwrap()
-                .unwrap();
+            let pass = self.services.apply_due().await.unwrap();
             total += pass.seen;
             if pass.seen == 0 {
                 return total;
