@@ -8,6 +8,7 @@
 
 use crate::clock::Clock as _;
 use crate::config::{Prepared, Settings};
+use crate::domain::{MiniAppId, OrderId};
 use crate::service::Services;
 use crate::sim::{NewOrder, RunningSim, SimConfig, SimFaults, Simulator};
 use anyhow::Context as _;
@@ -167,7 +168,7 @@ impl Demo {
 
     async fn order(&self, id: &str) -> Option<Value> {
         self.services
-            .order(id)
+            .order(&OrderId::from(id))
             .await
             .ok()
             .flatten()
@@ -175,7 +176,7 @@ impl Demo {
     }
 
     fn status_is(&self, id: &str, status: &str) -> impl AsyncFn(&Services) -> bool + use<> {
-        let (id, status) = (id.to_string(), status.to_string());
+        let (id, status) = (OrderId::from(id), status.to_string());
         async move |s: &Services| {
             s.order(&id)
                 .await
@@ -214,7 +215,7 @@ impl Demo {
             .as_str()
             .context("the sim names the order")?
             .to_string();
-        let placed = id.clone();
+        let placed = OrderId::from(id.as_str());
         self.settle("the order notification", async move |s: &Services| {
             s.order(&placed).await.ok().flatten().is_some()
         })
@@ -237,7 +238,7 @@ impl Demo {
     async fn reconcile(&self, id: &str) -> anyhow::Result<()> {
         let mut last = None;
         for _ in 0..20 {
-            match self.services.reconcile_order(id).await {
+            match self.services.reconcile_order(&OrderId::from(id)).await {
                 Ok(_) => return Ok(()),
                 Err(e) => last = Some(e),
             }
@@ -359,7 +360,7 @@ impl Demo {
         self.sim.state.reject_next_audit(app, "截图与实际功能不符");
         let id = self.place(app, "199.00").await?;
         self.pay(&id).await?;
-        let waiting = id.clone();
+        let waiting = OrderId::from(id.as_str());
         self.settle("the rejected audit", async move |s: &Services| {
             s.order(&waiting)
                 .await
@@ -372,7 +373,7 @@ impl Demo {
         // Warnings at 20 and 27 days, then the deadline at 30.
         for (days, warnings) in [(20, 1), (7, 2)] {
             self.sim.state.advance(Duration::days(days));
-            let watched = id.clone();
+            let watched = OrderId::from(id.as_str());
             self.settle("an implementation warning", async move |s: &Services| {
                 s.order(&watched)
                     .await
@@ -432,7 +433,7 @@ impl Demo {
             .state
             .cancel_authorization(app)
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let cancelled = app.to_string();
+        let cancelled = MiniAppId::from(app);
         self.settle(
             "the authorization's cancellation",
             async move |s: &Services| {

@@ -2,6 +2,7 @@
 
 use super::with_services;
 use crate::config::Prepared;
+use crate::domain::OrderId;
 
 pub(super) fn orders_list(
     prepared: Prepared,
@@ -85,7 +86,7 @@ fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
 
 pub(super) fn orders_show(prepared: Prepared, order: String) -> anyhow::Result<()> {
     with_services(&prepared, async |services| {
-        let view = services.order(&order).await?;
+        let view = services.order(&OrderId::from(order.as_str())).await?;
         match view {
             Some(view) => {
                 println!("{}", serde_json::to_string_pretty(&view)?);

@@ -2,6 +2,7 @@
 
 use super::with_services;
 use crate::config::Prepared;
+use crate::domain::OrderId;
 
 pub(super) fn reconcile(
     prepared: Prepared,
@@ -55,7 +56,10 @@ pub(super) fn terminate(
     with_services(&prepared, async |services| {
         let event = crate::domain::lifecycle::OrderEvent::SupportTerminates { actor, reason };
         use crate::service::lifecycle::LifecycleError;
-        let transition = match services.order_event_now(&order, event).await {
+        let transition = match services
+            .order_event_now(&OrderId::from(order.as_str()), event)
+            .await
+        {
             Ok(t) => t,
             Err(LifecycleError::NotFound(_)) => {
                 return Err(super::not_found(format!("no order {order:?}")));

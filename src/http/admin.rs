@@ -2,6 +2,7 @@
 
 use super::AppState;
 use super::error::{ApiError, json_error, not_found, respond_error};
+use crate::domain::{MiniAppId, OrderId};
 use crate::service::views::decode_cursor;
 use crate::store::orders::{OrderKey, OrderSearch};
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
@@ -256,26 +257,26 @@ fn invalid_field(field: &str, message: String) -> HttpResponse {
 async fn order(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<OrderId>,
 ) -> HttpResponse {
     if let Err(r) = authorize(&req, &state) {
         return r;
     }
     let id = path.into_inner();
-    respond(("order", &id), state.services.order(&id).await)
+    respond(("order", id.as_str()), state.services.order(&id).await)
 }
 
 async fn authorization(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<MiniAppId>,
 ) -> HttpResponse {
     if let Err(r) = authorize(&req, &state) {
         return r;
     }
     let id = path.into_inner();
     respond(
-        ("authorization", &id),
+        ("authorization", id.as_str()),
         state.services.authorization(&id).await,
     )
 }
@@ -309,7 +310,7 @@ fn lifecycle_error(id: &str, e: crate::service::lifecycle::LifecycleError) -> Ht
 async fn terminate(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<OrderId>,
     body: web::Bytes,
 ) -> HttpResponse {
     if let Err(r) = authorize(&req, &state) {
@@ -335,7 +336,7 @@ async fn terminate(
     };
     match state.services.order_event_now(&id, event).await {
         Ok(_) => order_json(&state, &id).await,
-        Err(e) => lifecycle_error(&id, e),
+        Err(e) => lifecycle_error(id.as_str(), e),
     }
 }
 
@@ -343,7 +344,7 @@ async fn terminate(
 async fn reconcile(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<OrderId>,
 ) -> HttpResponse {
     if let Err(r) = authorize(&req, &state) {
         return r;
@@ -351,7 +352,7 @@ async fn reconcile(
     let id = path.into_inner();
     match state.services.reconcile_order(&id).await {
         Ok(_) => order_json(&state, &id).await,
-        Err(e) => lifecycle_error(&id, e),
+        Err(e) => lifecycle_error(id.as_str(), e),
     }
 }
 
@@ -359,7 +360,7 @@ async fn reconcile(
 async fn retry_build(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<MiniAppId>,
 ) -> HttpResponse {
     if let Err(r) = authorize(&req, &state) {
         return r;
@@ -373,6 +374,6 @@ async fn retry_build(
 }
 
 /// The order JSON after an action on it (404 when it does not exist).
-async fn order_json(state: &AppState, id: &str) -> HttpResponse {
-    respond(("order", id), state.services.order(id).await)
+async fn order_json(state: &AppState, id: &OrderId) -> HttpResponse {
+    respond(("order", id.as_str()), state.services.order(id).await)
 }

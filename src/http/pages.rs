@@ -10,6 +10,7 @@
 
 use super::AppState;
 use crate::alipay::form;
+use crate::domain::OrderId;
 use crate::domain::lifecycle::OrderEvent;
 use crate::store::messages::MessageState;
 use actix_web::http::{StatusCode, header};
@@ -513,7 +514,7 @@ struct OrderPageQuery {
 async fn order_page(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<OrderId>,
     query: web::Query<OrderPageQuery>,
 ) -> HttpResponse {
     let Some(session) = session(&req, &state).await else {
@@ -559,7 +560,7 @@ fn history_move(h: &crate::service::views::HistoryView) -> String {
 async fn order_response(
     state: &AppState,
     session: &Session,
-    id: &str,
+    id: &OrderId,
     status: StatusCode,
     view: OrderPageView<'_>,
 ) -> HttpResponse {
@@ -582,7 +583,7 @@ async fn order_response(
                 StatusCode::NOT_FOUND,
                 "No such order",
                 Some(session),
-                &format!("<p>No order {}.</p>", html_escape(id)),
+                &format!("<p>No order {}.</p>", html_escape(id.as_str())),
             );
         }
         _ => {
@@ -634,7 +635,7 @@ async fn order_response(
     let calls_pager = match (older, calls.last()) {
         (true, Some(last)) => format!(
             r#"<p><a id="older-calls" href="/admin/orders/{}?calls_before={}">Older calls</a></p>"#,
-            seg(id),
+            seg(id.as_str()),
             last.id
         ),
         _ => String::new(),
@@ -642,7 +643,7 @@ async fn order_response(
     let calls_pager = if view.calls_before.is_some() {
         format!(
             r#"{calls_pager}<p><a href="/admin/orders/{}">Newest calls</a></p>"#,
-            seg(id)
+            seg(id.as_str())
         )
     } else {
         calls_pager
@@ -708,7 +709,7 @@ async fn order_response(
         (Some(t), Some(c)) => format!("{} ({})", html_escape(t), html_escape(c)),
         (t, c) => opt_text(t.as_deref().or(c.as_deref())),
     };
-    let action = |what: &str| format!("/admin/orders/{}/{what}", seg(id));
+    let action = |what: &str| format!("/admin/orders/{}/{what}", seg(id.as_str()));
     page(
         status,
         &format!("Order {id}"),
@@ -748,7 +749,7 @@ async fn order_response(
 async fn terminate(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<OrderId>,
     body: web::Bytes,
 ) -> HttpResponse {
     let (session, fields) = match checked_post(&req, &state, &body).await {
@@ -778,7 +779,7 @@ async fn terminate(
         reason,
     };
     match state.services.order_event_now(&id, event).await {
-        Ok(_) => see_other(&format!("/admin/orders/{}", seg(&id))),
+        Ok(_) => see_other(&format!("/admin/orders/{}", seg(id.as_str()))),
         Err(e) => {
             order_response(
                 &state,
@@ -798,7 +799,7 @@ async fn terminate(
 async fn reconcile(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<OrderId>,
     body: web::Bytes,
 ) -> HttpResponse {
     let (session, _) = match checked_post(&req, &state, &body).await {
@@ -807,7 +808,7 @@ async fn reconcile(
     };
     let id = path.into_inner();
     match state.services.reconcile_order(&id).await {
-        Ok(_) => see_other(&format!("/admin/orders/{}", seg(&id))),
+        Ok(_) => see_other(&format!("/admin/orders/{}", seg(id.as_str()))),
         Err(e) => {
             order_response(
                 &state,

@@ -2,6 +2,7 @@
 
 use super::Services;
 use super::views::ViewError;
+use crate::domain::OrderId;
 use crate::store::{
     authorizations::AuthorizationRow, dashboard, from_db_time, merchant_orders::MerchantOrderRow,
 };
@@ -44,7 +45,7 @@ impl Services {
 
     pub async fn messages_about(
         &self,
-        commodity_order_id: &str,
+        commodity_order_id: &OrderId,
     ) -> Result<Vec<MessageAbout>, ViewError> {
         let commodity_order_id = commodity_order_id.to_owned();
         self.off_executor(move |s| {
@@ -99,7 +100,7 @@ impl Services {
     /// when given (the next page).
     pub async fn calls_about(
         &self,
-        commodity_order_id: &str,
+        commodity_order_id: &OrderId,
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<CallAbout>, ViewError> {

@@ -15,7 +15,7 @@ use crate::domain::lifecycle::{
 };
 use crate::domain::lifecycle::{AuthorizationEvent, AuthorizationState, AuthorizationStatus};
 use crate::domain::order::OrderPlaced;
-use crate::domain::{DeadlineKind, OrderStatus};
+use crate::domain::{DeadlineKind, OrderId, OrderStatus};
 use crate::store::deadlines::TimerKind;
 use crate::store::orders::CauseCode;
 use crate::store::orders::{self as store, DeadlineRow, OrderRow};
@@ -248,7 +248,7 @@ impl Services {
     /// first); alerts are raised after the commit.
     pub async fn order_event_now(
         &self,
-        id: &str,
+        id: &OrderId,
         event: OrderEvent,
     ) -> Result<Transition, LifecycleError> {
         let mut attempts = 0;
@@ -791,7 +791,7 @@ impl Services {
         let kind = match timer(d.kind, d.warning_days, id)? {
             Timer::Warning(days) => {
                 let t = self
-                    .order_event_now(id, OrderEvent::WarningDue { at_days: days })
+                    .order_event_now(&OrderId::from(id), OrderEvent::WarningDue { at_days: days })
                     .await?;
                 self.finish_row(d.id, DeadlineState::Fired).await?;
                 return Ok(t.history.is_some());
@@ -810,7 +810,7 @@ impl Services {
         let (answered, after) = match answer {
             Ok(reading) => {
                 let t = self
-                    .order_event_now(id, OrderEvent::AlipaySays(reading))
+                    .order_event_now(&OrderId::from(id), OrderEvent::AlipaySays(reading))
                     .await?;
                 moved |= t.history.is_some();
                 (Ok(()), Some(t.order))
@@ -837,7 +837,7 @@ impl Services {
             Some(from) if now >= from && !unreadable => {
                 let t = self
                     .order_event_now(
-                        id,
+                        &OrderId::from(id),
                         OrderEvent::DeadlineConfirmed {
                             kind,
                             inferred: true,
@@ -972,8 +972,8 @@ impl Services {
     }
 
     /// Asks Alipay about one order now and applies what it says.
-    pub async fn reconcile_order(&self, id: &str) -> Result<Transition, LifecycleError> {
-        let reading = self.read_alipay(id).await?;
+    pub async fn reconcile_order(&self, id: &OrderId) -> Result<Transition, LifecycleError> {
+        let reading = self.read_alipay(id.as_str()).await?;
         let recorded = format!("{reading:?}");
         let transition = self
             .order_event_now(id, OrderEvent::AlipaySays(reading))
@@ -1019,7 +1019,10 @@ impl Services {
                 let (pace, done) = (&pace, &done);
                 async move {
                     pace.lock().await.tick().await;
-                    let result = self.reconcile_order(&id).await.map(|t| t.history.is_some());
+                    let result = self
+                        .reconcile_order(&OrderId::from(id.as_str()))
+                        .await
+                        .map(|t| t.history.is_some());
                     if let Err(error) = &result {
                         tracing::warn!(order = %id, %error, "reconciliation of an order failed");
                     }

@@ -506,9 +506,12 @@ impl Services {
 
     /// Support's retry after a rejected or failed build: a new build at the next version.
     /// Returns the order the build is for.
-    pub async fn retry_build(&self, mini_app_id: &str) -> Result<String, PipelineError> {
+    pub async fn retry_build(
+        &self,
+        mini_app_id: &crate::domain::MiniAppId,
+    ) -> Result<crate::domain::OrderId, PipelineError> {
         let now = self.clock.now();
-        let mini_app_id = mini_app_id.to_string();
+        let mini_app_id = mini_app_id.as_str().to_string();
         self.db_write(move |conn| {
             let last = builds::latest(conn, &mini_app_id)?
                 .ok_or_else(|| PipelineError::NotFound(mini_app_id.clone()))?;
@@ -537,7 +540,7 @@ impl Services {
                 format!("after version {}", last.app_version),
                 now,
             )?;
-            Ok(last.commodity_order_id)
+            Ok(crate::domain::OrderId::from(last.commodity_order_id))
         })
         .await
     }

@@ -2,6 +2,7 @@
 //! values. Names follow INTERFACE.md.
 
 use super::Services;
+use crate::domain::{MiniAppId, OrderId};
 use crate::store::deadlines::TimerKind;
 use crate::store::{authorizations, from_db_time, messages, orders};
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -248,7 +249,7 @@ impl Services {
         self.pool.get().map_err(|e| ViewError::Store(e.into()))
     }
 
-    pub async fn order(&self, id: &str) -> Result<Option<OrderView>, ViewError> {
+    pub async fn order(&self, id: &OrderId) -> Result<Option<OrderView>, ViewError> {
         let id = id.to_owned();
         self.off_executor(move |s| {
             let id = id.as_str();
@@ -312,7 +313,7 @@ impl Services {
 
     pub async fn authorization(
         &self,
-        auth_app_id: &str,
+        auth_app_id: &MiniAppId,
     ) -> Result<Option<AuthorizationView>, ViewError> {
         let auth_app_id = auth_app_id.to_owned();
         self.off_executor(move |s| {

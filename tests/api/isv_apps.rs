@@ -159,7 +159,7 @@ async fn a_second_apps_order_is_applied_and_queried_as_that_app(db: Db) {
     let mut apps = (*without.apps).clone();
     apps.others.clear();
     without.apps = Arc::new(apps);
-    let err = without.reconcile_order("S1").await.unwrap_err();
+    let err = without.reconcile_order(&"S1".into()).await.unwrap_err();
     assert!(err.to_string().contains(SECOND), "{err}");
     assert_eq!(calls(&app, ORDER_QUERY).len(), 2, "no call was made");
     app.stop().await;

@@ -39,7 +39,7 @@ async fn unknown_state_is_an_error_naming_the_column(app: TestApp) {
         actor: "api".into(),
         reason: "test".into(),
     };
-    match app.services.order_event_now("SEAM1", event).await {
+    match app.services.order_event_now(&"SEAM1".into(), event).await {
         Err(LifecycleError::Store(StoreError::Corrupt(m))) => {
             assert!(m.contains("orders.status"), "{m}")
         }
@@ -83,7 +83,7 @@ async fn unknown_timer_kind_is_an_error_naming_the_column(app: TestApp) {
         actor: "api".into(),
         reason: "test".into(),
     };
-    match app.services.order_event_now("SEAM3", event).await {
+    match app.services.order_event_now(&"SEAM3".into(), event).await {
         Err(LifecycleError::Store(StoreError::Corrupt(m))) => {
             assert!(m.contains("deadlines.kind"), "{m}")
         }
