@@ -158,7 +158,8 @@ pub struct MessageView {
 }
 
 /// The `kind` of a deadline as the admin API and the order page show it (INTERFACE.md):
-/// `payment`, `implementation`, `confirmation`, `warning_<days>`, `query_alipay`.
+/// `payment`, `implementation`, `confirmation`, `warning_<days>`, `query_alipay`,
+/// `service_expiry`, `service_expiry_warning`.
 fn timer_label(kind: TimerKind, warning_days: i32) -> String {
     match kind {
         TimerKind::Payment | TimerKind::Implementation | TimerKind::Confirmation => {
@@ -166,6 +167,7 @@ fn timer_label(kind: TimerKind, warning_days: i32) -> String {
         }
         TimerKind::Warning => format!("warning_{warning_days}"),
         TimerKind::OrderQuery => "query_alipay".into(),
+        TimerKind::ServiceExpiry | TimerKind::ServiceExpiryWarning => kind.as_str().into(),
     }
 }
 
