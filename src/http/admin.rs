@@ -32,6 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 web::post().to(reconcile),
             )
             .route("/builds/{mini_app_id}/retry", web::post().to(retry_build))
+            .route("/services/{mini_app_id}", web::get().to(service))
             .route(
                 "/authorizations/{auth_app_id}",
                 web::get().to(authorization),
@@ -266,6 +267,19 @@ async fn order(
     let id = path.into_inner();
     let lookup = id.clone();
     respond(&state, ("order", &id), move |s| s.order(&lookup)).await
+}
+
+async fn service(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    if let Err(r) = authorize(&req, &state) {
+        return r;
+    }
+    let id = path.into_inner();
+    let lookup = id.clone();
+    respond(&state, ("service", &id), move |s| s.service(&lookup)).await
 }
 
 async fn authorization(

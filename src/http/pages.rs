@@ -32,6 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/orders/{id}", web::get().to(order_page))
         .route("/admin/orders/{id}/terminate", web::post().to(terminate))
         .route("/admin/orders/{id}/reconcile", web::post().to(reconcile))
+        .route("/admin/services/{mini_app_id}", web::get().to(service_page))
         .route("/admin/authorizations", web::get().to(authorizations_page))
         .route("/admin/messages", web::get().to(messages_page))
         .route(
@@ -746,7 +747,15 @@ async fn order_response(
             merchant = opt_text(order.merchant_name.as_deref()),
             price = opt_text(order.total_price.as_deref()),
             ordered = when(order.ordered_at),
-            app = opt_text(order.mini_app_id.as_deref()),
+            // The order page links to its service (periods, expiry, build).
+            app = match order.mini_app_id.as_deref() {
+                Some(app) => format!(
+                    r#"<a id="service-link" href="/admin/services/{}">{}</a>"#,
+                    seg(app),
+                    html_escape(app)
+                ),
+                None => "—".into(),
+            },
             refund = opt_text(order.refund.as_deref()),
             reconcile = action("reconcile"),
             terminate = action("terminate"),
@@ -832,6 +841,72 @@ async fn reconcile(
             .await
         }
     }
+}
+
+/// A mini program's service: its status, its periods (one per paid order, each linking to its
+/// order), when it expires, and its newest build.
+async fn service_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let Some(session) = session(&req, &state).await else {
+        return see_other("/admin/login");
+    };
+    let id = path.into_inner();
+    let (services, lookup) = (state.services.clone(), id.clone());
+    let service = match blocking(move || services.service(&lookup)).await {
+        Ok(Ok(Some(service))) => service,
+        Ok(Ok(None)) => {
+            return page(
+                StatusCode::NOT_FOUND,
+                "No such service",
+                Some(&session),
+                &format!("<p>No service for mini program {}.</p>", html_escape(&id)),
+            );
+        }
+        _ => return unavailable("Service", &session),
+    };
+    let periods: String = service
+        .periods
+        .iter()
+        .map(|p| {
+            format!(
+                r#"<tr><td><a href="/admin/orders/{}">{}</a></td><td>{}</td><td>{}</td><td class="period-state">{}</td></tr>"#,
+                seg(&p.commodity_order_id),
+                html_escape(&p.commodity_order_id),
+                when(p.starts_at),
+                p.ends_at.map_or("no end known".to_string(), when),
+                html_escape(&p.state)
+            )
+        })
+        .collect();
+    let build = match &service.build {
+        Some(b) => format!(
+            "{} <b>{}</b>",
+            html_escape(&b.app_version),
+            html_escape(&b.step)
+        ),
+        None => "—".into(),
+    };
+    page(
+        StatusCode::OK,
+        &format!("Service {id}"),
+        Some(&session),
+        &format!(
+            r#"<table id="service"><tr><th>status</th><td id="service-status">{status}</td></tr><tr><th>termination cause</th><td>{cause}</td></tr>
+<tr><th>expires</th><td id="expires-at">{expires}</td></tr><tr><th>build</th><td id="build">{build}</td></tr><tr><th>open tasks</th><td>{tasks}</td></tr></table>
+<h2>Periods</h2><table id="periods"><tr><th>order</th><th>starts</th><th>ends</th><th>state</th></tr>{periods}</table>"#,
+            status = html_escape(&service.status),
+            cause = opt_text(service.termination_cause.as_deref()),
+            expires = service.expires_at.map_or("—".to_string(), when),
+            tasks = if service.open_tasks.is_empty() {
+                "none".to_string()
+            } else {
+                html_escape(&service.open_tasks.join(", "))
+            },
+        ),
+    )
 }
 
 async fn authorizations_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {

@@ -317,8 +317,6 @@ impl Services {
         if !saved {
             return Err(LifecycleError::Conflict);
         }
-        // A paid order adds its period to the service (a re-order reopens an ended one).
-        self.open_period(conn, before, o, now)?;
         for d in &o.deadlines {
             store::upsert_deadline(
                 conn,
@@ -396,6 +394,8 @@ impl Services {
                 },
             )
         };
+        // A paid order adds its period to the service (a re-order reopens an ended one).
+        self.open_period(conn, before, o, now)?;
         for effect in &t.effects {
             match effect {
                 // A due deadline is queried by the sweep that fired it, right away.

@@ -151,18 +151,9 @@ impl Services {
         let dates = PeriodDates::choose(item_dates(&facts), paid_at, runs_until, facts.period_day);
         let period = lc::handle_period(None, id, PeriodEvent::Paid(dates));
         periods::save(conn, &key, &period, to_db_time(now))?;
-        note(
-            conn,
-            row,
-            "alipay",
-            "period_opened",
-            format!(
-                "{} to {}",
-                dates.starts_at.to_rfc3339(),
-                show(dates.ends_at)
-            ),
-            now,
-        )?;
+        // Shown on the service (GET /admin/api/services/..), not as a history row: opening a
+        // period is part of the payment the order's history already records.
+        tracing::info!(order = %id, service = %key, starts_at = %dates.starts_at, ends_at = %show(dates.ends_at), "service period opened");
         let ended = store::find_service(conn, &key)?.is_some_and(|s| s.status.has_ended());
         if ended {
             let (_, st) = self.service_event(conn, &key, ServiceEvent::Reopen { at: now }, now)?;
@@ -318,18 +309,7 @@ impl Services {
         if next != current {
             let key = service_key(row);
             periods::save(conn, &key, &next, to_db_time(now))?;
-            note(
-                conn,
-                row,
-                "alipay",
-                "period_dates",
-                format!(
-                    "{} to {}",
-                    dates.starts_at.to_rfc3339(),
-                    show(dates.ends_at)
-                ),
-                now,
-            )?;
+            tracing::info!(order = %id, service = %key, starts_at = %dates.starts_at, ends_at = %show(dates.ends_at), "service period dates");
             self.reschedule_expiry(conn, &key, now)?;
         }
         Ok(())
