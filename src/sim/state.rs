@@ -920,6 +920,8 @@ fn order_message(order: &Order, now: DateTime<Utc>, app_id: &str) -> Outgoing {
         ("title", &order.title),
         ("order_item_num", "1"),
         ("service_code", "SERVICE_MINIAPP"),
+        // A year, as order.query's item dates say (service_effect_date + 365 days).
+        ("period_day", "365"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
