@@ -548,6 +548,27 @@ async fn unreadable_item_dates_alert_and_fall_back_to_period_day(db: Db) {
     assert_eq!(alerts_of(&app, "unreadable_service_dates").len(), 1);
     // A bad date never ends the service.
     assert_eq!(service(&app).await["status"], "provisioning");
+
+    // Alipay's dates read later: the open period takes them, and its expiry row moves.
+    app.alipay
+        .set_order_dates("D1", &beijing(start), &beijing(start + Duration::days(20)));
+    reconcile(&app, "D1").await;
+    let s = service(&app).await;
+    assert_eq!(
+        time(&s["periods"][0]["ends_at"]),
+        start + Duration::days(20)
+    );
+    assert_eq!(time(&s["expires_at"]), start + Duration::days(20));
+    let d1 = order(&app, "D1").await;
+    let pending: Vec<DateTime<Utc>> = d1["deadlines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"] == "service_expiry" && d["state"] == "pending")
+        .map(|d| time(&d["due_at"]))
+        .collect();
+    assert_eq!(pending, [start + Duration::days(20)], "{d1}");
+    assert_eq!(alerts_of(&app, "unreadable_service_dates").len(), 1);
     app.stop().await;
 }
 with_template!(
