@@ -497,6 +497,16 @@ impl Demo {
             self.status_is(&renewal, "cancelled"),
         )
         .await?;
+        // Alipay dates the renewal from the end of the running period (the simulator does too).
+        let renewed = self.services.service(app).ok().flatten();
+        let dates: Vec<_> = renewed
+            .iter()
+            .flat_map(|s| s.periods.iter().map(|p| (p.starts_at, p.ends_at)))
+            .collect();
+        anyhow::ensure!(
+            dates.len() == 2 && dates[0].1 == Some(dates[1].0),
+            "the renewal does not extend the first period: {dates:?}"
+        );
         outcomes.push(
             self.outcome(
                 "renewal refunded, service stays live",
