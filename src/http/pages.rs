@@ -578,17 +578,24 @@ async fn order_response(
     let (services, lookup, calls_before) =
         (state.services.clone(), id.to_string(), view.calls_before);
     let found = blocking(move || {
+        let order = services.order(&lookup)?;
+        // The service's periods and expiry, shown beside the order.
+        let service = match order.as_ref().and_then(|o| o.mini_app_id.as_deref()) {
+            Some(app) => services.service(app)?,
+            None => None,
+        };
         Ok::<_, crate::service::views::ViewError>((
-            services.order(&lookup)?,
+            order,
             services.messages_about(&lookup)?,
             // One more than shown tells whether an older page exists.
             services.calls_about(&lookup, calls_before, CALLS_PER_PAGE + 1)?,
+            service,
         ))
     })
     .await;
-    let (order, messages, mut calls) = match found {
-        Ok(Ok((Some(order), messages, calls))) => (order, messages, calls),
-        Ok(Ok((None, _, _))) => {
+    let (order, messages, mut calls, service_view) = match found {
+        Ok(Ok((Some(order), messages, calls, service))) => (order, messages, calls, service),
+        Ok(Ok((None, _, _, _))) => {
             return page(
                 StatusCode::NOT_FOUND,
                 "No such order",
@@ -696,6 +703,25 @@ async fn order_response(
         ),
         None => "—".into(),
     };
+    let (expires, periods) = match &service_view {
+        Some(s) => (
+            s.expires_at.map_or("—".to_string(), when),
+            s.periods
+                .iter()
+                .map(|p| {
+                    format!(
+                        r#"<tr><td><a href="/admin/orders/{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+                        seg(&p.commodity_order_id),
+                        html_escape(&p.commodity_order_id),
+                        when(p.starts_at),
+                        p.ends_at.map_or("no end known".to_string(), when),
+                        html_escape(&p.state)
+                    )
+                })
+                .collect::<String>(),
+        ),
+        None => ("—".to_string(), String::new()),
+    };
     let tasks = if order.open_tasks.is_empty() {
         "none".to_string()
     } else {
@@ -736,6 +762,7 @@ async fn order_response(
 <label>Reason <input name="reason" id="reason" required size="60"></label>
 <label><input type="checkbox" name="confirm" value="yes" id="confirm" required> I understand this ends the merchant's service</label>
 <button id="terminate">Terminate</button></form>
+<h2>Service periods</h2><p>Expires: <span id="service-expires">{expires}</span></p><table id="service-periods"><tr><th>order</th><th>starts</th><th>ends</th><th>state</th></tr>{periods}</table>
 <h2>Deadlines</h2><table><tr><th>kind</th><th>due</th><th>state</th></tr>{deadlines}</table>
 <h2>Timeline</h2><table id="timeline"><tr><th>at</th><th>what</th><th>actor</th><th>cause</th><th>reason</th><th></th></tr>{history}</table>
 <h2>Alipay calls, newest first</h2><table id="calls"><tr><th>at</th><th>method</th><th>result</th></tr>{calls}</table>{calls_pager}

@@ -630,6 +630,16 @@ async fn the_order_page_links_to_its_service_and_its_periods(db: Db) {
         )),
         "{html}"
     );
+    // The order page shows the service's periods and when it expires.
+    assert!(html.contains(r#"<table id="service-periods">"#), "{html}");
+    assert!(
+        html.contains(r#"<a href="/admin/orders/W2">W2</a>"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<span id="service-expires"><time"#),
+        "{html}"
+    );
     let (status, html) = signed_in_get(&app, &cookie, &format!("/admin/services/{MINI_APP}")).await;
     assert_eq!(status, 200, "{html}");
     for needle in [
