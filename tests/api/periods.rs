@@ -662,3 +662,62 @@ with_template!(
     the_order_page_links_to_its_service_and_its_periods,
     the_order_page_links_to_its_service_and_its_periods
 );
+
+// ---- support's retry after a rejected audit -----------------------------------------------------
+
+fn audit_rejected(notify_id: &str, version: &str) -> String {
+    let params: Vec<(String, String)> = [
+        ("notify_id", notify_id.to_string()),
+        (
+            "msg_method",
+            "alipay.open.mini.version.audit.rejected".to_string(),
+        ),
+        ("app_id", common::APP_ID.into()),
+        ("version", "1.1".into()),
+        ("charset", "UTF-8".into()),
+        ("sign_type", "RSA2".into()),
+        (
+            "biz_content",
+            format!(
+                "{{\"mini_app_id\":\"{MINI_APP}\",\"mini_app_version\":\"{version}\",\"audit_reason\":\"截图不清晰\"}}"
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    isv_lifecycle::alipay::notify::sign_message(&params, &common::platform_private_key())
+}
+
+async fn no_retried_build_for_a_service_that_ended(db: Db) {
+    let app = app_with_template(db).await;
+    authorize(&app).await;
+    paid_order(&app, "Q1", Some("365")).await;
+    run_pipeline(&app).await;
+    assert_eq!(
+        app.post_notify(audit_rejected("n-reject-q1", "0.0.1"))
+            .await
+            .1,
+        "success"
+    );
+    app.run_pending_jobs().await;
+    assert_eq!(service(&app).await["build"]["step"], "rejected");
+    // Refunded while the build waits for support: the service ends.
+    refund(&app, "Q1").await;
+    assert_eq!(service(&app).await["status"], "terminated");
+    let uploads = calls(&app, "alipay.open.mini.version.upload");
+    let (status, body) = app
+        .admin_post(&format!("/admin/api/builds/{MINI_APP}/retry"), "")
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"], "invalid_transition");
+    run_pipeline(&app).await;
+    assert_eq!(calls(&app, "alipay.open.mini.version.upload"), uploads);
+    let s = service(&app).await;
+    assert_eq!(s["build"]["app_version"], "0.0.1", "{s}");
+    app.stop().await;
+}
+with_template!(
+    no_retried_build_for_a_service_that_ended,
+    no_retried_build_for_a_service_that_ended
+);
