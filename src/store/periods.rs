@@ -183,3 +183,133 @@ pub fn timer(
             .optional()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conn::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+    use diesel::connection::SimpleConnection as _;
+    use diesel_migrations::MigrationHarness as _;
+
+    fn next_migration(conn: &mut AnyConnection) -> Option<String> {
+        match conn {
+            AnyConnection::Postgresql(c) => c
+                .pending_migrations(POSTGRES_MIGRATIONS)
+                .unwrap()
+                .first()
+                .map(|m| m.name().to_string()),
+            AnyConnection::Sqlite(c) => c
+                .pending_migrations(SQLITE_MIGRATIONS)
+                .unwrap()
+                .first()
+                .map(|m| m.name().to_string()),
+        }
+    }
+
+    fn run_next(conn: &mut AnyConnection) {
+        match conn {
+            AnyConnection::Postgresql(c) => c.run_next_migration(POSTGRES_MIGRATIONS).map(|_| ()),
+            AnyConnection::Sqlite(c) => c.run_next_migration(SQLITE_MIGRATIONS).map(|_| ()),
+        }
+        .unwrap();
+    }
+
+    /// The migration `periods`: orders paid before it get a period (no end known), closed when
+    /// their service had already ended; unpaid and cancelled orders get none. `conn` is an
+    /// empty database.
+    fn periods_migration_backfills_paid_orders(conn: &mut AnyConnection) {
+        while !next_migration(conn).is_some_and(|name| name.ends_with("_periods")) {
+            run_next(conn);
+        }
+        let t = "'2024-06-01 00:00:00'";
+        conn.batch_execute(&format!(
+            "INSERT INTO orders (commodity_order_id, status, ordered_at, status_since, created_at, updated_at, mini_app_id) VALUES \
+                 ('LIVE', 'completed', {t}, '2024-06-03 00:00:00', {t}, {t}, 'APP1'), \
+                 ('RENEW', 'implementing', {t}, '2024-06-05 00:00:00', {t}, {t}, 'APP1'), \
+                 ('ENDED', 'implementing', {t}, {t}, {t}, {t}, 'APP2'), \
+                 ('UNPAID', 'awaiting_payment', {t}, {t}, {t}, {t}, 'APP3'), \
+                 ('GONE', 'cancelled', {t}, {t}, {t}, {t}, 'APP4'), \
+                 ('NOAPP', 'implementing', {t}, {t}, {t}, {t}, NULL); \
+             INSERT INTO services (service_key, status, since, updated_at) VALUES \
+                 ('APP1', 'live', {t}, {t}), \
+                 ('APP2', 'terminated', '2024-06-09 00:00:00', {t});"
+        ))
+        .unwrap();
+        run_next(conn);
+        let app1 = for_service(conn, "APP1").unwrap();
+        let rows: Vec<(&str, PeriodState, Option<NaiveDateTime>)> = app1
+            .iter()
+            .map(|p| (p.commodity_order_id.as_str(), p.state, p.ends_at))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("LIVE", PeriodState::Active, None),
+                ("RENEW", PeriodState::Active, None)
+            ]
+        );
+        assert_eq!(app1[0].starts_at.to_string(), "2024-06-03 00:00:00");
+        let ended = find(conn, "ENDED").unwrap().unwrap();
+        assert_eq!(ended.state, PeriodState::Cancelled);
+        assert_eq!(
+            ended.closed_at.map(|t| t.to_string()).as_deref(),
+            Some("2024-06-09 00:00:00")
+        );
+        assert!(find(conn, "UNPAID").unwrap().is_none());
+        assert!(find(conn, "GONE").unwrap().is_none());
+        assert_eq!(
+            find(conn, "NOAPP").unwrap().unwrap().service_key,
+            "order:NOAPP"
+        );
+        // The rest of the migrations run after it.
+        while next_migration(conn).is_some() {
+            run_next(conn);
+        }
+    }
+
+    #[test]
+    fn periods_migration_backfills_paid_orders_on_sqlite() {
+        let mut conn = diesel::SqliteConnection::establish(":memory:").unwrap();
+        conn.batch_execute("PRAGMA foreign_keys = ON").unwrap();
+        periods_migration_backfills_paid_orders(&mut AnyConnection::Sqlite(conn));
+    }
+
+    /// The same on PostgreSQL, in a schema of its own (`ISV_TEST_SKIP_POSTGRES=1` skips it).
+    #[test]
+    fn periods_migration_backfills_paid_orders_on_postgres() {
+        if std::env::var("ISV_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
+            return;
+        }
+        let base = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!(
+            "t_periods_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let mut admin = diesel::PgConnection::establish(&base).unwrap_or_else(|e| {
+            panic!("PostgreSQL at {base} (ISV_TEST_SKIP_POSTGRES=1 skips it): {e}")
+        });
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .unwrap();
+        struct Cleanup<'a>(&'a mut diesel::PgConnection, &'a str);
+        impl Drop for Cleanup<'_> {
+            fn drop(&mut self) {
+                let _ = self
+                    .0
+                    .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.1));
+            }
+        }
+        let _cleanup = Cleanup(&mut admin, &schema);
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let conn = diesel::PgConnection::establish(&format!(
+            "{base}{sep}options=-csearch_path%3D{schema}"
+        ))
+        .unwrap();
+        periods_migration_backfills_paid_orders(&mut AnyConnection::Postgresql(conn));
+    }
+}

@@ -13,6 +13,24 @@ CREATE TABLE service_periods (
 );
 CREATE INDEX service_periods_service ON service_periods (service_key, starts_at);
 
+-- Orders paid before periods were kept: one period each with no known end (their dates were never
+-- stored; such a period never expires by itself), from the time they entered their state, closed
+-- when their service has already ended. Without them, refunding a later renewal would end a service
+-- these orders still feed.
+INSERT INTO service_periods (commodity_order_id, service_key, starts_at, ends_at, state, closed_at,
+                             created_at, updated_at)
+SELECT o.commodity_order_id,
+       COALESCE(o.mini_app_id, 'order:' || o.commodity_order_id),
+       o.status_since,
+       NULL,
+       CASE WHEN s.status IN ('terminated', 'expired') THEN 'cancelled' ELSE 'active' END,
+       CASE WHEN s.status IN ('terminated', 'expired') THEN s.since ELSE NULL END,
+       o.updated_at,
+       o.updated_at
+FROM orders o
+LEFT JOIN services s ON s.service_key = COALESCE(o.mini_app_id, 'order:' || o.commodity_order_id)
+WHERE o.status IN ('implementing', 'awaiting_confirmation', 'completed');
+
 -- Where a period's dates come from: the notice's `period_day`, and order.query's item dates kept
 -- verbatim (Beijing time text, as Alipay sent it: an unparsable value is support's to see).
 ALTER TABLE orders ADD COLUMN period_day INTEGER;
