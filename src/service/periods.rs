@@ -351,6 +351,14 @@ impl Services {
         if effect.is_none() && expire.is_none() {
             return Ok(());
         }
+        // Most answers repeat what is stored: read first, write only a change.
+        let (owned, seen) = (id.to_string(), (effect.clone(), expire.clone()));
+        let stored = self
+            .db(move |conn| periods::order_facts(conn, &owned).map_err(StoreError::from))
+            .await?;
+        if stored.is_none_or(|f| (f.service_effect_date, f.service_expire_date) == seen) {
+            return Ok(());
+        }
         let s = self.clone();
         let owned = id.to_string();
         let alert = self
