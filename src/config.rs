@@ -215,6 +215,10 @@ impl IsvAppSettings {
     }
 }
 
+fn default_service_expiry_warning_days() -> u32 {
+    7
+}
+
 fn empty_secret() -> SecretString {
     SecretString::from(String::new())
 }
@@ -235,6 +239,10 @@ pub struct SchedulerSettings {
     pub deadline_grace_seconds: u64,
     /// Warnings before the 30-day implementation deadline, in days after implementation began.
     pub warning_days: Vec<u32>,
+    /// Days before the end of a service's last period that support is warned
+    /// (`service_expiry_warning`), so that a renewal can be suggested.
+    #[serde(default = "default_service_expiry_warning_days")]
+    pub service_expiry_warning_days: u32,
     /// Due rows fired at once by one tick (each waits on an `order.query` round trip).
     pub concurrency: usize,
     /// Cron expression (with seconds) of the reconciliation of every open order; empty disables.

@@ -1,10 +1,12 @@
 //! `isv-lifecycle demo`: the whole lifecycle in one process, against the local Alipay simulator,
 //! on one manual clock shared by both, over a temporary SQLite database. Two ISV apps (the
-//! primary and `alipay.apps.second`, both with sandbox keys). Five orders, each its own merchant
-//! mini program: paid through build, audit, confirmation and completion (placed with the second
-//! app, so every call for it is made as that app); unpaid and cancelled at 3 days; an
-//! implementation timeout at 30 days; a refund; an authorization cancelled. It prints a timeline per order and a summary table, and fails when an order does
-//! not end where Alipay's rules say it must.
+//! primary and `alipay.apps.second`, both with sandbox keys). Seven scenarios, each its own
+//! merchant mini program: paid through build, audit, confirmation and completion (placed with the
+//! second app, so every call for it is made as that app); unpaid and cancelled at 3 days; an
+//! implementation timeout at 30 days; a refund; an authorization cancelled; a renewal (续订) that
+//! is refunded while the service stays live; a re-order (再次订购) after a refund that reopens the
+//! service. It prints a timeline per order and a summary table with each service's periods and
+//! status, and fails when an order or its service does not end where Alipay's rules say it must.
 
 use crate::clock::Clock as _;
 use crate::config::{Prepared, Settings};
@@ -30,12 +32,25 @@ pub struct Outcome {
     pub service: Option<String>,
     pub build: Option<String>,
     pub timeline: Vec<String>,
+    /// The service's periods, oldest first: `order state` each.
+    pub periods: Vec<String>,
     pub expected: (&'static str, Option<&'static str>),
+    /// The service's expected status (with its cause), when the scenario is about it.
+    pub expected_service: Option<&'static str>,
 }
 
 impl Outcome {
     pub fn as_expected(&self) -> bool {
-        self.status == self.expected.0 && self.cancel_reason.as_deref() == self.expected.1
+        self.status == self.expected.0
+            && self.cancel_reason.as_deref() == self.expected.1
+            && self
+                .expected_service
+                .is_none_or(|s| self.service.as_deref() == Some(s))
+    }
+
+    fn expecting_service(mut self, service: &'static str) -> Self {
+        self.expected_service = Some(service);
+        self
     }
 }
 
@@ -197,6 +212,22 @@ impl Demo {
         mini_app_id: &str,
         price: &str,
     ) -> anyhow::Result<String> {
+        self.place_order(app_id, mini_app_id, price, true).await
+    }
+
+    /// Another order for a mini program the merchant already authorized (a renewal or a
+    /// re-order): no new authorization.
+    async fn place_again(&self, mini_app_id: &str, price: &str) -> anyhow::Result<String> {
+        self.place_order(None, mini_app_id, price, false).await
+    }
+
+    async fn place_order(
+        &self,
+        app_id: Option<&str>,
+        mini_app_id: &str,
+        price: &str,
+        authorize: bool,
+    ) -> anyhow::Result<String> {
         let created = self
             .sim
             .state
@@ -204,7 +235,7 @@ impl Demo {
                 commodity_order_id: None,
                 mini_app_id: Some(mini_app_id.into()),
                 price: Some(price.into()),
-                authorize: Some(true),
+                authorize: Some(authorize),
                 merchant_pid: None,
                 item_code: Some("TS0001".into()),
                 title: Some("餐饮小程序模板".into()),
@@ -291,6 +322,19 @@ impl Demo {
                     .collect()
             })
             .unwrap_or_default();
+        let periods = self
+            .services
+            .service(&MiniAppId::from(app))
+            .await
+            .ok()
+            .flatten()
+            .map(|s| {
+                s.periods
+                    .iter()
+                    .map(|p| format!("{} {}", p.commodity_order_id, p.state))
+                    .collect()
+            })
+            .unwrap_or_default();
         Outcome {
             scenario,
             commodity_order_id: id.into(),
@@ -308,7 +352,24 @@ impl Demo {
                 .as_str()
                 .map(|v| format!("{v} {}", o["build"]["step"].as_str().unwrap_or(""))),
             timeline,
+            periods,
             expected,
+            expected_service: None,
+        }
+    }
+
+    fn service_is(
+        &self,
+        mini_app_id: &str,
+        status: &str,
+    ) -> impl AsyncFn(&Services) -> bool + use<> {
+        let (app, status) = (MiniAppId::from(mini_app_id), status.to_string());
+        async move |s: &Services| {
+            s.service(&app)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.status == status)
         }
     }
 
@@ -449,6 +510,85 @@ impl Demo {
             self.outcome("authorization cancelled", &id, app, ("implementing", None))
                 .await,
         );
+
+        // 6. A live service is renewed (续订), then the renewal is refunded: only the renewal's
+        //    period ends; the service stays live on the first one, and its build is left alone.
+        let app = "2021000000000106";
+        let first = self.place(app, "99.00").await?;
+        self.pay(&first).await?;
+        self.settle("the first build online", self.service_is(app, "live"))
+            .await?;
+        self.sim.state.advance(Duration::days(2));
+        let renewal = self.place_again(app, "99.00").await?;
+        self.pay(&renewal).await?;
+        self.sim
+            .state
+            .refund(&renewal)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        self.reconcile(&renewal).await?;
+        self.settle(
+            "the renewal's refund",
+            self.status_is(&renewal, "cancelled"),
+        )
+        .await?;
+        // Alipay dates the renewal from the end of the running period (the simulator does too).
+        let renewed = self
+            .services
+            .service(&MiniAppId::from(app))
+            .await
+            .ok()
+            .flatten();
+        let dates: Vec<_> = renewed
+            .iter()
+            .flat_map(|s| s.periods.iter().map(|p| (p.starts_at, p.ends_at)))
+            .collect();
+        anyhow::ensure!(
+            dates.len() == 2 && dates[0].1 == Some(dates[1].0),
+            "the renewal does not extend the first period: {dates:?}"
+        );
+        outcomes.push(
+            self.outcome(
+                "renewal refunded, service stays live",
+                &renewal,
+                app,
+                ("cancelled", Some("merchant_refund")),
+            )
+            .await
+            .expecting_service("live"),
+        );
+
+        // 7. Refunded during the build (the service ends, the build stops), then ordered again
+        //    (再次订购): the service reopens, a new build goes through audit, live again.
+        let app = "2021000000000107";
+        let first = self.place(app, "99.00").await?;
+        self.pay(&first).await?;
+        self.sim
+            .state
+            .refund(&first)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        self.reconcile(&first).await?;
+        self.settle("the refund", self.service_is(app, "terminated"))
+            .await?;
+        self.sim.state.advance(Duration::days(1));
+        let again = self.place_again(app, "99.00").await?;
+        self.pay(&again).await?;
+        self.settle("the new build online", self.service_is(app, "live"))
+            .await?;
+        self.settle(
+            "audit and 待商家确认",
+            self.status_is(&again, "awaiting_confirmation"),
+        )
+        .await?;
+        outcomes.push(
+            self.outcome(
+                "refund, then re-order: live again",
+                &again,
+                app,
+                ("awaiting_confirmation", None),
+            )
+            .await
+            .expecting_service("live"),
+        );
         Ok(outcomes)
     }
 }
@@ -464,18 +604,23 @@ pub fn print(outcomes: &[Outcome], clock_end: chrono::DateTime<chrono::Utc>) {
         }
     }
     println!(
-        "\n| scenario | order | ISV app | status | cancel reason | service | last build | as expected |"
+        "\n| scenario | order | ISV app | status | cancel reason | service | periods | last build | as expected |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for o in outcomes {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             o.scenario,
             o.commodity_order_id,
             o.isv_app_id.as_deref().unwrap_or("-"),
             o.status,
             o.cancel_reason.as_deref().unwrap_or("-"),
             o.service.as_deref().unwrap_or("-"),
+            if o.periods.is_empty() {
+                "-".to_string()
+            } else {
+                o.periods.join(", ")
+            },
             o.build.as_deref().unwrap_or("-"),
             if o.as_expected() { "yes" } else { "NO" }
         );

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub deadlines_fired: AtomicU64,
     /// Implementation-deadline warnings raised.
     pub deadlines_warned: AtomicU64,
+    /// Warnings before a service's last period ends (`service_expiry_warning`).
+    pub service_expiry_warnings: AtomicU64,
     /// Deadline rules applied past the grace period without Alipay's agreement.
     pub transitions_inferred: AtomicU64,
     /// Applied gateway messages deleted by the retention purge.
@@ -343,6 +345,11 @@ impl Metrics {
             "isv_deadlines_warned_total",
             "Implementation-deadline warnings raised.",
             &[("", self.deadlines_warned.load(Relaxed))],
+        );
+        counter(
+            "isv_service_expiry_warnings_total",
+            "Warnings raised before a service's last period ends.",
+            &[("", self.service_expiry_warnings.load(Relaxed))],
         );
         counter(
             "isv_transitions_inferred_total",

@@ -163,6 +163,9 @@ pub fn services(
                 deadline_grace: chrono::Duration::seconds(
                     prepared.settings.scheduler.deadline_grace_seconds as i64,
                 ),
+                service_expiry_warning: chrono::Duration::days(i64::from(
+                    prepared.settings.scheduler.service_expiry_warning_days,
+                )),
                 ..Default::default()
             },
             tick_seconds: prepared.settings.scheduler.tick_seconds,

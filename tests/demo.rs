@@ -11,7 +11,10 @@ fn config() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"))
 }
 
-async fn run(faults: SimFaults) -> (Vec<(String, String, Option<String>)>, Demo) {
+/// Each scenario's end: the order's status and cancel reason, its service, the service's periods.
+type Ends = Vec<(String, String, Option<String>, Option<String>, Vec<String>)>;
+
+async fn run(faults: SimFaults) -> (Ends, Demo) {
     let dir = tempfile::tempdir().unwrap();
     let demo = Demo::start(config(), dir.path().join("demo"), faults)
         .await
@@ -28,16 +31,20 @@ async fn run(faults: SimFaults) -> (Vec<(String, String, Option<String>)>, Demo)
             Some(primary),
             Some(primary),
             Some(primary),
+            Some(primary),
+            Some(primary),
             Some(primary)
         ]
     );
     for o in &outcomes {
         assert!(
             o.as_expected(),
-            "{}: {} {:?}\n{}",
+            "{}: {} {:?}, service {:?}, periods {:?}\n{}",
             o.scenario,
             o.status,
             o.cancel_reason,
+            o.service,
+            o.periods,
             o.timeline.join("\n")
         );
     }
@@ -48,6 +55,8 @@ async fn run(faults: SimFaults) -> (Vec<(String, String, Option<String>)>, Demo)
                 o.scenario.to_string(),
                 o.status.clone(),
                 o.cancel_reason.clone(),
+                o.service.clone(),
+                o.periods.clone(),
             )
         })
         .collect();
@@ -115,7 +124,39 @@ fn assert_steps_once(demo: &Demo) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_scenarios_end_as_alipay_rules_say() {
     let (clean, demo) = run(SimFaults::default()).await;
-    assert_eq!(clean.len(), 5);
+    assert_eq!(clean.len(), 7);
+    // The renewal's refund leaves the first period running; the re-order opens a new one.
+    let periods = |scenario: &str| {
+        clean
+            .iter()
+            .find(|e| e.0 == scenario)
+            .map(|e| {
+                (
+                    e.3.clone(),
+                    e.4.len(),
+                    e.4.iter()
+                        .map(|p| p.split(' ').nth(1).unwrap_or("").to_string())
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .unwrap()
+    };
+    assert_eq!(
+        periods("renewal refunded, service stays live"),
+        (
+            Some("live".to_string()),
+            2,
+            vec!["active".to_string(), "refunded".to_string()]
+        )
+    );
+    assert_eq!(
+        periods("refund, then re-order: live again"),
+        (
+            Some("live".to_string()),
+            2,
+            vec!["refunded".to_string(), "active".to_string()]
+        )
+    );
     assert_steps_once(&demo);
     demo.stop().await;
 }

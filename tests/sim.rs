@@ -202,6 +202,51 @@ async fn order_query_follows_pay_refund_and_the_clock() {
     sim.stop().await;
 }
 
+/// A renewal (续订: another order for a mini program whose service runs) is dated from the end
+/// of the running year; a re-order after a refund from its own payment.
+#[tokio::test]
+async fn a_renewal_is_dated_from_the_end_of_the_running_service() {
+    let sim = start(SimFaults::default(), None).await;
+    let client = client(&sim);
+    let dates = |r: &api::OrderQueryResponse| {
+        (
+            r.order_items[0].service_effect_at().unwrap(),
+            r.order_items[0].service_expire_at().unwrap(),
+        )
+    };
+    let app = "2021004199990077";
+    let first = new_order(&sim, json!({"mini_app_id": app, "price": "99.00"})).await;
+    control(&sim, &format!("/orders/{first}/pay"), json!({})).await;
+    let (first_start, first_end) = dates(&query(&client, &first).await.unwrap().2);
+    assert_eq!(first_end - first_start, chrono::Duration::days(365));
+
+    sim.state.advance(chrono::Duration::days(10));
+    let renewal = new_order(
+        &sim,
+        json!({"mini_app_id": app, "price": "99.00", "authorize": false}),
+    )
+    .await;
+    control(&sim, &format!("/orders/{renewal}/pay"), json!({})).await;
+    let (start, end) = dates(&query(&client, &renewal).await.unwrap().2);
+    assert_eq!(start, first_end);
+    assert_eq!(end, first_end + chrono::Duration::days(365));
+
+    // Both refunded: a re-order starts from its own payment.
+    for id in [&first, &renewal] {
+        control(&sim, &format!("/orders/{id}/refund"), json!({})).await;
+    }
+    sim.state.advance(chrono::Duration::days(1));
+    let again = new_order(
+        &sim,
+        json!({"mini_app_id": app, "price": "99.00", "authorize": false}),
+    )
+    .await;
+    control(&sim, &format!("/orders/{again}/pay"), json!({})).await;
+    let (start, _) = dates(&query(&client, &again).await.unwrap().2);
+    assert_eq!(start, first_start + chrono::Duration::days(11));
+    sim.stop().await;
+}
+
 #[tokio::test]
 async fn a_request_signed_with_the_wrong_key_gets_40002() {
     let sim = start(SimFaults::default(), None).await;

@@ -129,6 +129,9 @@ pub struct OrderNotification {
     pub title: Option<String>,
     pub total_price: Option<String>,
     pub ordered_at: DateTime<Utc>,
+    /// The subscription period in days (`period_day`), as sent: the period's length when
+    /// `order.query` gives no item dates.
+    pub period_day: Option<String>,
 }
 
 pub struct AuthorizationNotification {
@@ -243,6 +246,7 @@ fn parse_order(params: &Params) -> Result<OrderNotification, MessageError> {
         title: get("title"),
         total_price: get("total_price"),
         ordered_at,
+        period_day: get("period_day"),
     })
 }
 

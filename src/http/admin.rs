@@ -32,6 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 web::post().to(reconcile),
             )
             .route("/builds/{mini_app_id}/retry", web::post().to(retry_build))
+            .route("/services/{mini_app_id}", web::get().to(service))
             .route(
                 "/authorizations/{auth_app_id}",
                 web::get().to(authorization),
@@ -264,6 +265,18 @@ async fn order(
     }
     let id = path.into_inner();
     respond(("order", id.as_str()), state.services.order(&id).await)
+}
+
+async fn service(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<MiniAppId>,
+) -> HttpResponse {
+    if let Err(r) = authorize(&req, &state) {
+        return r;
+    }
+    let id = path.into_inner();
+    respond(("service", id.as_str()), state.services.service(&id).await)
 }
 
 async fn authorization(

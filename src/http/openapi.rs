@@ -10,7 +10,7 @@ use super::admin::{MessageFilter, OrderFilter, Termination};
 use crate::service::merchant_sync::MerchantOrderView;
 use crate::service::views::{
     AuthorizationView, BuildView, DeadlineView, HistoryView, MessageView, OrderPage, OrderView,
-    ServiceView,
+    PeriodView, ServiceDetailView, ServiceView,
 };
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
@@ -95,18 +95,19 @@ impl Modify for Security {
     ),
     paths(
         list_messages, replay_message, list_orders, get_order, terminate_order, reconcile_order,
-        retry_build, get_authorization, resend_merchant_order, openapi_document,
+        retry_build, get_service, get_authorization, resend_merchant_order, openapi_document,
         sync_merchant_order, get_merchant_order, gateway, healthz, readyz, metrics
     ),
     components(schemas(
         ErrorBody, Violation, SyncResult, MerchantOrderSync, OrderView, OrderPage, DeadlineView,
-        HistoryView, ServiceView, BuildView, AuthorizationView, MessageView, MerchantOrderView,
+        HistoryView, ServiceView, BuildView, ServiceDetailView, PeriodView, AuthorizationView, MessageView, MerchantOrderView,
         Termination
     )),
     modifiers(&Security),
     tags(
         (name = "orders", description = "Marketplace orders: search, history, support actions"),
         (name = "messages", description = "Stored gateway messages"),
+        (name = "services", description = "Merchants' services: periods, status, build"),
         (name = "authorizations", description = "Merchants' authorizations (never a token)"),
         (name = "merchant-orders", description = "The merchant-order API and its deliveries"),
         (name = "operations", description = "Gateway, health, metrics, this document")
@@ -193,6 +194,18 @@ fn terminate_order() {}
     ))]
 #[allow(dead_code)]
 fn reconcile_order() {}
+
+#[utoipa::path(get, path = "/admin/api/services/{mini_app_id}", operation_id = "getService", tag = "services",
+    summary = "A mini program's service: status, periods (one per paid order), newest build",
+    params(("mini_app_id" = String, Path, description = "The merchant's mini program")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The service", body = ServiceDetailView),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No service for that mini program", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn get_service() {}
 
 #[utoipa::path(post, path = "/admin/api/builds/{mini_app_id}/retry", operation_id = "retryBuild", tag = "orders",
     summary = "Start a new template build (next version) after a rejected or failed one",

@@ -10,8 +10,8 @@
 
 use super::AppState;
 use crate::alipay::form;
-use crate::domain::OrderId;
 use crate::domain::lifecycle::OrderEvent;
+use crate::domain::{MiniAppId, OrderId};
 use crate::store::messages::MessageState;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -32,6 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/orders/{id}", web::get().to(order_page))
         .route("/admin/orders/{id}/terminate", web::post().to(terminate))
         .route("/admin/orders/{id}/reconcile", web::post().to(reconcile))
+        .route("/admin/services/{mini_app_id}", web::get().to(service_page))
         .route("/admin/authorizations", web::get().to(authorizations_page))
         .route("/admin/messages", web::get().to(messages_page))
         .route(
@@ -566,19 +567,26 @@ async fn order_response(
 ) -> HttpResponse {
     let services = &state.services;
     let found = async {
+        let order = services.order(id).await?;
+        // The service's periods and expiry, shown beside the order.
+        let service = match order.as_ref().and_then(|o| o.mini_app_id.as_deref()) {
+            Some(app) => services.service(&MiniAppId::from(app)).await?,
+            None => None,
+        };
         Ok::<_, crate::service::views::ViewError>((
-            services.order(id).await?,
+            order,
             services.messages_about(id).await?,
             // One more than shown tells whether an older page exists.
             services
                 .calls_about(id, view.calls_before, CALLS_PER_PAGE + 1)
                 .await?,
+            service,
         ))
     }
     .await;
-    let (order, messages, mut calls) = match found {
-        Ok((Some(order), messages, calls)) => (order, messages, calls),
-        Ok((None, _, _)) => {
+    let (order, messages, mut calls, service_view) = match found {
+        Ok((Some(order), messages, calls, service)) => (order, messages, calls, service),
+        Ok((None, _, _, _)) => {
             return page(
                 StatusCode::NOT_FOUND,
                 "No such order",
@@ -686,6 +694,25 @@ async fn order_response(
         ),
         None => "—".into(),
     };
+    let (expires, periods) = match &service_view {
+        Some(s) => (
+            s.expires_at.map_or("—".to_string(), when),
+            s.periods
+                .iter()
+                .map(|p| {
+                    format!(
+                        r#"<tr><td><a href="/admin/orders/{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+                        seg(&p.commodity_order_id),
+                        html_escape(&p.commodity_order_id),
+                        when(p.starts_at),
+                        p.ends_at.map_or("no end known".to_string(), when),
+                        html_escape(&p.state)
+                    )
+                })
+                .collect::<String>(),
+        ),
+        None => ("—".to_string(), String::new()),
+    };
     let tasks = if order.open_tasks.is_empty() {
         "none".to_string()
     } else {
@@ -726,6 +753,7 @@ async fn order_response(
 <label>Reason <input name="reason" id="reason" required size="60"></label>
 <label><input type="checkbox" name="confirm" value="yes" id="confirm" required> I understand this ends the merchant's service</label>
 <button id="terminate">Terminate</button></form>
+<h2>Service periods</h2><p>Expires: <span id="service-expires">{expires}</span></p><table id="service-periods"><tr><th>order</th><th>starts</th><th>ends</th><th>state</th></tr>{periods}</table>
 <h2>Deadlines</h2><table><tr><th>kind</th><th>due</th><th>state</th></tr>{deadlines}</table>
 <h2>Timeline</h2><table id="timeline"><tr><th>at</th><th>what</th><th>actor</th><th>cause</th><th>reason</th><th></th></tr>{history}</table>
 <h2>Alipay calls, newest first</h2><table id="calls"><tr><th>at</th><th>method</th><th>result</th></tr>{calls}</table>{calls_pager}
@@ -737,7 +765,15 @@ async fn order_response(
             merchant = opt_text(order.merchant_name.as_deref()),
             price = opt_text(order.total_price.as_deref()),
             ordered = when(order.ordered_at),
-            app = opt_text(order.mini_app_id.as_deref()),
+            // The order page links to its service (periods, expiry, build).
+            app = match order.mini_app_id.as_deref() {
+                Some(app) => format!(
+                    r#"<a id="service-link" href="/admin/services/{}">{}</a>"#,
+                    seg(app),
+                    html_escape(app)
+                ),
+                None => "—".into(),
+            },
             refund = opt_text(order.refund.as_deref()),
             reconcile = action("reconcile"),
             terminate = action("terminate"),
@@ -823,6 +859,74 @@ async fn reconcile(
             .await
         }
     }
+}
+
+/// A mini program's service: its status, its periods (one per paid order, each linking to its
+/// order), when it expires, and its newest build.
+async fn service_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<MiniAppId>,
+) -> HttpResponse {
+    let Some(session) = session(&req, &state).await else {
+        return see_other("/admin/login");
+    };
+    let id = path.into_inner();
+    let service = match state.services.service(&id).await {
+        Ok(Some(service)) => service,
+        Ok(None) => {
+            return page(
+                StatusCode::NOT_FOUND,
+                "No such service",
+                Some(&session),
+                &format!(
+                    "<p>No service for mini program {}.</p>",
+                    html_escape(id.as_str())
+                ),
+            );
+        }
+        _ => return unavailable("Service", &session),
+    };
+    let periods: String = service
+        .periods
+        .iter()
+        .map(|p| {
+            format!(
+                r#"<tr><td><a href="/admin/orders/{}">{}</a></td><td>{}</td><td>{}</td><td class="period-state">{}</td></tr>"#,
+                seg(&p.commodity_order_id),
+                html_escape(&p.commodity_order_id),
+                when(p.starts_at),
+                p.ends_at.map_or("no end known".to_string(), when),
+                html_escape(&p.state)
+            )
+        })
+        .collect();
+    let build = match &service.build {
+        Some(b) => format!(
+            "{} <b>{}</b>",
+            html_escape(&b.app_version),
+            html_escape(&b.step)
+        ),
+        None => "—".into(),
+    };
+    page(
+        StatusCode::OK,
+        &format!("Service {id}"),
+        Some(&session),
+        &format!(
+            r#"<table id="service"><tr><th>status</th><td id="service-status">{status}</td></tr><tr><th>termination cause</th><td>{cause}</td></tr>
+<tr><th>expires</th><td id="expires-at">{expires}</td></tr><tr><th>build</th><td id="build">{build}</td></tr><tr><th>open tasks</th><td>{tasks}</td></tr></table>
+<h2>Periods</h2><table id="periods"><tr><th>order</th><th>starts</th><th>ends</th><th>state</th></tr>{periods}</table>"#,
+            status = html_escape(&service.status),
+            cause = opt_text(service.termination_cause.as_deref()),
+            expires = service.expires_at.map_or("—".to_string(), when),
+            tasks = if service.open_tasks.is_empty() {
+                "none".to_string()
+            } else {
+                html_escape(&service.open_tasks.join(", "))
+            },
+        ),
+    )
 }
 
 async fn authorizations_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {

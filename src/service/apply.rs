@@ -338,6 +338,7 @@ impl Services {
             total_price: o.total_price.clone(),
         };
         self.place_order(conn, &new, &placed, now)?;
+        self.record_period_day(conn, &o.commodity_order_id, o.period_day.as_deref(), now)?;
         Ok(Applied::Done)
     }
 

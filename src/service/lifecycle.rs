@@ -76,6 +76,8 @@ enum Timer {
     /// A queued `order.query` (kind `order_query`): asks the sweep to query Alipay about the
     /// order now (an audit passed, support terminated), the outbox for `Effect::QueryAlipay`.
     Query,
+    /// A service's expiry or its warning (`service::periods`), kept on an order's rows.
+    Service(TimerKind),
 }
 
 /// A row's timer from its typed kind and its warning days (a negative count is corrupt data).
@@ -90,6 +92,7 @@ fn timer(kind: TimerKind, warning_days: i32, order: &str) -> Result<Timer, Store
             ))
         })?),
         TimerKind::OrderQuery => Timer::Query,
+        TimerKind::ServiceExpiry | TimerKind::ServiceExpiryWarning => Timer::Service(kind),
     })
 }
 
@@ -128,7 +131,7 @@ fn to_domain(row: &OrderRow, rows: &[DeadlineRow]) -> Result<Order, LifecycleErr
                     });
                 }
             }
-            Timer::Query => {}
+            Timer::Query | Timer::Service(_) => {}
         }
     }
     Ok(Order {
@@ -155,7 +158,7 @@ fn row_state(order: &Order, d: &Deadline) -> DeadlineState {
     }
 }
 
-fn service_key(row: &OrderRow) -> String {
+pub(super) fn service_key(row: &OrderRow) -> String {
     row.mini_app_id
         .clone()
         .unwrap_or_else(|| format!("order:{}", row.commodity_order_id))
@@ -392,6 +395,8 @@ impl Services {
                 },
             )
         };
+        // A paid order adds its period to the service (a re-order reopens an ended one).
+        self.open_period(conn, before, o, now)?;
         for effect in &t.effects {
             match effect {
                 // A due deadline is queried by the sweep that fired it, right away.
@@ -409,6 +414,11 @@ impl Services {
                     )?;
                 }
                 Effect::TerminateService { cause } => {
+                    // A refund or cancellation ends this order's period; the service ends only
+                    // when no period remains.
+                    if !self.close_order_period(conn, before, cause, now)? {
+                        continue;
+                    }
                     let key = service_key(before);
                     let active = before
                         .mini_app_id
@@ -541,6 +551,7 @@ impl Services {
                 store::close_tasks(conn, *task, key, to_db_time(now))?;
             }
             Effect::StopProvisioning => {
+                self.end_service_periods(conn, key, now)?;
                 // In the same transaction as the termination: no build step runs after it.
                 for (version, order) in builds::cancel_in_flight(conn, key, to_db_time(now))? {
                     super::pipeline::note(
@@ -594,7 +605,7 @@ impl Services {
     /// Applies `event` to the service of `key` with the rules and saves the result with its
     /// effects, in the caller's transaction; nothing is written when the rules ignore the event.
     /// Returns the service as it was before, and the transition.
-    fn service_event(
+    pub(super) fn service_event(
         &self,
         conn: &mut AnyConnection,
         key: &str,
@@ -789,6 +800,12 @@ impl Services {
     ) -> Result<bool, LifecycleError> {
         let id = d.commodity_order_id.as_str();
         let kind = match timer(d.kind, d.warning_days, id)? {
+            Timer::Warning(_) if self.order_service_ended(id).await? => {
+                // The service ended (support terminated it, say): no more warnings for it.
+                self.finish_row(d.id, DeadlineState::Cancelled).await?;
+                return Ok(false);
+            }
+            Timer::Service(kind) => return self.fire_service_timer(d.id, id, kind).await,
             Timer::Warning(days) => {
                 let t = self
                     .order_event_now(&OrderId::from(id), OrderEvent::WarningDue { at_days: days })
@@ -911,8 +928,17 @@ impl Services {
             .servicemarket_order_query(&OrderQueryRequest::new(id))
             .await?;
         let mut items: Vec<String> = Vec::new();
+        // The first item that carries service dates (service::periods keeps them verbatim).
+        let mut dates: Option<(Option<String>, Option<String>)> = None;
         let mut page = 1u32;
         loop {
+            if dates.is_none() {
+                dates = response
+                    .order_items
+                    .iter()
+                    .find(|i| i.service_effect_date.is_some() || i.service_expire_date.is_some())
+                    .map(|i| (i.service_effect_date.clone(), i.service_expire_date.clone()));
+            }
             items.extend(
                 response
                     .order_items
@@ -936,6 +962,12 @@ impl Services {
         let order_status = response
             .order_level_status()
             .map(|s| s.as_str().to_string());
+        if let Some((effect, expire)) = dates {
+            // Before the reading is applied, so that a period opened by it takes these dates.
+            if let Err(error) = self.record_item_dates(id, effect, expire).await {
+                tracing::warn!(order = %id, %error, "order.query item dates not recorded");
+            }
+        }
         let items: Vec<&str> = items.iter().map(String::as_str).collect();
         let rules = self.lifecycle_rules();
         if let Some(unread) = lc::unread_values(order_status.as_deref(), &items, rules) {
@@ -1085,7 +1117,7 @@ impl LifecycleSettings {
 
 /// A timeline row on each order of a service whose state changed while the orders' statuses
 /// stayed (went live, ended by the merchant's authorization cancellation), so support sees it.
-fn note_service_change(
+pub(super) fn note_service_change(
     conn: &mut AnyConnection,
     service_key: &str,
     cause: &str,

@@ -12,6 +12,7 @@ pub mod merchant_delivery;
 pub mod merchant_sync;
 pub mod metered;
 pub mod operators;
+pub mod periods;
 pub mod pipeline;
 pub mod retention;
 pub mod support;

@@ -521,6 +521,15 @@ impl Services {
                     last.app_version, last.step
                 )));
             }
+            // No new build starts for a service that ended (a re-order reopens it first).
+            if let Some(service) = orders::find_service(conn, &mini_app_id)?
+                && service.status.has_ended()
+            {
+                return Err(PipelineError::Refused(format!(
+                    "the service of {mini_app_id} is {}",
+                    service.status.as_str()
+                )));
+            }
             let version = last.template_version.as_deref();
             if !builds::start(
                 conn,

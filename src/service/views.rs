@@ -45,7 +45,8 @@ pub struct HistoryView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BuildView {
     pub app_version: String,
-    /// `upload`, `build_query`, `audit_apply`, `await_audit`, `online`, `done`, `rejected`, `failed`.
+    /// `upload`, `build_query`, `audit_apply`, `await_audit`, `online`, `done`, `rejected`,
+    /// `failed`, `cancelled` (stopped because the service ended).
     pub step: String,
     pub last_error: Option<String>,
 }
@@ -92,6 +93,47 @@ pub struct OrderView {
     pub build: Option<BuildView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryView>>,
+}
+
+/// One paid order's share of a service (`GET /admin/api/services/{mini_app_id}`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PeriodView {
+    pub commodity_order_id: String,
+    pub starts_at: DateTime<Utc>,
+    /// Null when neither `order.query`'s item dates nor the notice's `period_day` say how long
+    /// it runs (such a period never expires by itself).
+    #[schema(required = true)]
+    pub ends_at: Option<DateTime<Utc>>,
+    /// `active`, `ended` (ran out), `refunded`, `cancelled`.
+    pub state: String,
+}
+
+/// A merchant's service: one mini program, fed by its orders' periods.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ServiceDetailView {
+    pub mini_app_id: String,
+    /// `provisioning`, `live`, `terminated`, `expired`.
+    pub status: String,
+    /// Null unless terminated or expired: `authorization_cancelled`, `order_cancelled`,
+    /// `refunded`, `implementation_timeout`, `support`, `expired`.
+    #[schema(required = true)]
+    pub termination_cause: Option<String>,
+    #[schema(required = true)]
+    pub terminated_by: Option<String>,
+    #[schema(required = true)]
+    pub termination_reason: Option<String>,
+    /// When the last remaining period ends (the service expires then unless renewed); null when
+    /// none remains or one has no end.
+    #[schema(required = true)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Oldest first.
+    pub periods: Vec<PeriodView>,
+    /// The newest template build; `step` is `cancelled` for a build stopped because the service
+    /// ended.
+    #[schema(required = true)]
+    pub build: Option<BuildView>,
+    /// Support's open to-dos for this service (e.g. `merchant_must_cancel_authorization`).
+    pub open_tasks: Vec<String>,
 }
 
 /// One page of the order list, newest first; follow `next_cursor` until it is null.
@@ -159,7 +201,8 @@ pub struct MessageView {
 }
 
 /// The `kind` of a deadline as the admin API and the order page show it (INTERFACE.md):
-/// `payment`, `implementation`, `confirmation`, `warning_<days>`, `query_alipay`.
+/// `payment`, `implementation`, `confirmation`, `warning_<days>`, `query_alipay`,
+/// `service_expiry`, `service_expiry_warning`.
 fn timer_label(kind: TimerKind, warning_days: i32) -> String {
     match kind {
         TimerKind::Payment | TimerKind::Implementation | TimerKind::Confirmation => {
@@ -167,6 +210,7 @@ fn timer_label(kind: TimerKind, warning_days: i32) -> String {
         }
         TimerKind::Warning => format!("warning_{warning_days}"),
         TimerKind::OrderQuery => "query_alipay".into(),
+        TimerKind::ServiceExpiry | TimerKind::ServiceExpiryWarning => kind.as_str().into(),
     }
 }
 
@@ -307,6 +351,58 @@ impl Services {
                 orders,
                 next_cursor,
             })
+        })
+        .await
+    }
+
+    /// The service of a mini program, with its periods and its newest build.
+    pub async fn service(
+        &self,
+        mini_app_id: &MiniAppId,
+    ) -> Result<Option<ServiceDetailView>, ViewError> {
+        let mini_app_id = mini_app_id.clone();
+        self.off_executor(move |s| {
+            use crate::store::periods;
+            let mini_app_id = mini_app_id.as_str();
+            let mut conn = s.conn()?;
+            let Some(service) = orders::find_service(&mut conn, mini_app_id)? else {
+                return Ok(None);
+            };
+            let now = s.clock.now();
+            let rows = periods::for_service(&mut conn, mini_app_id)?;
+            let domain: Vec<crate::domain::lifecycle::Period> =
+                rows.iter().map(periods::PeriodRow::to_domain).collect();
+            let ended = service.status.has_ended();
+            let build = crate::store::builds::latest(&mut conn, mini_app_id)?.map(|b| BuildView {
+                app_version: b.app_version,
+                step: b.step.as_str().into(),
+                last_error: b.last_error,
+            });
+            let open_tasks = orders::open_tasks(&mut conn, mini_app_id)?;
+            Ok(Some(ServiceDetailView {
+                mini_app_id: mini_app_id.to_string(),
+                status: service.status.as_str().into(),
+                termination_cause: service.termination_cause.map(|c| c.as_str().into()),
+                terminated_by: service.terminated_by,
+                termination_reason: service.termination_reason,
+                expires_at: if ended {
+                    None
+                } else {
+                    crate::domain::lifecycle::last_end(&domain, now)
+                },
+                periods: domain
+                    .iter()
+                    .zip(&rows)
+                    .map(|(p, row)| PeriodView {
+                        commodity_order_id: p.commodity_order_id.clone(),
+                        starts_at: utc(row.starts_at),
+                        ends_at: p.ends_at,
+                        state: p.state_at(now).as_str().into(),
+                    })
+                    .collect(),
+                build,
+                open_tasks: open_tasks.iter().map(|t| t.as_str().into()).collect(),
+            }))
         })
         .await
     }

@@ -595,6 +595,37 @@ impl SimState {
         }))
     }
 
+    /// A paid order's service dates, as `order.query`'s item dates give them: a year from the
+    /// payment, or, for a renewal (续订) of a mini program whose service still runs on earlier
+    /// orders, a year from the end of the running one. Refunded or cancelled orders run nothing.
+    fn service_dates(&self, order: &Order) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let paid = order.paid_at?;
+        let runs = |stage: Stage| match stage {
+            Stage::Implementing
+            | Stage::AwaitingConfirmation
+            | Stage::Confirmed
+            | Stage::AutoConfirmed => true,
+            Stage::Unpaid | Stage::Refunded | Stage::Closed | Stage::ImplementationTimeout => false,
+        };
+        let key = (paid, order.commodity_order_id.as_str());
+        let mut earlier: Vec<(DateTime<Utc>, &str)> = self
+            .orders
+            .values()
+            .filter(|o| o.mini_app_id == order.mini_app_id && runs(o.stage))
+            .filter_map(|o| o.paid_at.map(|p| (p, o.commodity_order_id.as_str())))
+            .filter(|k| *k < key)
+            .collect();
+        earlier.sort();
+        let year = Duration::days(365);
+        let running_until = earlier
+            .iter()
+            .fold(None, |end: Option<DateTime<Utc>>, (p, _)| {
+                Some(end.map_or(*p, |e| e.max(*p)) + year)
+            });
+        let start = running_until.map_or(paid, |end| end.max(paid));
+        Some((start, start + year))
+    }
+
     pub fn order_query(&self, biz: &serde_json::Value) -> Result<serde_json::Value, SimError> {
         let id = biz["commodity_order_id"].as_str().unwrap_or_default();
         if id.is_empty() {
@@ -622,10 +653,9 @@ impl SimState {
             "mini_app_id": order.mini_app_id,
             "order_status": item_status,
         });
-        if let Some(paid) = order.paid_at {
-            item["service_effect_date"] = crate::alipay::time::format_beijing(paid).into();
-            item["service_expire_date"] =
-                crate::alipay::time::format_beijing(paid + Duration::days(365)).into();
+        if let Some((effect, expire)) = self.service_dates(order) {
+            item["service_effect_date"] = crate::alipay::time::format_beijing(effect).into();
+            item["service_expire_date"] = crate::alipay::time::format_beijing(expire).into();
         }
         let items = if page == 1 { vec![item] } else { vec![] };
         Ok(serde_json::json!({
@@ -920,6 +950,8 @@ fn order_message(order: &Order, now: DateTime<Utc>, app_id: &str) -> Outgoing {
         ("title", &order.title),
         ("order_item_num", "1"),
         ("service_code", "SERVICE_MINIAPP"),
+        // A year, as order.query's item dates say (service_effect_date + 365 days).
+        ("period_day", "365"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

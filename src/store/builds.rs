@@ -1,7 +1,10 @@
 //! Template builds: the pipeline's outbox, one row per version of a merchant's mini program.
 
 use super::AnyConnection;
-use super::schema::{authorizations as au, orders as od, template_builds as tb};
+use super::schema::{
+    authorizations as au, orders as od, service_periods as sp, services as sv,
+    template_builds as tb,
+};
 use crate::db_run;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -115,8 +118,11 @@ pub struct BuildRow {
     pub last_error: Option<String>,
 }
 
-/// Orders that need a first build: implementing, with an active authorization for their mini
-/// program, and no build yet.
+/// Orders that need a build: implementing, with an active authorization for their mini program,
+/// no build yet, a service that is `provisioning` (a live service needs none, an ended one gets
+/// none), and no build underway for another order whose period still runs: a renewal never
+/// starts a second build beside the first, while a re-order after the service ended (the old
+/// build cancelled, the old period closed) does start one.
 pub fn orders_needing_a_build(
     conn: &mut AnyConnection,
     limit: i64,
@@ -124,9 +130,18 @@ pub fn orders_needing_a_build(
     db_run!(conn: {
         od::table
             .inner_join(au::table.on(au::auth_app_id.nullable().eq(od::mini_app_id)))
+            .inner_join(sv::table.on(sv::service_key.nullable().eq(od::mini_app_id)))
             .filter(od::status.eq(crate::domain::OrderStatus::Implementing))
             .filter(au::status.eq(crate::domain::lifecycle::AuthorizationStatus::Active))
+            .filter(sv::status.eq(crate::domain::lifecycle::ServiceStatus::Provisioning))
             .filter(diesel::dsl::not(diesel::dsl::exists(tb::table.filter(tb::commodity_order_id.eq(od::commodity_order_id)))))
+            .filter(diesel::dsl::not(diesel::dsl::exists(
+                tb::table
+                    .inner_join(sp::table.on(sp::commodity_order_id.eq(tb::commodity_order_id)))
+                    .filter(tb::mini_app_id.nullable().eq(od::mini_app_id))
+                    .filter(tb::step.ne(BuildStep::Cancelled))
+                    .filter(sp::state.eq(crate::domain::lifecycle::PeriodState::Active)),
+            )))
             .select((od::commodity_order_id, au::auth_app_id, od::item_code))
             .limit(limit)
             .load(conn)

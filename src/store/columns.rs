@@ -6,7 +6,9 @@
 //! implemented here by `text_column!`, which also lists every variant in an exhaustive match: a
 //! variant added later without a text form fails to compile here.
 
-use crate::domain::lifecycle::{AuthorizationStatus, DeadlineState, Refund, ServiceStatus, Task};
+use crate::domain::lifecycle::{
+    AuthorizationStatus, DeadlineState, PeriodState, Refund, ServiceStatus, Task,
+};
 use crate::domain::{CancelReason, OrderStatus};
 
 /// A value stored as text in one column.
@@ -208,6 +210,18 @@ text_column!(
         ServiceStatus::Provisioning,
         ServiceStatus::Live,
         ServiceStatus::Terminated,
+        ServiceStatus::Expired,
+    ]
+);
+text_column!(
+    PeriodState,
+    "service_periods.state",
+    PeriodState::as_str,
+    [
+        PeriodState::Active,
+        PeriodState::Ended,
+        PeriodState::Refunded,
+        PeriodState::Cancelled,
     ]
 );
 text_column!(

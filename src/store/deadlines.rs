@@ -22,6 +22,12 @@ pub enum TimerKind {
     Warning,
     /// A queued `order.query` (the outbox of `Effect::QueryAlipay`).
     OrderQuery,
+    /// The end of a service's last period: the service expires unless a renewal moved it (kept
+    /// on the order whose period ends last).
+    ServiceExpiry,
+    /// Support's warning before that end (`scheduler.service_expiry_warning_days`, default 7),
+    /// so that a renewal can be suggested.
+    ServiceExpiryWarning,
 }
 
 impl TimerKind {
@@ -32,6 +38,8 @@ impl TimerKind {
             TimerKind::Confirmation => "confirmation",
             TimerKind::Warning => "warning",
             TimerKind::OrderQuery => "order_query",
+            TimerKind::ServiceExpiry => "service_expiry",
+            TimerKind::ServiceExpiryWarning => "service_expiry_warning",
         }
     }
 
@@ -41,7 +49,10 @@ impl TimerKind {
             TimerKind::Payment => Some(DeadlineKind::Payment),
             TimerKind::Implementation => Some(DeadlineKind::Implementation),
             TimerKind::Confirmation => Some(DeadlineKind::Confirmation),
-            TimerKind::Warning | TimerKind::OrderQuery => None,
+            TimerKind::Warning
+            | TimerKind::OrderQuery
+            | TimerKind::ServiceExpiry
+            | TimerKind::ServiceExpiryWarning => None,
         }
     }
 }
@@ -66,6 +77,8 @@ crate::text_column!(
         TimerKind::Confirmation,
         TimerKind::Warning,
         TimerKind::OrderQuery,
+        TimerKind::ServiceExpiry,
+        TimerKind::ServiceExpiryWarning,
     ]
 );
 

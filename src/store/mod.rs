@@ -16,6 +16,7 @@ pub mod merchant_orders;
 pub mod messages;
 pub mod operators;
 pub mod orders;
+pub mod periods;
 pub mod queue;
 pub mod schema;
 

@@ -58,6 +58,22 @@ diesel::table! {
         reconciled_at -> Nullable<Timestamp>,
         merchant_name -> Nullable<Text>,
         isv_app_id -> Nullable<Text>,
+        period_day -> Nullable<Integer>,
+        service_effect_date -> Nullable<Text>,
+        service_expire_date -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    service_periods (commodity_order_id) {
+        commodity_order_id -> Text,
+        service_key -> Text,
+        starts_at -> Timestamp,
+        ends_at -> Nullable<Timestamp>,
+        state -> Text,
+        closed_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
     }
 }
 
@@ -213,6 +229,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     alipay_calls,
     alipay_certs,
     template_builds,
+    service_periods,
     services,
     support_tasks,
     merchant_orders,

@@ -17,6 +17,7 @@ mod lifecycle;
 mod merchant_orders;
 mod metrics;
 mod openapi;
+mod periods;
 mod pipeline;
 mod queues;
 mod retention;

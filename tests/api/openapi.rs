@@ -288,6 +288,26 @@ async fn real_responses_match_the_openapi_document() {
         &body,
     );
 
+    // Services: A1's, terminated above.
+    let t = "/admin/api/services/{mini_app_id}";
+    for (path, expected) in [
+        (format!("/admin/api/services/{TINY_APP}"), 200),
+        ("/admin/api/services/2021000000000000".to_string(), 404),
+    ] {
+        let (status, body) = app.admin_get(&path).await;
+        assert_eq!(status, expected, "{path}: {body}");
+        c.check("get", t, status, &body);
+    }
+    let (status, body) = plain(
+        &app,
+        reqwest::Method::GET,
+        &format!("/admin/api/services/{TINY_APP}"),
+    )
+    .await
+    .pipe_json();
+    assert_eq!(status, 401);
+    c.check("get", t, status, &body);
+
     // Authorizations.
     let t = "/admin/api/authorizations/{auth_app_id}";
     for (path, expected) in [

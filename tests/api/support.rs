@@ -316,6 +316,7 @@ async fn openapi_describes_every_route() {
         ("post", "/admin/api/orders/{commodity_order_id}/terminate"),
         ("post", "/admin/api/orders/{commodity_order_id}/reconcile"),
         ("post", "/admin/api/builds/{mini_app_id}/retry"),
+        ("get", "/admin/api/services/{mini_app_id}"),
         ("get", "/admin/api/authorizations/{auth_app_id}"),
         (
             "post",

@@ -59,6 +59,9 @@ struct Shared {
     /// What `alipay.open.servicemarket.order.query` answers per commodity_order_id:
     /// (order-level status, item order_status values). Unknown orders: MERCHANT_ORDED / TO_DO.
     orders: Arc<Mutex<BTreeMap<String, (String, Vec<String>)>>>,
+    /// The items' `service_effect_date` / `service_expire_date` per commodity_order_id, sent as
+    /// given (Beijing time text, or anything else a test wants to see handled).
+    dates: Arc<Mutex<BTreeMap<String, (String, String)>>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
     certs: Arc<Mutex<Option<FakeCerts>>>,
     /// Further ISV apps' public keys by app id: a request naming one is verified with its key
@@ -161,6 +164,14 @@ impl FakeAlipay {
                 status.to_string(),
                 items.iter().map(|s| s.to_string()).collect(),
             ),
+        );
+    }
+
+    /// Sets the item dates `order.query` answers for an order (sent verbatim).
+    pub fn set_order_dates(&self, commodity_order_id: &str, effect: &str, expire: &str) {
+        self.shared.dates.lock().unwrap().insert(
+            commodity_order_id.to_string(),
+            (effect.to_string(), expire.to_string()),
         );
     }
 
@@ -371,9 +382,17 @@ async fn gateway(
                 .get(&id)
                 .cloned()
                 .unwrap_or_else(|| ("MERCHANT_ORDED".to_string(), vec!["TO_DO".to_string()]));
+            let dates = shared.dates.lock().unwrap().get(&id).cloned();
             let items: Vec<serde_json::Value> = items
                 .iter()
-                .map(|s| serde_json::json!({"commodity_id": "APPMK0001", "mini_app_id": "2021004199990002", "order_status": s}))
+                .map(|s| {
+                    let mut item = serde_json::json!({"commodity_id": "APPMK0001", "mini_app_id": "2021004199990002", "order_status": s});
+                    if let Some((effect, expire)) = &dates {
+                        item["service_effect_date"] = effect.as_str().into();
+                        item["service_expire_date"] = expire.as_str().into();
+                    }
+                    item
+                })
                 .collect();
             signed(
                 serde_json::json!({"code": "10000", "msg": "Success", "commodity_id": "APPMK0001", "status": status,

@@ -11,6 +11,8 @@
 //!   [`QueryReading`] with LIFECYCLE.md's default table (configurable in [`LifecycleRules`]).
 //! - **Authorization** ([`AuthorizationState`], [`handle_authorization`]) and **Service**
 //!   ([`ServiceState`], [`handle_service`]).
+//! - **Service periods** ([`Period`], [`handle_period`], [`derive_service`]): what each paid
+//!   order adds to the service, and the service's status that follows from them.
 //!
 //! # How an order moves
 //! States only move forward: `awaiting_payment → implementing → awaiting_confirmation →
@@ -46,6 +48,7 @@ use crate::domain::order::DeadlineKind;
 
 mod authorization;
 mod order;
+mod period;
 mod reading;
 mod service;
 #[cfg(test)]
@@ -58,6 +61,10 @@ pub use authorization::{
 pub use order::{
     Alert, Deadline, DeadlineState, Effect, HistoryEntry, Order, OrderEvent, QueryReason, Refund,
     RuleError, Task, Transition, Warning, handle, place,
+};
+pub use period::{
+    DerivedService, Period, PeriodDates, PeriodEvent, PeriodState, derive_service, handle_period,
+    last_end,
 };
 pub use reading::{QueryReading, read_order_query, unread_values};
 pub use service::{
@@ -102,6 +109,9 @@ pub struct LifecycleRules {
     /// Order-level `status` values that mean cancelled (default `MERCHANT_CANCELLED`, `CLOSED`,
     /// `CANCELLED`).
     pub cancelled_statuses: Vec<String>,
+    /// How long before the end of a service's last period support is warned
+    /// (`service_expiry_warning`, default 7 days).
+    pub service_expiry_warning: Duration,
 }
 
 fn strings(values: &[&str]) -> Vec<String> {
@@ -122,6 +132,7 @@ impl Default for LifecycleRules {
             ordered_statuses: strings(&["MERCHANT_ORDED"]),
             paid_statuses: strings(&["MERCHANT_PAID", "PAID"]),
             cancelled_statuses: strings(&["MERCHANT_CANCELLED", "CLOSED", "CANCELLED"]),
+            service_expiry_warning: Duration::days(7),
         }
     }
 }

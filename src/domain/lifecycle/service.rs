@@ -48,6 +48,8 @@ pub enum ServiceStatus {
     Provisioning,
     Live,
     Terminated,
+    /// The last period ran out with no renewal (cause `expired`).
+    Expired,
 }
 
 impl ServiceStatus {
@@ -56,6 +58,15 @@ impl ServiceStatus {
             ServiceStatus::Provisioning => "provisioning",
             ServiceStatus::Live => "live",
             ServiceStatus::Terminated => "terminated",
+            ServiceStatus::Expired => "expired",
+        }
+    }
+
+    /// Ended, for whatever cause: no build runs for it until a re-order reopens it.
+    pub fn has_ended(self) -> bool {
+        match self {
+            ServiceStatus::Provisioning | ServiceStatus::Live => false,
+            ServiceStatus::Terminated | ServiceStatus::Expired => true,
         }
     }
 }
@@ -63,7 +74,7 @@ impl ServiceStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceState {
     pub status: ServiceStatus,
-    /// `Some` exactly when terminated; the first cause stays.
+    /// `Some` exactly when terminated or expired; the first cause stays.
     pub termination_cause: Option<TerminationCause>,
     pub since: DateTime<Utc>,
     pub open_tasks: Vec<Task>,
@@ -93,6 +104,9 @@ pub enum ServiceEvent {
         cause: TerminationCause,
         authorization_active: bool,
     },
+    /// A re-order (再次订购) after the service ended opened a new period: the service builds
+    /// again (`provisioning`, then `live` once the new build is online).
+    Reopen { at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +116,8 @@ pub struct ServiceTransition {
     pub ignored: Option<String>,
 }
 
-/// `provisioning → live → terminated(cause)`; termination is idempotent (the first cause stays).
+/// `provisioning → live → terminated(cause)` or `expired` (cause `expired`); termination is
+/// idempotent (the first cause stays); a re-order reopens an ended service (`provisioning`).
 pub fn handle_service(
     current: &ServiceState,
     event: ServiceEvent,
@@ -128,7 +143,20 @@ pub fn handle_service(
         ServiceEvent::WentLive { .. } => {
             unchanged(format!("service is already {}", current.status.as_str()))
         }
-        ServiceEvent::Terminate { cause, .. } if current.status == ServiceStatus::Terminated => {
+        ServiceEvent::Reopen { at } if current.status.has_ended() => ServiceTransition {
+            state: ServiceState {
+                status: ServiceStatus::Provisioning,
+                termination_cause: None,
+                since: at,
+                open_tasks: current.open_tasks.clone(),
+            },
+            effects: Vec::new(),
+            ignored: None,
+        },
+        ServiceEvent::Reopen { .. } => {
+            unchanged(format!("service is {}, not ended", current.status.as_str()))
+        }
+        ServiceEvent::Terminate { cause, .. } if current.status.has_ended() => {
             let task = Task::MerchantMustCancelAuthorization;
             if cause == TerminationCause::AuthorizationCancelled
                 && current.open_tasks.contains(&task)
@@ -142,7 +170,7 @@ pub fn handle_service(
                 }
             } else {
                 unchanged(format!(
-                    "service already terminated ({})",
+                    "service already ended ({})",
                     current
                         .termination_cause
                         .as_ref()
@@ -162,9 +190,17 @@ pub fn handle_service(
                 open_tasks.push(task);
                 effects.push(Effect::OpenTask(task));
             }
+            let status = match cause {
+                TerminationCause::Expired => ServiceStatus::Expired,
+                TerminationCause::AuthorizationCancelled
+                | TerminationCause::OrderCancelled
+                | TerminationCause::Refunded
+                | TerminationCause::ImplementationTimeout
+                | TerminationCause::Support { .. } => ServiceStatus::Terminated,
+            };
             ServiceTransition {
                 state: ServiceState {
-                    status: ServiceStatus::Terminated,
+                    status,
                     termination_cause: Some(cause),
                     since: now,
                     open_tasks,
