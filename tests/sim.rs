@@ -716,7 +716,7 @@ async fn messages_are_signed_and_retried_until_success() {
                 assert!(a.auth_time_ms > 0);
                 seen.push("auth");
             }
-            GatewayMessage::AuthorizationCancelled { auth_app_id } => {
+            GatewayMessage::AuthorizationCancelled { auth_app_id, .. } => {
                 assert_eq!(auth_app_id, mini);
                 seen.push("cancelled");
             }

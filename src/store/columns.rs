@@ -6,7 +6,9 @@
 //! implemented here by `text_column!`, which also lists every variant in an exhaustive match: a
 //! variant added later without a text form fails to compile here.
 
-use crate::domain::lifecycle::{AuthorizationStatus, DeadlineState, Refund, ServiceStatus, Task};
+use crate::domain::lifecycle::{
+    AuthorizationStatus, DeadlineState, PaidAtSource, Refund, ServiceStatus, Task,
+};
 use crate::domain::{CancelReason, OrderStatus};
 
 /// A value stored as text in one column.
@@ -172,6 +174,18 @@ text_column!(
         CancelReason::ImplementationTimeout,
         CancelReason::MerchantRefund,
         CancelReason::IsvCancelled,
+    ]
+);
+text_column!(
+    PaidAtSource,
+    "orders.paid_at_source",
+    PaidAtSource::as_str,
+    [
+        PaidAtSource::ServiceEffectDate,
+        PaidAtSource::OrderTime,
+        PaidAtSource::Reading,
+        PaidAtSource::PaymentSeen,
+        PaidAtSource::MerchantConfirmed,
     ]
 );
 text_column!(

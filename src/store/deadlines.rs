@@ -22,6 +22,9 @@ pub enum TimerKind {
     Warning,
     /// A queued `order.query` (the outbox of `Effect::QueryAlipay`).
     OrderQuery,
+    /// The `order.query` every order notice queues: its answer may date the payment from the
+    /// notice's `order_time`.
+    NoticeQuery,
 }
 
 impl TimerKind {
@@ -32,6 +35,7 @@ impl TimerKind {
             TimerKind::Confirmation => "confirmation",
             TimerKind::Warning => "warning",
             TimerKind::OrderQuery => "order_query",
+            TimerKind::NoticeQuery => "order_notice_query",
         }
     }
 
@@ -41,7 +45,7 @@ impl TimerKind {
             TimerKind::Payment => Some(DeadlineKind::Payment),
             TimerKind::Implementation => Some(DeadlineKind::Implementation),
             TimerKind::Confirmation => Some(DeadlineKind::Confirmation),
-            TimerKind::Warning | TimerKind::OrderQuery => None,
+            TimerKind::Warning | TimerKind::OrderQuery | TimerKind::NoticeQuery => None,
         }
     }
 }
@@ -66,6 +70,7 @@ crate::text_column!(
         TimerKind::Confirmation,
         TimerKind::Warning,
         TimerKind::OrderQuery,
+        TimerKind::NoticeQuery,
     ]
 );
 

@@ -33,6 +33,18 @@ diesel::table! {
         updated_at -> Timestamp,
         attention -> Nullable<Text>,
         isv_app_id -> Nullable<Text>,
+        token_fingerprint -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    authorization_cancellations (id) {
+        id -> BigInt,
+        auth_app_id -> Text,
+        token_fingerprint -> Nullable<Text>,
+        cancelled_at -> Timestamp,
+        source -> Text,
+        recorded_at -> Timestamp,
     }
 }
 
@@ -57,6 +69,9 @@ diesel::table! {
         reconciled_at -> Nullable<Timestamp>,
         merchant_name -> Nullable<Text>,
         isv_app_id -> Nullable<Text>,
+        paid_at -> Nullable<Timestamp>,
+        paid_at_source -> Nullable<Text>,
+        inferred_at -> Nullable<Timestamp>,
     }
 }
 
@@ -218,6 +233,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     merchant_order_syncs,
     gateway_messages,
     authorizations,
+    authorization_cancellations,
     orders,
     order_history,
     deadlines

@@ -43,8 +43,10 @@ fn seed_7_termination_with_active_authorization_opens_a_task_closed_by_appauth_c
     // The merchant cancels the authorization: token erased, task closed, cause unchanged.
     let grant = handle_authorization(
         None,
+        &[],
         AuthorizationEvent::Granted {
             auth_time_ms: t0().timestamp_millis(),
+            token: None,
         },
         t0(),
     )
@@ -52,8 +54,10 @@ fn seed_7_termination_with_active_authorization_opens_a_task_closed_by_appauth_c
     .state;
     let auth = handle_authorization(
         Some(&grant),
+        &[],
         AuthorizationEvent::Cancelled {
             at: t0() + days(21),
+            token: None,
         },
         t0() + days(21),
     )
