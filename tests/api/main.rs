@@ -18,6 +18,7 @@ mod merchant_orders;
 mod metrics;
 mod openapi;
 mod pipeline;
+mod readings;
 mod retention;
 mod seam;
 mod secrets;
