@@ -362,7 +362,8 @@ both_backends!(
 );
 
 /// A service that an inferred implementation timeout terminated is restored when Alipay shows
-/// the order still in implementation.
+/// the order reached 待商家确认 after all. (Alipay showing it still in implementation is what
+/// the inference was made on, so that alone repairs nothing.)
 async fn a_service_ended_by_a_wrong_inference_is_restored(app: TestApp) {
     deliver(&app, notice("INF2", "0.00", Some(MINI_APP))).await;
     app.tick().await;
@@ -382,8 +383,19 @@ async fn a_service_ended_by_a_wrong_inference_is_restored(app: TestApp) {
         .reconcile_all(1000, 2, &|_, _| {})
         .await
         .unwrap();
+    assert_eq!(order(&app, "INF2").await["status"], "cancelled");
+    app.alipay.set_order_items(
+        "INF2",
+        "MERCHANT_ORDED",
+        vec![json!({"mini_app_id": MINI_APP, "order_status": "TO_CONFIRM"})],
+    );
+    app.services
+        .reconcile_all(1000, 2, &|_, _| {})
+        .await
+        .unwrap();
     let o = order(&app, "INF2").await;
-    assert_eq!(o["status"], "implementing", "{o}");
+    assert_eq!(o["status"], "awaiting_confirmation", "{o}");
+    assert_eq!(last_history(&o)["cause"], "service_restored", "{o}");
     assert_eq!(o["refund"], Value::Null, "no refund happened: {o}");
     assert_eq!(
         (

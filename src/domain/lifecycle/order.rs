@@ -1031,6 +1031,28 @@ fn repair_inference(
         Some(reason) => format!("cancelled ({})", reason.as_str()),
         None => order.status.as_str().to_string(),
     };
+    // Only a reading past the state the inference acted on disagrees with it: the inference was
+    // made because Alipay showed that state unchanged (or could not be asked) past the grace
+    // period, so seeing it unchanged again is no news. An unpaid timeout is contradicted by any
+    // payment, an implementation timeout by the order awaiting confirmation or completed, an
+    // auto-confirmation by a cancellation.
+    let disagrees = match (order.status, order.cancel_reason, reading) {
+        (
+            OrderStatus::Cancelled,
+            Some(CancelReason::UnpaidTimeout),
+            QueryReading::Paid | QueryReading::AwaitingConfirmation | QueryReading::Completed,
+        )
+        | (
+            OrderStatus::Cancelled,
+            Some(CancelReason::ImplementationTimeout),
+            QueryReading::AwaitingConfirmation | QueryReading::Completed,
+        )
+        | (OrderStatus::Completed, _, QueryReading::Cancelled { .. }) => true,
+        _ => false,
+    };
+    if !disagrees {
+        return None;
+    }
     let mut next = order.clone();
     let mut effects = Vec::new();
     next.inferred_at = None;

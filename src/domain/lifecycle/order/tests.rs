@@ -1566,6 +1566,11 @@ fn a_repaired_implementation_timeout_restores_the_service_and_drops_the_refund()
         at,
     );
     assert_eq!(cancelled.order.refund, Some(Refund::Automatic));
+    // Still in implementation is what the inference was made on: no news, nothing repaired.
+    assert_ignored(
+        &step(&cancelled.order, says(QueryReading::Paid), at + hours(1)),
+        &cancelled.order,
+    );
     let tr = step(
         &cancelled.order,
         says(QueryReading::AwaitingConfirmation),
