@@ -154,14 +154,22 @@ pub fn handle_authorization(
                 .map(|c| c.at)
                 .max()
             {
-                // Its cancellation came first: the grant is recorded, and stays cancelled.
+                // Its cancellation came first: the grant is recorded (the newest one we know,
+                // whatever order they came in), and stays cancelled, its token never kept.
                 Some(cancelled_at) => match current {
-                    Some(cur) if cur.status == AuthorizationStatus::Cancelled => unchanged(
-                        cur,
-                        format!(
-                            "grant of {auth_time_ms} was cancelled at {cancelled_at} before it arrived"
-                        ),
-                    ),
+                    Some(cur) if cur.status == AuthorizationStatus::Cancelled => {
+                        AuthorizationTransition {
+                            state: AuthorizationState {
+                                status: AuthorizationStatus::Cancelled,
+                                auth_time_ms: Some(auth_time_ms),
+                                since: cancelled_at.max(cur.since),
+                                token,
+                            },
+                            superseded: None,
+                            effects: Vec::new(),
+                            ignored: None,
+                        }
+                    }
                     _ => AuthorizationTransition {
                         state: AuthorizationState {
                             status: AuthorizationStatus::Cancelled,

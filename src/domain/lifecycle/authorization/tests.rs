@@ -114,8 +114,15 @@ fn authorization_cancelled_erases_the_token_and_is_final() {
         cancel_at + hours(2),
     )
     .unwrap();
-    assert_eq!(replay.state, tr.state);
-    assert!(replay.ignored.is_some() && replay.effects.is_empty());
+    // Recorded as the newest grant we know, still cancelled, its token not kept.
+    assert_eq!(
+        replay.state,
+        AuthorizationState {
+            auth_time_ms: Some(ms + 5000),
+            ..tr.state.clone()
+        }
+    );
+    assert!(replay.effects.is_empty());
     // The merchant authorizing again afterwards (re-order) is a new grant.
     let regrant_ms = (cancel_at + days(1)).timestamp_millis();
     let regrant = handle_authorization(
@@ -163,8 +170,11 @@ fn cancellation_before_the_grant_arrives_keeps_the_grant_out() {
         cancel_at + hours(1),
     )
     .unwrap();
-    assert_eq!(late.state, tr.state);
-    assert!(late.ignored.is_some());
+    assert_eq!(
+        (late.state.status, late.state.since),
+        (AuthorizationStatus::Cancelled, cancel_at)
+    );
+    assert!(late.effects.is_empty(), "{late:?}");
 }
 
 // ---- issue 12: authorizations out of order --------------------------------------------------
@@ -310,4 +320,82 @@ fn a_grant_covered_by_a_cancellation_while_an_older_grant_is_active_supersedes_t
         late.superseded.map(|s| s.status),
         Some(AuthorizationStatus::Superseded)
     );
+}
+
+/// The order-independence property for authorizations: whatever order grants and cancellations
+/// arrive in (each cancellation remembered as it comes, as the service does), with duplicates,
+/// the app ends in the same state.
+#[test]
+fn any_permutation_of_grants_and_cancellations_ends_in_the_same_state() {
+    let (t1, t2, t3) = (t0(), t0() + hours(1), t0() + hours(3));
+    let g = |t: DateTime<Utc>, token: &str| AuthorizationEvent::Granted {
+        auth_time_ms: t.timestamp_millis(),
+        token: Some(token.into()),
+    };
+    let c = |at: DateTime<Utc>, token: Option<&str>| AuthorizationEvent::Cancelled {
+        at,
+        token: token.map(str::to_string),
+    };
+    let scenarios: Vec<Vec<AuthorizationEvent>> = vec![
+        // Issue 12: a late cancellation naming grant 1's token.
+        vec![g(t1, "fp1"), g(t2, "fp2"), c(t2 + hours(1), Some("fp1"))],
+        // A late cancellation older than grant 2.
+        vec![
+            g(t1, "fp1"),
+            g(t2, "fp2"),
+            c(t1 + Duration::minutes(30), None),
+        ],
+        // A cancellation after both, without a token: both end.
+        vec![g(t1, "fp1"), g(t2, "fp2"), c(t2 + hours(1), None)],
+        // Cancelled, then authorized again.
+        vec![g(t1, "fp1"), c(t2, Some("fp1")), g(t3, "fp3")],
+        vec![g(t1, "fp1"), c(t2, None), g(t3, "fp3"), c(t3, Some("fp3"))],
+        // With a repeat of each event.
+        vec![
+            g(t1, "fp1"),
+            g(t1, "fp1"),
+            c(t2, None),
+            c(t2, None),
+            g(t3, "fp3"),
+        ],
+    ];
+    for events in scenarios {
+        let mut outcomes = std::collections::BTreeSet::new();
+        for perm in permutations(events.len()) {
+            let mut state: Option<AuthorizationState> = None;
+            let mut remembered: Vec<Cancellation> = Vec::new();
+            for &i in &perm {
+                let event = events[i].clone();
+                if let AuthorizationEvent::Cancelled { at, token } = &event {
+                    remembered.push(Cancellation {
+                        at: *at,
+                        token: token.clone(),
+                    });
+                }
+                let t = handle_authorization(state.as_ref(), &remembered, event, t3 + hours(1))
+                    .unwrap();
+                if t.ignored.is_none() {
+                    state = Some(t.state);
+                }
+            }
+            let settled = state.map(|s| (s.status, s.auth_time_ms, s.token));
+            outcomes.insert(format!("{settled:?}"));
+        }
+        assert_eq!(outcomes.len(), 1, "{events:?}: {outcomes:?}");
+    }
+}
+
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
+    let mut out = Vec::new();
+    for rest in permutations(n - 1) {
+        for at in 0..=rest.len() {
+            let mut p = rest.clone();
+            p.insert(at, n - 1);
+            out.push(p);
+        }
+    }
+    out
 }
