@@ -875,8 +875,23 @@ impl Services {
                 }
                 Err(e) => {
                     report.errors += 1;
-                    tracing::warn!(order = %d.commodity_order_id, kind = d.kind.as_str(), warning_days = d.warning_days, error = %e, "deadline not fired; retried next tick");
-                    let retry = now + Duration::seconds(self.lifecycle.tick_seconds as i64);
+                    tracing::warn!(order = %d.commodity_order_id, kind = d.kind.as_str(), warning_days = d.warning_days, error = %e, "deadline not fired; retried later");
+                    let tick = Duration::seconds(self.lifecycle.tick_seconds as i64);
+                    // A due deadline is looked at every tick; a queued query that keeps failing
+                    // (every order notice queues one) backs off to hourly, like reconciliation,
+                    // rather than ask Alipay every tick forever.
+                    let retry = match d.kind {
+                        TimerKind::OrderQuery | TimerKind::NoticeQuery => {
+                            now + tick.max(crate::backoff::queued(
+                                d.attempts,
+                                std::time::Duration::from_secs(3600),
+                            ))
+                        }
+                        TimerKind::Payment
+                        | TimerKind::Implementation
+                        | TimerKind::Confirmation
+                        | TimerKind::Warning => now + tick,
+                    };
                     if let Err(error) = self.release_row(d.id, retry).await {
                         // The lease runs out by itself: the row is fired again after it.
                         tracing::warn!(order = %d.commodity_order_id, %error, "deadline not released");
