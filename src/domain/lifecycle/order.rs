@@ -680,6 +680,20 @@ fn advance(order: &Order, mv: Move, rules: &LifecycleRules) -> Transition {
     }
 }
 
+/// An earlier payment time for an order already past implementation (awaiting confirmation):
+/// recorded, nothing else moves (so `paid_at` does not depend on the order facts arrive in).
+/// `None` when it does not apply.
+fn earlier_payment(order: &Order, payment: Payment) -> Option<Transition> {
+    let applies = order.status == OrderStatus::AwaitingConfirmation
+        && order.paid
+        && order.payment.is_none_or(|known| payment.at < known.at);
+    applies.then(|| {
+        let mut next = order.clone();
+        note_payment(&mut next, payment);
+        quiet(next, Vec::new())
+    })
+}
+
 /// Records when a paid order was paid: the earliest time we know wins (every source is an upper
 /// bound of the true moment, or the moment itself).
 fn note_payment(order: &mut Order, payment: Payment) {
@@ -783,9 +797,12 @@ fn fact_for(
 
 fn payment_seen(order: &Order, at: DateTime<Utc>, rules: &LifecycleRules) -> Transition {
     let payment = Payment {
-        at,
+        at: at.max(order.ordered_at),
         source: PaidAtSource::PaymentSeen,
     };
+    if let Some(t) = earlier_payment(order, payment) {
+        return t;
+    }
     fact_for(
         order,
         OrderStatus::Implementing,
@@ -892,6 +909,9 @@ fn alipay_says(
 ) -> Transition {
     if let Some(repaired) = repair_inference(order, &reading, paid, now, rules) {
         return repaired;
+    }
+    if let Some(t) = paid.and_then(|p| earlier_payment(order, p)) {
+        return t;
     }
     let forward_to = |state: OrderStatus| !order.is_final() && rank(state) > rank(order.status);
     match reading {

@@ -1217,13 +1217,14 @@ fn settled(o: &Order) -> String {
             o.status, o.status_since, o.paid, o.refund
         ),
         _ => format!(
-            "{:?} {} paid={} pending={:?} warnings={:?} audit={:?}",
+            "{:?} {} paid={} pending={:?} warnings={:?} audit={:?} payment={:?}",
             o.status,
             o.status_since,
             o.paid,
             pending(o),
             o.warnings,
-            o.audit_passed_at
+            o.audit_passed_at,
+            o.payment
         ),
     }
 }
@@ -1343,6 +1344,42 @@ fn any_permutation_with_duplicates_ends_in_the_same_state() {
                         at: h(60),
                     },
                     h(61),
+                ),
+            ],
+        ),
+        (
+            "payment dated by the item's service_effect_date",
+            priced(),
+            vec![
+                (says(QueryReading::Paid), h(5)),
+                (
+                    OrderEvent::AlipayAnswered {
+                        reading: QueryReading::Paid,
+                        paid: Some(Payment {
+                            at: h(1),
+                            source: PaidAtSource::ServiceEffectDate,
+                        }),
+                    },
+                    h(6),
+                ),
+                (OrderEvent::PaymentSeen { at: h(2) }, h(7)),
+            ],
+        ),
+        (
+            "payment dated after the order awaits confirmation",
+            priced(),
+            vec![
+                (OrderEvent::AuditPassed { at: h(40) }, h(40)),
+                (says(QueryReading::AwaitingConfirmation), h(41)),
+                (
+                    OrderEvent::AlipayAnswered {
+                        reading: QueryReading::AwaitingConfirmation,
+                        paid: Some(Payment {
+                            at: h(1),
+                            source: PaidAtSource::ServiceEffectDate,
+                        }),
+                    },
+                    h(42),
                 ),
             ],
         ),
