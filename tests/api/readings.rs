@@ -483,3 +483,39 @@ async fn an_order_is_joined_to_its_mini_program_through_the_items_postgres() {
     }
     an_order_is_joined_to_its_mini_program_through_the_items(Db::Postgres).await;
 }
+
+// ---- a queued query that keeps failing -----------------------------------------------------
+
+/// Every notice queues an `order.query`; one Alipay keeps refusing is asked again with a growing
+/// pause (up to hourly), not on every tick forever, and is done once Alipay answers.
+async fn a_failing_notice_query_backs_off(app: TestApp) {
+    deliver(&app, notice("BACK1", "9.90", Some(MINI_APP))).await;
+    // 20 refusals: asked on every tick, they would all be used in 20 ticks.
+    app.alipay.script((0..20).map(|_| Reply::Error {
+        code: "40004",
+        sub_code: "ORDER_NOT_EXIST",
+    }));
+    for _ in 0..40 {
+        app.tick().await;
+        app.clock.advance(Duration::seconds(30));
+    }
+    let asked = order_queries(&app);
+    assert!((5..=15).contains(&asked), "asked {asked} times in 40 ticks");
+    // Once the refusals are used up Alipay answers, and the row is done.
+    for _ in 0..20 {
+        app.tick().await;
+        if order(&app, "BACK1").await["deadlines"][0]["state"] == "fired" {
+            break;
+        }
+        app.clock.advance(Duration::hours(1));
+    }
+    assert_eq!(order_queries(&app), 21);
+    let o = order(&app, "BACK1").await;
+    assert_eq!(o["deadlines"][0]["kind"], "query_alipay", "{o}");
+    assert_eq!(o["deadlines"][0]["state"], "fired", "{o}");
+    app.stop().await;
+}
+both_backends!(
+    a_failing_notice_query_backs_off,
+    a_failing_notice_query_backs_off
+);
