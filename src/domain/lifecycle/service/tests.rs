@@ -199,3 +199,61 @@ fn termination_causes_read_as_contract_strings() {
         Some(AuthorizationStatus::Superseded)
     );
 }
+
+// ---- issue 12: a termination by a wrong inference is undone ---------------------------------
+
+#[test]
+fn restore_undoes_only_a_termination_with_its_cause() {
+    let terminated = handle_service(
+        &ServiceState::provisioning(t0()),
+        ServiceEvent::Terminate {
+            cause: TerminationCause::ImplementationTimeout,
+            authorization_active: true,
+        },
+        t0() + days(30),
+    )
+    .unwrap()
+    .state;
+    let restored = handle_service(
+        &terminated,
+        ServiceEvent::Restore {
+            cause: TerminationCause::ImplementationTimeout,
+        },
+        t0() + days(31),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            restored.state.status,
+            restored.state.termination_cause.clone()
+        ),
+        (ServiceStatus::Provisioning, None)
+    );
+    // The merchant no longer needs to cancel the authorization.
+    assert_eq!(
+        restored.effects,
+        vec![Effect::CloseTask(Task::MerchantMustCancelAuthorization)]
+    );
+    assert!(restored.state.open_tasks.is_empty());
+    // Another cause stays: the service was ended for a reason the inference did not give.
+    let other = handle_service(
+        &terminated,
+        ServiceEvent::Restore {
+            cause: TerminationCause::Refunded,
+        },
+        t0() + days(31),
+    )
+    .unwrap();
+    assert!(other.ignored.is_some() && other.effects.is_empty());
+    assert_eq!(other.state, terminated);
+    // A service that is not terminated is left alone.
+    let live = handle_service(
+        &restored.state,
+        ServiceEvent::Restore {
+            cause: TerminationCause::ImplementationTimeout,
+        },
+        t0() + days(32),
+    )
+    .unwrap();
+    assert!(live.ignored.is_some());
+}
