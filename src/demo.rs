@@ -240,6 +240,7 @@ impl Demo {
                 item_code: Some("TS0001".into()),
                 title: Some("餐饮小程序模板".into()),
                 app_id: app_id.map(str::to_string),
+                ..NewOrder::default()
             })
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let id = created["commodity_order_id"]

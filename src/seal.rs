@@ -12,6 +12,9 @@ const VERSION: u8 = 1;
 
 pub struct Sealer {
     key: LessSafeKey,
+    /// HMAC-SHA256 key for [`Sealer::fingerprint`], derived from the encryption key so that the
+    /// two uses never share a key.
+    fingerprint_key: aws_lc_rs::hmac::Key,
     rng: SystemRandom,
 }
 
@@ -33,10 +36,33 @@ impl Sealer {
     pub fn new(key: &[u8]) -> Result<Self, SealError> {
         let unbound =
             UnboundKey::new(&AES_256_GCM, key).map_err(|_| SealError::KeyLength(key.len()))?;
+        let derived = aws_lc_rs::hmac::sign(
+            &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key),
+            b"isv-lifecycle fingerprint key v1",
+        );
         Ok(Self {
             key: LessSafeKey::new(unbound),
+            fingerprint_key: aws_lc_rs::hmac::Key::new(
+                aws_lc_rs::hmac::HMAC_SHA256,
+                derived.as_ref(),
+            ),
             rng: SystemRandom::new(),
         })
+    }
+
+    /// A keyed fingerprint of a secret (hex HMAC-SHA256 bound to `context`): equal secrets give
+    /// equal fingerprints, so a secret stored only sealed can still be recognised when a message
+    /// names it, while the fingerprint alone reveals nothing without the encryption key.
+    pub fn fingerprint(&self, context: &str, secret: &[u8]) -> String {
+        let mut data = Vec::with_capacity(context.len() + 1 + secret.len());
+        data.extend_from_slice(context.as_bytes());
+        data.push(0);
+        data.extend_from_slice(secret);
+        aws_lc_rs::hmac::sign(&self.fingerprint_key, &data)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     pub fn seal(&self, context: &str, plaintext: &[u8]) -> Vec<u8> {
@@ -80,6 +106,22 @@ impl Sealer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_match_equal_secrets_only_and_depend_on_the_key() {
+        let s = Sealer::new(&[7u8; 32]).unwrap();
+        let a = s.fingerprint("token:A", b"T1");
+        assert_eq!(a, s.fingerprint("token:A", b"T1"));
+        assert_ne!(a, s.fingerprint("token:A", b"T2"));
+        assert_ne!(a, s.fingerprint("token:B", b"T1"));
+        assert_ne!(
+            a,
+            Sealer::new(&[8u8; 32])
+                .unwrap()
+                .fingerprint("token:A", b"T1")
+        );
+        assert!(!a.contains("T1") && a.len() == 64);
+    }
 
     #[test]
     fn round_trip_and_context_binding() {

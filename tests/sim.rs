@@ -247,6 +247,48 @@ async fn a_renewal_is_dated_from_the_end_of_the_running_service() {
     sim.stop().await;
 }
 
+/// Issue 12's cases through the control API: an order-level status Alipay never published beside
+/// items that tell the truth (their dates and mini program included), read as the lifecycle reads
+/// them; and an order whose notice leaves out `consumer_miniAppId`.
+#[tokio::test]
+async fn unknown_order_statuses_item_dates_and_a_notice_without_its_mini_program() {
+    let sim = start(SimFaults::default(), None).await;
+    let client = client(&sim);
+    let a = new_order(
+        &sim,
+        json!({"mini_app_id": "2021004199990055", "price": "99.00",
+               "order_level_status": "SOMETHING_NEW", "notice_names_mini_app": false}),
+    )
+    .await;
+    control(&sim, &format!("/orders/{a}/pay"), json!({})).await;
+    let (status, item, r) = query(&client, &a).await.unwrap();
+    assert_eq!((status.as_str(), item.as_str()), ("SOMETHING_NEW", "DOING"));
+    let item = &r.order_items[0];
+    assert_eq!(item.mini_app_id.as_deref(), Some("2021004199990055"));
+    assert!(item.service_effect_at().is_some(), "{item:?}");
+    let rules = isv_lifecycle::domain::lifecycle::LifecycleRules::default();
+    assert_eq!(
+        isv_lifecycle::domain::lifecycle::read_order_query(Some(&status), &["DOING"], &rules),
+        isv_lifecycle::domain::lifecycle::QueryReading::Paid
+    );
+    let state = control_get(&sim, "/state").await;
+    let order = state["orders"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(
+            state["orders"]
+                .as_object()
+                .into_iter()
+                .flat_map(|o| o.values()),
+        )
+        .find(|o| o["commodity_order_id"] == a.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{state}"));
+    assert_eq!(order["status"], "SOMETHING_NEW", "{order}");
+    sim.stop().await;
+}
+
 #[tokio::test]
 async fn a_request_signed_with_the_wrong_key_gets_40002() {
     let sim = start(SimFaults::default(), None).await;
@@ -761,7 +803,7 @@ async fn messages_are_signed_and_retried_until_success() {
                 assert!(a.auth_time_ms > 0);
                 seen.push("auth");
             }
-            GatewayMessage::AuthorizationCancelled { auth_app_id } => {
+            GatewayMessage::AuthorizationCancelled { auth_app_id, .. } => {
                 assert_eq!(auth_app_id, mini);
                 seen.push("cancelled");
             }

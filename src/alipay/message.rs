@@ -99,6 +99,13 @@ pub enum GatewayMessage {
     Authorization(AuthorizationNotification),
     AuthorizationCancelled {
         auth_app_id: String,
+        /// The token it cancels, when the message names one (`app_auth_token`): it ends that
+        /// grant only. Redacted in `Debug`.
+        token: Option<SecretString>,
+        /// The cancellation's own time: the message's `utc_timestamp` (epoch ms, when Alipay sent
+        /// it), else `cancel_time` in `biz_content`, else `notify_time` (Beijing time); `None`
+        /// when it carries none (the caller uses the time it applies it).
+        at: Option<DateTime<Utc>>,
     },
     /// `alipay.open.mini.version.audit.passed`: our build of the merchant's mini program passed.
     AuditPassed {
@@ -182,8 +189,26 @@ pub fn parse(params: &Params) -> Result<GatewayMessage, MessageError> {
             .and_then(Value::as_str)
             .or_else(|| non_empty(params, "auth_app_id"))
             .ok_or_else(|| problem(&kind, "biz_content has no auth_app_id"))?;
+        let token = biz
+            .get("app_auth_token")
+            .and_then(json_text)
+            .filter(|t| !t.is_empty())
+            .map(SecretString::from);
+        // The send time is documented for every message-service message; `cancel_time` is seen
+        // in some bodies but not published, so it only stands in when the send time is missing.
+        let at = non_empty(params, "utc_timestamp")
+            .and_then(|t| t.parse().ok())
+            .and_then(time::from_epoch_millis)
+            .or_else(|| {
+                biz.get("cancel_time")
+                    .and_then(Value::as_str)
+                    .and_then(time::parse_beijing)
+            })
+            .or_else(|| non_empty(params, "notify_time").and_then(time::parse_beijing));
         return Ok(GatewayMessage::AuthorizationCancelled {
             auth_app_id: auth_app_id.to_string(),
+            token,
+            at,
         });
     }
     if method == Some(METHOD_AUDIT_PASSED) || method == Some(METHOD_AUDIT_REJECTED) {
@@ -466,6 +491,7 @@ mod tests {
         let plain = r#"{"auth_app_id":"2021004199990002"}"#;
         let mut p = params(&[
             ("msg_method", METHOD_AUTH_CANCELLED),
+            ("utc_timestamp", "1718000007919"),
             ("encrypt_type", "AES"),
             ("charset", "UTF-8"),
             ("biz_content", &key.encrypt_base64(plain.as_bytes())),
@@ -478,8 +504,11 @@ mod tests {
         decrypt_biz_content(&mut p, Some(&key)).unwrap();
         assert_eq!(p["biz_content"], plain);
         match parse(&p).unwrap() {
-            GatewayMessage::AuthorizationCancelled { auth_app_id } => {
-                assert_eq!(auth_app_id, "2021004199990002")
+            GatewayMessage::AuthorizationCancelled {
+                auth_app_id, at, ..
+            } => {
+                assert_eq!(auth_app_id, "2021004199990002");
+                assert_eq!(at.map(|t| t.timestamp_millis()), Some(1718000007919));
             }
             other => panic!("{other:?}"),
         }
@@ -490,6 +519,29 @@ mod tests {
             decrypt_biz_content(&mut odd, Some(&key)),
             Err(DecryptError::UnknownEncryptType("DES".into()))
         );
+    }
+
+    #[test]
+    fn a_cancellation_names_its_token_and_carries_its_own_time() {
+        use secrecy::ExposeSecret;
+        let p = params(&[
+            ("msg_method", METHOD_AUTH_CANCELLED),
+            (
+                "biz_content",
+                r#"{"auth_app_id":"A","app_auth_token":"T1","cancel_time":"2024-06-10 12:00:01"}"#,
+            ),
+        ]);
+        match parse(&p).unwrap() {
+            GatewayMessage::AuthorizationCancelled { token, at, .. } => {
+                assert_eq!(token.as_ref().map(|t| t.expose_secret()), Some("T1"));
+                // Beijing time, stored as UTC.
+                assert_eq!(
+                    at.map(|t| t.to_rfc3339()),
+                    Some("2024-06-10T04:00:01+00:00".into())
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

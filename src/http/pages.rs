@@ -744,7 +744,7 @@ async fn order_response(
         &format!(
             r#"{error}<table id="order"><tr><th>status</th><td id="status">{status_}</td></tr><tr><th>since</th><td>{since}</td></tr><tr><th>cancel reason</th><td>{reason}</td></tr>
 <tr><th>merchant PID</th><td id="merchant-pid">{pid}</td></tr><tr><th>merchant</th><td id="merchant-name">{merchant}</td></tr>
-<tr><th>item</th><td id="item">{item}</td></tr><tr><th>price</th><td id="price">{price}</td></tr><tr><th>ordered</th><td>{ordered}</td></tr>
+<tr><th>item</th><td id="item">{item}</td></tr><tr><th>price</th><td id="price">{price}</td></tr><tr><th>ordered</th><td>{ordered}</td></tr><tr><th>paid</th><td id="paid-at">{paid}</td></tr>
 <tr><th>mini program</th><td>{app}</td></tr><tr><th>service</th><td>{service}</td></tr><tr><th>build</th><td id="build">{build}</td></tr>
 <tr><th>open tasks</th><td id="open-tasks">{tasks}</td></tr><tr><th>refund</th><td id="refund">{refund}</td></tr><tr><th>last Alipay reading</th><td>{reading}</td></tr></table>
 <form method="post" action="{reconcile}" class="inline"><input type="hidden" name="csrf" value="{csrf}"><button id="reconcile">Reconcile now</button></form>
@@ -765,6 +765,11 @@ async fn order_response(
             merchant = opt_text(order.merchant_name.as_deref()),
             price = opt_text(order.total_price.as_deref()),
             ordered = when(order.ordered_at),
+            // When the 30-day clock started, and from what we know it.
+            paid = match (order.paid_at, order.paid_at_source.as_deref()) {
+                (Some(at), source) => format!("{} ({})", when(at), opt_text(source)),
+                (None, _) => opt_text(None),
+            },
             // The order page links to its service (periods, expiry, build).
             app = match order.mini_app_id.as_deref() {
                 Some(app) => format!(

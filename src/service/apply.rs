@@ -234,12 +234,17 @@ impl Services {
                 GatewayMessage::Authorization(a) => {
                     self.apply_authorization(conn, a, &pending.notify_id, &pending.app_id, now)?
                 }
-                GatewayMessage::AuthorizationCancelled { auth_app_id } => {
-                    self.authorization_event(
+                GatewayMessage::AuthorizationCancelled {
+                    auth_app_id,
+                    token,
+                    at,
+                } => {
+                    self.cancel_authorization(
                         conn,
                         auth_app_id,
-                        AuthorizationEvent::Cancelled { at: now },
-                        None,
+                        at.unwrap_or(now),
+                        token.as_ref().map(|t| t.expose_secret()),
+                        &format!("appauth_cancelled:{}", pending.notify_id),
                         now,
                     )?;
                     Applied::Done
@@ -383,6 +388,8 @@ impl Services {
                 .map(|t| seal("app_refresh_token", t.expose_secret())),
             notify_id: notify_id.to_string(),
             isv_app_id: Some(isv_app_id.to_string()),
+            token_fingerprint: self
+                .token_fingerprint(&a.auth_app_id, a.app_auth_token.expose_secret()),
         };
         // The rules decide (an older auth_time arriving late changes nothing).
         self.authorization_event(
@@ -390,8 +397,10 @@ impl Services {
             &a.auth_app_id,
             AuthorizationEvent::Granted {
                 auth_time_ms: a.auth_time_ms,
+                token: Some(grant.token_fingerprint.clone()),
             },
             Some(&grant),
+            "",
             now,
         )?;
         Ok(Applied::Done)

@@ -58,6 +58,8 @@ pub struct Grant {
     pub notify_id: String,
     /// The ISV app the merchant authorized (the message's `app_id`).
     pub isv_app_id: Option<String>,
+    /// [`Services::token_fingerprint`] of the grant's token.
+    pub token_fingerprint: String,
 }
 
 /// What a persisted transition leaves to do after the commit.
@@ -75,7 +77,10 @@ enum Timer {
     Warning(u32),
     /// A queued `order.query` (kind `order_query`): asks the sweep to query Alipay about the
     /// order now (an audit passed, support terminated), the outbox for `Effect::QueryAlipay`.
-    Query,
+    /// `notice`: the query every order notice queues (kind `order_notice_query`).
+    Query {
+        notice: bool,
+    },
     /// A service's expiry or its warning (`service::periods`), kept on an order's rows.
     Service(TimerKind),
 }
@@ -91,7 +96,8 @@ fn timer(kind: TimerKind, warning_days: i32, order: &str) -> Result<Timer, Store
                 "deadlines.warning_days: {warning_days} is not a day count (order {order})"
             ))
         })?),
-        TimerKind::OrderQuery => Timer::Query,
+        TimerKind::OrderQuery => Timer::Query { notice: false },
+        TimerKind::NoticeQuery => Timer::Query { notice: true },
         TimerKind::ServiceExpiry | TimerKind::ServiceExpiryWarning => Timer::Service(kind),
     })
 }
@@ -131,7 +137,7 @@ fn to_domain(row: &OrderRow, rows: &[DeadlineRow]) -> Result<Order, LifecycleErr
                     });
                 }
             }
-            Timer::Query | Timer::Service(_) => {}
+            Timer::Query { .. } | Timer::Service(_) => {}
         }
     }
     Ok(Order {
@@ -144,6 +150,21 @@ fn to_domain(row: &OrderRow, rows: &[DeadlineRow]) -> Result<Order, LifecycleErr
         warnings,
         audit_passed_at: row.audit_passed_at.map(from_db_time),
         refund: row.refund,
+        payment: match (row.paid_at, row.paid_at_source) {
+            (Some(at), Some(source)) => Some(lc::Payment {
+                at: from_db_time(at),
+                source,
+            }),
+            (None, None) => None,
+            (at, source) => {
+                return Err(StoreError::Corrupt(format!(
+                    "orders.paid_at {at:?} without its source {source:?} (order {})",
+                    row.commodity_order_id
+                ))
+                .into());
+            }
+        },
+        inferred_at: row.inferred_at.map(from_db_time),
     })
 }
 
@@ -313,6 +334,9 @@ impl Services {
                 audit_passed_at: o.audit_passed_at.map(to_db_time),
                 refund: o.refund,
                 updated_at: now_db,
+                paid_at: o.payment.map(|p| to_db_time(p.at)),
+                paid_at_source: o.payment.map(|p| p.source),
+                inferred_at: o.inferred_at.map(to_db_time),
             },
         )?;
         if !saved {
@@ -403,15 +427,29 @@ impl Services {
                 Effect::QueryAlipay {
                     reason: lc::QueryReason::DeadlineDue(_),
                 } => {}
-                Effect::QueryAlipay { .. } => {
-                    store::upsert_deadline(
-                        conn,
-                        id,
-                        TimerKind::OrderQuery,
-                        0,
-                        now_db,
-                        DeadlineState::Pending,
-                    )?;
+                Effect::QueryAlipay { reason } => {
+                    let kind = match reason {
+                        lc::QueryReason::OrderNotified => TimerKind::NoticeQuery,
+                        lc::QueryReason::DeadlineDue(_)
+                        | lc::QueryReason::AuditPassed
+                        | lc::QueryReason::SupportTermination => TimerKind::OrderQuery,
+                    };
+                    store::upsert_deadline(conn, id, kind, 0, now_db, DeadlineState::Pending)?;
+                }
+                Effect::RestoreService { cause } => {
+                    let key = service_key(before);
+                    let restore = ServiceEvent::Restore {
+                        cause: cause.clone(),
+                    };
+                    let (_, st) = self.service_event(conn, &key, restore, now)?;
+                    if st.ignored.is_none() {
+                        note(
+                            conn,
+                            "alipay",
+                            "service_restored",
+                            Some(cause.as_str().into()),
+                        )?;
+                    }
                 }
                 Effect::TerminateService { cause } => {
                     // A refund or cancellation ends this order's period; the service ends only
@@ -452,6 +490,10 @@ impl Services {
                         lc::Alert::UnknownAlipayStatus { raw } => {
                             format!("order.query returned values outside the table: {raw}")
                         }
+                        lc::Alert::AlipayDisagreed { inferred, now } => format!(
+                            "order {id}: we inferred {inferred}, but Alipay now shows it {}; the order follows Alipay",
+                            now.as_str()
+                        ),
                         lc::Alert::ImplementationDeadlineNear {
                             at_days,
                             deadline_due_at,
@@ -476,6 +518,7 @@ impl Services {
                     }
                     let kind = match alert {
                         lc::Alert::UnknownAlipayStatus { .. } => "unknown_alipay_status",
+                        lc::Alert::AlipayDisagreed { .. } => "alipay_disagreed",
                         lc::Alert::ImplementationDeadlineNear { .. } => {
                             "implementation_deadline_warning"
                         }
@@ -578,6 +621,7 @@ impl Services {
             | Effect::RecordRefund { .. }
             | Effect::QueryAlipay { .. }
             | Effect::TerminateService { .. }
+            | Effect::RestoreService { .. }
             | Effect::Alert(_) => {
                 return Err(LifecycleError::Unexpected(format!(
                     "{effect:?} on service {key}"
@@ -623,14 +667,17 @@ impl Services {
     /// An authorization event (a grant from the authorization notice, or
     /// `alipay.open.auth.appauth.cancelled`), decided by `domain::lifecycle::handle_authorization`
     /// alone and persisted in the caller's transaction with its effects: the grant's sealed
-    /// tokens stored, a cancellation's tokens erased and the mini program's service terminated
-    /// (closing the "merchant must cancel" task). Returns whether anything changed.
+    /// tokens stored (with a fingerprint of the token), a cancellation remembered whatever it ends
+    /// now, a cancellation's tokens erased and the mini program's service terminated (closing the
+    /// "merchant must cancel" task). `source` says where a cancellation came from (kept with
+    /// it). Returns whether the authorization changed.
     pub fn authorization_event(
         &self,
         conn: &mut AnyConnection,
         auth_app_id: &str,
         event: AuthorizationEvent,
         grant: Option<&Grant>,
+        source: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, LifecycleError> {
         let row = authorizations::find(conn, auth_app_id)?;
@@ -643,57 +690,82 @@ impl Services {
                     from_db_time(r.auth_time)
                 }
             },
+            token: r.token_fingerprint.clone(),
         });
-        let t = lc::handle_authorization(current.as_ref(), event, now)?;
+        if let AuthorizationEvent::Cancelled { at, token } = &event {
+            // Remembered first, whatever it ends now: its grant may still be on its way.
+            authorizations::remember_cancellation(
+                conn,
+                auth_app_id,
+                token.as_deref(),
+                to_db_time(*at),
+                source,
+                to_db_time(now),
+            )?;
+        }
+        let remembered: Vec<lc::Cancellation> = authorizations::cancellations(conn, auth_app_id)?
+            .into_iter()
+            .map(|c| lc::Cancellation {
+                at: from_db_time(c.cancelled_at),
+                token: c.token_fingerprint,
+            })
+            .collect();
+        let granted = matches!(event, AuthorizationEvent::Granted { .. });
+        let t = lc::handle_authorization(current.as_ref(), &remembered, event, now)?;
         if let Some(why) = &t.ignored {
             tracing::debug!(%auth_app_id, reason = %why, "authorization event ignored by the rules");
             return Ok(false);
         }
         let expected = row.as_ref().map(|r| (r.auth_time_ms, r.status));
+        if granted {
+            // The grant is recorded as the rules decided: active with its tokens, or cancelled
+            // (its cancellation came first) without them.
+            let grant = grant.ok_or_else(|| {
+                LifecycleError::Unexpected(format!("a grant of {auth_app_id} without its tokens"))
+            })?;
+            let active = t.state.status == AuthorizationStatus::Active;
+            let auth_time_ms = t.state.auth_time_ms.ok_or_else(|| {
+                LifecycleError::Unexpected(format!("a grant of {auth_app_id} without auth_time"))
+            })?;
+            let saved = authorizations::save(
+                conn,
+                &authorizations::NewAuthorization {
+                    auth_app_id: auth_app_id.to_string(),
+                    user_id: grant.user_id.clone(),
+                    status: t.state.status,
+                    auth_time: to_db_time(grant.auth_time),
+                    auth_time_ms,
+                    app_auth_token: active.then(|| grant.sealed_token.clone()),
+                    app_refresh_token: grant.sealed_refresh_token.clone().filter(|_| active),
+                    source_notify_id: grant.notify_id.clone(),
+                    created_at: to_db_time(now),
+                    updated_at: to_db_time(now),
+                    isv_app_id: grant.isv_app_id.clone(),
+                    token_fingerprint: Some(grant.token_fingerprint.clone()),
+                },
+                expected,
+            )?;
+            if !saved {
+                return Err(LifecycleError::Conflict);
+            }
+        } else if let Some(expected) = expected
+            && !authorizations::set_status(
+                conn,
+                auth_app_id,
+                expected,
+                t.state.status,
+                to_db_time(now),
+            )?
+        {
+            return Err(LifecycleError::Conflict);
+        }
+        // A cancellation before any grant leaves no row to end: it is remembered above.
         for effect in &t.effects {
             match effect {
-                Effect::StoreToken { auth_time_ms } => {
-                    let grant = grant.ok_or_else(|| {
-                        LifecycleError::Unexpected(format!(
-                            "a grant of {auth_app_id} without its tokens"
-                        ))
-                    })?;
-                    let saved = authorizations::save(
-                        conn,
-                        &authorizations::NewAuthorization {
-                            auth_app_id: auth_app_id.to_string(),
-                            user_id: grant.user_id.clone(),
-                            status: t.state.status,
-                            auth_time: to_db_time(grant.auth_time),
-                            auth_time_ms: *auth_time_ms,
-                            app_auth_token: Some(grant.sealed_token.clone()),
-                            app_refresh_token: grant.sealed_refresh_token.clone(),
-                            source_notify_id: grant.notify_id.clone(),
-                            created_at: to_db_time(now),
-                            updated_at: to_db_time(now),
-                            isv_app_id: grant.isv_app_id.clone(),
-                        },
-                        expected,
-                    )?;
-                    if !saved {
-                        return Err(LifecycleError::Conflict);
-                    }
-                }
+                // Stored with the grant above.
+                Effect::StoreToken { .. } => {}
                 Effect::EraseToken => {
-                    if let Some(expected) = expected {
-                        if !authorizations::set_status(
-                            conn,
-                            auth_app_id,
-                            expected,
-                            t.state.status,
-                            to_db_time(now),
-                        )? {
-                            return Err(LifecycleError::Conflict);
-                        }
-                        authorizations::erase_tokens(conn, auth_app_id, to_db_time(now))?;
-                    }
-                    // A cancellation before any grant leaves no row to end (LIFECYCLE.md asks
-                    // to remember it: issue 12).
+                    authorizations::erase_tokens(conn, auth_app_id, to_db_time(now))?;
                 }
                 Effect::TerminateService { cause } => {
                     let terminate = ServiceEvent::Terminate {
@@ -717,6 +789,7 @@ impl Services {
                 | Effect::RecordRefund { .. }
                 | Effect::Alert(_)
                 | Effect::StopProvisioning
+                | Effect::RestoreService { .. }
                 | Effect::OpenTask(_)
                 | Effect::CloseTask(_) => {
                     return Err(LifecycleError::Unexpected(format!(
@@ -726,6 +799,40 @@ impl Services {
             }
         }
         Ok(true)
+    }
+
+    /// Ends the app's authorization as `alipay.open.auth.appauth.cancelled` does, at `at` (the
+    /// cancellation's own time), in the caller's transaction: for a cancellation message, and
+    /// for anything else that learns the grant is gone (e.g. `auth.token.app.query` answering
+    /// `invalid`). `token`, when known, is the token it ends (only a fingerprint of it is
+    /// kept); without one, every grant not newer than `at` ends. `source` is recorded with it
+    /// (e.g. the message's `notify_id`). Returns whether the authorization changed.
+    pub fn cancel_authorization(
+        &self,
+        conn: &mut AnyConnection,
+        auth_app_id: &str,
+        at: DateTime<Utc>,
+        token: Option<&str>,
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LifecycleError> {
+        let token = token.map(|t| self.token_fingerprint(auth_app_id, t));
+        self.authorization_event(
+            conn,
+            auth_app_id,
+            AuthorizationEvent::Cancelled { at, token },
+            None,
+            source,
+            now,
+        )
+    }
+
+    /// The keyed fingerprint of the app's `app_auth_token` (never logged, never the token).
+    pub fn token_fingerprint(&self, auth_app_id: &str, token: &str) -> String {
+        self.sealer.fingerprint(
+            &super::apply::token_context("app_auth_token", auth_app_id),
+            token.as_bytes(),
+        )
     }
 
     /// One scheduler tick: claims due deadlines, warnings and queued queries, and fires each.
@@ -753,7 +860,8 @@ impl Services {
                 Err(c) => {
                     report.errors += 1;
                     tracing::warn!(order = %c.commodity_order_id, error = %c.error, "deadline not fired: corrupt data; retried");
-                    let retry = now + self.lifecycle.retry_wait(c.attempts);
+                    // Reported again next tick, whatever its attempts: it needs a person.
+                    let retry = now + Duration::seconds(self.lifecycle.tick_seconds as i64);
                     if let Err(error) = self.release_row(c.id, retry).await {
                         tracing::warn!(order = %c.commodity_order_id, %error, "deadline not released");
                     }
@@ -780,8 +888,8 @@ impl Services {
                 }
                 Err(e) => {
                     report.errors += 1;
-                    tracing::warn!(order = %d.commodity_order_id, kind = d.kind.as_str(), warning_days = d.warning_days, error = %e, "deadline not fired; retried");
-                    let retry = now + self.lifecycle.retry_wait(d.attempts);
+                    tracing::warn!(order = %d.commodity_order_id, kind = d.kind.as_str(), warning_days = d.warning_days, error = %e, "deadline not fired; retried later");
+                    let retry = now + self.lifecycle.retry_wait(d.kind, d.attempts);
                     if let Err(error) = self.release_row(d.id, retry).await {
                         // The lease runs out by itself: the row is fired again after it.
                         tracing::warn!(order = %d.commodity_order_id, %error, "deadline not released");
@@ -814,8 +922,12 @@ impl Services {
                 return Ok(t.history.is_some());
             }
             Timer::Deadline(kind) => Some(kind),
-            Timer::Query => None,
+            Timer::Query { .. } => None,
         };
+        let notice = matches!(
+            timer(d.kind, d.warning_days, id)?,
+            Timer::Query { notice: true }
+        );
         // A due deadline changes nothing by itself (the rules' DeadlineDue only asks Alipay, and
         // the row stays open until the rule is applied), so the sweep asks Alipay directly:
         // Alipay is the source of truth.
@@ -823,12 +935,16 @@ impl Services {
         let mut moved = false;
         // An answer we cannot read says nothing: it never lets a rule be applied by inference
         // (a refund against what Alipay may be saying); the deadline is looked at again.
-        let unreadable = matches!(answer, Ok(lc::QueryReading::Unknown { .. }));
+        let unreadable = matches!(
+            answer,
+            Ok(AlipayAnswer {
+                reading: lc::QueryReading::Unknown { .. },
+                ..
+            })
+        );
         let (answered, after) = match answer {
-            Ok(reading) => {
-                let t = self
-                    .order_event_now(&OrderId::from(id), OrderEvent::AlipaySays(reading))
-                    .await?;
+            Ok(answer) => {
+                let t = self.apply_answer(id, answer, notice).await?;
                 moved |= t.history.is_some();
                 (Ok(()), Some(t.order))
             }
@@ -904,11 +1020,85 @@ impl Services {
         .await
     }
 
+    /// Applies what `order.query` answered: joins the order to the mini program its items name
+    /// when the notice named none, then the reading, with the payment time the answer shows (the
+    /// items' `service_effect_date`; else, for the query the notice queued, the notice's
+    /// `order_time`; else none, and the rules record the moment of the reading).
+    async fn apply_answer(
+        &self,
+        id: &str,
+        answer: AlipayAnswer,
+        notice: bool,
+    ) -> Result<Transition, LifecycleError> {
+        if let Some(mini_app_id) = answer.mini_app_id.clone() {
+            let (owned, now) = (id.to_string(), self.clock.now());
+            self.db_write(move |conn| -> Result<(), LifecycleError> {
+                if store::join_mini_app(conn, &owned, &mini_app_id)?
+                    && let Some(order) = store::find(conn, &owned)?
+                {
+                    // The notice named no mini program: the items did (LIFECYCLE.md "Joins").
+                    store::add_history(
+                        conn,
+                        &store::NewHistory {
+                            commodity_order_id: owned.clone(),
+                            from_status: Some(order.status.as_str().into()),
+                            to_status: order.status.as_str().into(),
+                            actor: "alipay".into(),
+                            cause: "mini_app_joined".into(),
+                            reason: Some(format!(
+                                "order_items[].mini_app_id {mini_app_id} (the notice had none)"
+                            )),
+                            inferred: false,
+                            at: to_db_time(now),
+                        },
+                    )?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        let shows_payment = matches!(
+            answer.reading,
+            lc::QueryReading::Paid
+                | lc::QueryReading::AwaitingConfirmation
+                | lc::QueryReading::Completed
+        );
+        let paid = match answer.service_effect_at {
+            Some(at) if shows_payment => Some(lc::Payment {
+                at,
+                source: lc::PaidAtSource::ServiceEffectDate,
+            }),
+            _ if shows_payment && notice => {
+                let owned = id.to_string();
+                let ordered_at = self
+                    .db(move |conn| {
+                        store::find(conn, &owned)?
+                            .map(|row| from_db_time(row.ordered_at))
+                            .ok_or(LifecycleError::NotFound(owned.clone()))
+                    })
+                    .await?;
+                Some(lc::Payment {
+                    at: ordered_at,
+                    source: lc::PaidAtSource::OrderTime,
+                })
+            }
+            _ => None,
+        };
+        self.order_event_now(
+            &OrderId::from(id),
+            OrderEvent::AlipayAnswered {
+                reading: answer.reading,
+                paid,
+            },
+        )
+        .await
+    }
+
     /// `order.query` for one order, every page of its items, read with the configured table.
     pub async fn read_alipay(
         &self,
         id: &str,
-    ) -> Result<lc::QueryReading, crate::alipay::client::AlipayError> {
+    ) -> Result<AlipayAnswer, crate::alipay::client::AlipayError> {
         let reading = self.read_alipay_pages(id).await;
         self.record_call(
             id,
@@ -922,7 +1112,7 @@ impl Services {
     async fn read_alipay_pages(
         &self,
         id: &str,
-    ) -> Result<lc::QueryReading, crate::alipay::client::AlipayError> {
+    ) -> Result<AlipayAnswer, crate::alipay::client::AlipayError> {
         let alipay = self.order_client(id).await?;
         let mut response = alipay
             .servicemarket_order_query(&OrderQueryRequest::new(id))
@@ -930,6 +1120,8 @@ impl Services {
         let mut items: Vec<String> = Vec::new();
         // The first item that carries service dates (service::periods keeps them verbatim).
         let mut dates: Option<(Option<String>, Option<String>)> = None;
+        let mut service_effect_at: Option<DateTime<Utc>> = None;
+        let mut mini_app_id: Option<String> = None;
         let mut page = 1u32;
         loop {
             if dates.is_none() {
@@ -945,6 +1137,15 @@ impl Services {
                     .iter()
                     .filter_map(|i| i.order_status.as_ref().map(|s| s.as_str().to_string())),
             );
+            for item in &response.order_items {
+                // The earliest item start is when the order's service began.
+                if let Some(at) = item.service_effect_at() {
+                    service_effect_at = Some(service_effect_at.map_or(at, |known| known.min(at)));
+                }
+                if mini_app_id.is_none() {
+                    mini_app_id = item.mini_app_id.clone().filter(|m| !m.is_empty());
+                }
+            }
             let total = response.total_size.unwrap_or(0).max(0) as usize;
             // At most 100 items a page; a large multi-shop order spans pages.
             if items.len() >= total || response.order_items.is_empty() || page >= 100 {
@@ -982,7 +1183,11 @@ impl Services {
                 })
                 .await;
         }
-        Ok(lc::read_order_query(order_status.as_deref(), &items, rules))
+        Ok(AlipayAnswer {
+            reading: lc::read_order_query(order_status.as_deref(), &items, rules),
+            service_effect_at,
+            mini_app_id,
+        })
     }
 
     /// The client of the ISV app the order was placed with (the primary app for an order we do
@@ -1005,11 +1210,9 @@ impl Services {
 
     /// Asks Alipay about one order now and applies what it says.
     pub async fn reconcile_order(&self, id: &OrderId) -> Result<Transition, LifecycleError> {
-        let reading = self.read_alipay(id.as_str()).await?;
-        let recorded = format!("{reading:?}");
-        let transition = self
-            .order_event_now(id, OrderEvent::AlipaySays(reading))
-            .await?;
+        let answer = self.read_alipay(id.as_str()).await?;
+        let recorded = format!("{:?}", answer.reading);
+        let transition = self.apply_answer(id.as_str(), answer, false).await?;
         // Each result is kept with the order, for support.
         let (id, at) = (id.to_string(), to_db_time(self.clock.now()));
         self.db_write(move |conn| {
@@ -1028,6 +1231,8 @@ impl Services {
         concurrency: usize,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<ReconcileReport, LifecycleError> {
+        // Open orders, and those an inference closed in the last 7 days: Alipay may disagree.
+        let review_since = to_db_time(self.clock.now() - lc::inference_review_window());
         let ids = self
             .db(move |conn| -> Result<Vec<String>, LifecycleError> {
                 let mut ids: Vec<String> = Vec::new();
@@ -1035,10 +1240,21 @@ impl Services {
                     let after = ids.last().cloned().unwrap_or_default();
                     let page = store::open_ids(conn, &after, 1000)?;
                     if page.is_empty() {
-                        return Ok(ids);
+                        break;
                     }
                     ids.extend(page);
                 }
+                let mut inferred: Vec<String> = Vec::new();
+                loop {
+                    let after = inferred.last().cloned().unwrap_or_default();
+                    let page = store::inferred_ids(conn, review_since, &after, 1000)?;
+                    if page.is_empty() {
+                        break;
+                    }
+                    inferred.extend(page);
+                }
+                ids.extend(inferred);
+                Ok(ids)
             })
             .await?;
         let total = ids.len();
@@ -1076,6 +1292,16 @@ impl Services {
     }
 }
 
+/// What one `order.query` answered, as the lifecycle reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlipayAnswer {
+    pub reading: lc::QueryReading,
+    /// The earliest item `service_effect_date` (Beijing time, as UTC): when the service began.
+    pub service_effect_at: Option<DateTime<Utc>>,
+    /// The first item's `mini_app_id`: joins an order whose notice named no mini program.
+    pub mini_app_id: Option<String>,
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReconcileReport {
     pub orders: usize,
@@ -1103,15 +1329,30 @@ pub struct LifecycleSettings {
 }
 
 impl LifecycleSettings {
-    /// How long a deadline row that could not be fired waits before it is tried again, after
-    /// `failed_before` failed attempts: the queues' one retry policy, capped at one tick and never
-    /// given up (the rule's grace period decides when to stop waiting for Alipay).
-    fn retry_wait(&self, failed_before: i32) -> Duration {
-        RetryPolicy {
-            cap: std::time::Duration::from_secs(self.tick_seconds.max(1)),
+    /// How long a timer row that could not be fired waits before it is tried again, after
+    /// `failed_before` failed attempts: the queues' one retry policy, never given up. A due
+    /// deadline, warning or expiry is looked at again within a tick (the rule's grace period
+    /// decides when to stop waiting for Alipay); a queued query that keeps failing (every order
+    /// notice queues one) backs off to hourly, like reconciliation, rather than ask Alipay every
+    /// tick forever.
+    fn retry_wait(&self, kind: TimerKind, failed_before: i32) -> Duration {
+        let tick = std::time::Duration::from_secs(self.tick_seconds.max(1));
+        let cap = match kind {
+            TimerKind::OrderQuery | TimerKind::NoticeQuery => std::time::Duration::from_secs(3600),
+            TimerKind::Payment
+            | TimerKind::Implementation
+            | TimerKind::Confirmation
+            | TimerKind::Warning
+            | TimerKind::ServiceExpiry
+            | TimerKind::ServiceExpiryWarning => tick,
+        };
+        let wait = RetryPolicy {
+            cap: cap.max(tick),
             max_attempts: None,
         }
-        .wait(failed_before)
+        .wait(failed_before);
+        // Never before the next tick would look anyway.
+        wait.max(Duration::from_std(tick).unwrap_or(Duration::MAX))
     }
 }
 

@@ -523,7 +523,8 @@ impl Services {
             | TimerKind::Implementation
             | TimerKind::Confirmation
             | TimerKind::Warning
-            | TimerKind::OrderQuery => Err(LifecycleError::Unexpected(format!(
+            | TimerKind::OrderQuery
+            | TimerKind::NoticeQuery => Err(LifecycleError::Unexpected(format!(
                 "{} is not a service timer (order {id})",
                 kind.as_str()
             ))),

@@ -62,6 +62,16 @@ pub struct ServiceView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub commodity_order_id: String,
+    /// When the merchant paid: the item's `service_effect_date`, else the notice's `order_time`
+    /// for an order whose first query showed it paid, else the moment a reading showed it paid
+    /// (see `paid_at_source`). Null until payment is known, and for free orders. The 30-day
+    /// implementation deadline counts from it.
+    #[schema(required = true)]
+    pub paid_at: Option<DateTime<Utc>>,
+    /// What `paid_at` was taken from: `service_effect_date`, `order_time`, `reading`,
+    /// `payment_seen` or `merchant_confirmed`.
+    #[schema(required = true)]
+    pub paid_at_source: Option<String>,
     pub status: String,
     pub cancel_reason: Option<String>,
     pub merchant_pid: Option<String>,
@@ -209,7 +219,7 @@ fn timer_label(kind: TimerKind, warning_days: i32) -> String {
             kind.as_str().into()
         }
         TimerKind::Warning => format!("warning_{warning_days}"),
-        TimerKind::OrderQuery => "query_alipay".into(),
+        TimerKind::OrderQuery | TimerKind::NoticeQuery => "query_alipay".into(),
         TimerKind::ServiceExpiry | TimerKind::ServiceExpiryWarning => kind.as_str().into(),
     }
 }
@@ -261,6 +271,8 @@ fn order_view(
     };
     Ok(OrderView {
         commodity_order_id: row.commodity_order_id,
+        paid_at: row.paid_at.map(utc),
+        paid_at_source: row.paid_at_source.map(|s| s.as_str().into()),
         status: row.status.as_str().into(),
         cancel_reason: row.cancel_reason.map(|r| r.as_str().into()),
         merchant_pid: row.merchant_pid,

@@ -65,11 +65,19 @@ pub struct Order {
     /// noticed).
     pub stage_since: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
+    /// An order-level `status` that `order.query` reports instead of the stage's own (e.g. a
+    /// value Alipay never published): the items still tell the truth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_level_status: Option<String>,
+    /// Whether the order notice names the mini program (`consumer_miniAppId`); when it does
+    /// not, only `order.query`'s `order_items[].mini_app_id` does.
+    pub notice_names_mini_app: bool,
 }
 
 impl Order {
     pub fn summary(&self) -> serde_json::Value {
         let (status, item_status) = self.stage.wire();
+        let status = self.order_level_status.as_deref().unwrap_or(status);
         serde_json::json!({
             "commodity_order_id": self.commodity_order_id,
             "mini_app_id": self.mini_app_id,
@@ -280,6 +288,11 @@ pub struct NewOrder {
     pub title: Option<String>,
     /// The ISV app the order is placed with (its messages carry it); default: the primary app.
     pub app_id: Option<String>,
+    /// `order.query`'s order-level `status` for this order, whatever its stage (e.g. an
+    /// unpublished value); default: the stage's own.
+    pub order_level_status: Option<String>,
+    /// `false`: the order notice leaves out `consumer_miniAppId` (default `true`).
+    pub notice_names_mini_app: Option<bool>,
 }
 
 fn is_free(price: &str) -> bool {
@@ -399,6 +412,8 @@ impl SimState {
             },
             stage_since: now,
             paid_at: free.then_some(now),
+            order_level_status: req.order_level_status.filter(|s| !s.is_empty()),
+            notice_names_mini_app: req.notice_names_mini_app.unwrap_or(true),
         };
         let mut messages = Vec::new();
         if req.authorize.unwrap_or(true) {
@@ -481,6 +496,7 @@ impl SimState {
         auth.status = AuthStatus::Cancelled;
         let biz = serde_json::json!({
             "auth_app_id": auth.auth_app_id,
+            "app_auth_token": auth.app_auth_token,
             "user_id": auth.user_id,
             "cancel_time": crate::alipay::time::format_beijing(now),
         });
@@ -646,6 +662,7 @@ impl SimState {
             .unwrap_or(1)
             .max(1);
         let (status, item_status) = order.stage.wire();
+        let status = order.order_level_status.as_deref().unwrap_or(status);
         let mut item = serde_json::json!({
             "commodity_id": "APPMK0001",
             "merchant_pid": order.merchant_pid,
@@ -931,7 +948,7 @@ fn auth_message(auth: &Authorization, now: DateTime<Utc>, app_id: &str) -> Outgo
 fn order_message(order: &Order, now: DateTime<Utc>, app_id: &str) -> Outgoing {
     use crate::alipay::time::format_beijing;
     let notify_id = new_notify_id();
-    let params: Vec<(String, String)> = [
+    let mut params: Vec<(String, String)> = [
         ("notify_id", notify_id.as_str()),
         ("notify_time", &format_beijing(now)),
         ("notify_type", crate::alipay::message::KIND_ORDER),
@@ -956,6 +973,9 @@ fn order_message(order: &Order, now: DateTime<Utc>, app_id: &str) -> Outgoing {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    if !order.notice_names_mini_app {
+        params.retain(|(k, _)| k != "consumer_miniAppId");
+    }
     Outgoing {
         notify_id,
         kind: crate::alipay::message::KIND_ORDER.to_string(),
@@ -1023,6 +1043,45 @@ mod tests {
             s.orders[&b.commodity_order_id].stage_since,
             t0() + Duration::days(30)
         );
+    }
+
+    #[test]
+    fn an_order_may_hide_its_mini_program_from_the_notice_and_report_an_unknown_status() {
+        let mut s = SimState::default();
+        let req = NewOrder {
+            mini_app_id: Some("M2".into()),
+            order_level_status: Some("SOMETHING_NEW".into()),
+            notice_names_mini_app: Some(false),
+            ..Default::default()
+        };
+        let (o, msgs) = s.create_order(req, t0(), "APP").unwrap();
+        let notice = &msgs[1];
+        assert_eq!(notice.kind, crate::alipay::message::KIND_ORDER);
+        assert!(!notice.params.iter().any(|(k, _)| k == "consumer_miniAppId"));
+        s.pay(&o.commodity_order_id, t0() + Duration::hours(1))
+            .unwrap();
+        let answer = s
+            .order_query(&serde_json::json!({"commodity_order_id": o.commodity_order_id}))
+            .unwrap();
+        assert_eq!(answer["status"], "SOMETHING_NEW");
+        let item = &answer["order_items"][0];
+        assert_eq!(
+            (&item["mini_app_id"], &item["order_status"]),
+            (&serde_json::json!("M2"), &serde_json::json!("DOING"))
+        );
+        // Paid at 06:00 UTC: 14:00 in Beijing.
+        assert_eq!(item["service_effect_date"], "2024-06-10 14:00:00");
+        // The cancellation names the token it ends.
+        let (_, cancelled) = s
+            .cancel_authorization("M2", t0() + Duration::days(1))
+            .unwrap();
+        let biz = &cancelled
+            .params
+            .iter()
+            .find(|(k, _)| k == "biz_content")
+            .unwrap()
+            .1;
+        assert!(biz.contains("app_auth_token"), "{biz}");
     }
 
     #[test]

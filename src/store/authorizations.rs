@@ -2,6 +2,7 @@
 //! sealed (see `crate::seal`), never in clear.
 
 use super::AnyConnection;
+use super::schema::authorization_cancellations as ac;
 use super::schema::authorizations as au;
 use crate::db_run;
 use crate::domain::lifecycle::AuthorizationStatus;
@@ -23,6 +24,9 @@ pub struct NewAuthorization {
     pub updated_at: NaiveDateTime,
     /// The ISV app the merchant authorized (the grant's `app_id`); NULL: the primary app.
     pub isv_app_id: Option<String>,
+    /// A keyed fingerprint of `app_auth_token` (`Sealer::fingerprint`), so a cancellation naming
+    /// a token can be matched to its grant; never the token.
+    pub token_fingerprint: Option<String>,
 }
 
 /// Writes the app's authorization as the rules decided it (`domain::lifecycle::
@@ -59,6 +63,7 @@ pub fn save(
             au::source_notify_id.eq(&new.source_notify_id),
             au::updated_at.eq(new.updated_at),
             au::isv_app_id.eq(&new.isv_app_id),
+            au::token_fingerprint.eq(&new.token_fingerprint),
         ))
         .execute(conn)
         .map(|n| n == 1)
@@ -78,6 +83,8 @@ pub struct AuthorizationRow {
     pub updated_at: NaiveDateTime,
     pub attention: Option<String>,
     pub isv_app_id: Option<String>,
+    /// See [`NewAuthorization::token_fingerprint`]: a fingerprint, not a token.
+    pub token_fingerprint: Option<String>,
 }
 
 pub fn find(conn: &mut AnyConnection, auth_app_id: &str) -> QueryResult<Option<AuthorizationRow>> {
@@ -129,5 +136,51 @@ pub fn erase_tokens(
             ))
             .execute(conn)
             .map(|_| ())
+    })
+}
+
+/// One `appauth.cancelled` (or an equivalent end, e.g. a token found invalid), as received.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = ac)]
+pub struct CancellationRow {
+    pub token_fingerprint: Option<String>,
+    pub cancelled_at: NaiveDateTime,
+}
+
+/// Remembers a cancellation of the app's authorization, whatever it ends now: one that arrives
+/// before its grant must keep that grant cancelled when it comes (LIFECYCLE.md).
+pub fn remember_cancellation(
+    conn: &mut AnyConnection,
+    auth_app_id: &str,
+    token_fingerprint: Option<&str>,
+    cancelled_at: NaiveDateTime,
+    source: &str,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    db_run!(conn: {
+        diesel::insert_into(ac::table)
+            .values((
+                ac::auth_app_id.eq(auth_app_id),
+                ac::token_fingerprint.eq(token_fingerprint),
+                ac::cancelled_at.eq(cancelled_at),
+                ac::source.eq(source),
+                ac::recorded_at.eq(now),
+            ))
+            .execute(conn)
+            .map(|_| ())
+    })
+}
+
+/// Every cancellation remembered for the app, oldest first.
+pub fn cancellations(
+    conn: &mut AnyConnection,
+    auth_app_id: &str,
+) -> QueryResult<Vec<CancellationRow>> {
+    db_run!(conn: {
+        ac::table
+            .filter(ac::auth_app_id.eq(auth_app_id))
+            .order((ac::cancelled_at, ac::id))
+            .select(CancellationRow::as_select())
+            .load(conn)
     })
 }

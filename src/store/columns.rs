@@ -7,7 +7,7 @@
 //! variant added later without a text form fails to compile here.
 
 use crate::domain::lifecycle::{
-    AuthorizationStatus, DeadlineState, PeriodState, Refund, ServiceStatus, Task,
+    AuthorizationStatus, DeadlineState, PaidAtSource, PeriodState, Refund, ServiceStatus, Task,
 };
 use crate::domain::{CancelReason, OrderStatus};
 
@@ -174,6 +174,18 @@ text_column!(
         CancelReason::ImplementationTimeout,
         CancelReason::MerchantRefund,
         CancelReason::IsvCancelled,
+    ]
+);
+text_column!(
+    PaidAtSource,
+    "orders.paid_at_source",
+    PaidAtSource::as_str,
+    [
+        PaidAtSource::ServiceEffectDate,
+        PaidAtSource::OrderTime,
+        PaidAtSource::Reading,
+        PaidAtSource::PaymentSeen,
+        PaidAtSource::MerchantConfirmed,
     ]
 );
 text_column!(

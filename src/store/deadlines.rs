@@ -28,6 +28,9 @@ pub enum TimerKind {
     /// Support's warning before that end (`scheduler.service_expiry_warning_days`, default 7),
     /// so that a renewal can be suggested.
     ServiceExpiryWarning,
+    /// The `order.query` every order notice queues: its answer may date the payment from the
+    /// notice's `order_time`.
+    NoticeQuery,
 }
 
 impl TimerKind {
@@ -40,6 +43,7 @@ impl TimerKind {
             TimerKind::OrderQuery => "order_query",
             TimerKind::ServiceExpiry => "service_expiry",
             TimerKind::ServiceExpiryWarning => "service_expiry_warning",
+            TimerKind::NoticeQuery => "order_notice_query",
         }
     }
 
@@ -51,6 +55,7 @@ impl TimerKind {
             TimerKind::Confirmation => Some(DeadlineKind::Confirmation),
             TimerKind::Warning
             | TimerKind::OrderQuery
+            | TimerKind::NoticeQuery
             | TimerKind::ServiceExpiry
             | TimerKind::ServiceExpiryWarning => None,
         }
@@ -79,6 +84,7 @@ crate::text_column!(
         TimerKind::OrderQuery,
         TimerKind::ServiceExpiry,
         TimerKind::ServiceExpiryWarning,
+        TimerKind::NoticeQuery,
     ]
 );
 

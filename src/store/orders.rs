@@ -6,7 +6,9 @@ use super::schema::{
     deadlines as dl, order_history as oh, orders as od, services as sv, support_tasks as st,
 };
 use crate::db_run;
-use crate::domain::lifecycle::{DeadlineState, Refund, ServiceStatus, Task, TerminationCause};
+use crate::domain::lifecycle::{
+    DeadlineState, PaidAtSource, Refund, ServiceStatus, Task, TerminationCause,
+};
 use crate::domain::{CancelReason, OrderStatus};
 use crate::text_column;
 use chrono::NaiveDateTime;
@@ -128,6 +130,11 @@ pub struct OrderRow {
     pub reconciled_at: Option<NaiveDateTime>,
     pub merchant_name: Option<String>,
     pub isv_app_id: Option<String>,
+    /// When the merchant paid (`paid_at`), and what that time was taken from.
+    pub paid_at: Option<NaiveDateTime>,
+    pub paid_at_source: Option<PaidAtSource>,
+    /// When the current final state was reached by inference (re-checked for 7 days).
+    pub inferred_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -320,6 +327,9 @@ pub struct OrderStateUpdate {
     pub audit_passed_at: Option<NaiveDateTime>,
     pub refund: Option<Refund>,
     pub updated_at: NaiveDateTime,
+    pub paid_at: Option<NaiveDateTime>,
+    pub paid_at_source: Option<PaidAtSource>,
+    pub inferred_at: Option<NaiveDateTime>,
 }
 
 /// Writes a transition's new state, guarded on the state it was computed from: a concurrent
@@ -479,5 +489,48 @@ pub fn record_reconciliation(
             .set((od::alipay_reading.eq(Some(reading)), od::reconciled_at.eq(Some(at))))
             .execute(conn)
             .map(|_| ())
+    })
+}
+
+/// Joins an order to its mini program when the notice did not name one (`order.query`'s
+/// `order_items[].mini_app_id`): only an order with none yet. A service the order already had
+/// under its own key moves to the mini program's key, unless that one exists. True when joined.
+pub fn join_mini_app(conn: &mut AnyConnection, id: &str, mini_app_id: &str) -> QueryResult<bool> {
+    let own_key = format!("order:{id}");
+    db_run!(conn: {
+        let joined = diesel::update(od::table.find(id).filter(od::mini_app_id.is_null()))
+            .set(od::mini_app_id.eq(mini_app_id))
+            .execute(conn)? == 1;
+        if joined {
+            let taken = sv::table.find(mini_app_id).count().get_result::<i64>(conn)? > 0;
+            if !taken {
+                diesel::update(sv::table.find(&own_key))
+                    .set(sv::service_key.eq(mini_app_id))
+                    .execute(conn)?;
+                diesel::update(st::table.filter(st::subject.eq(&own_key)))
+                    .set(st::subject.eq(mini_app_id))
+                    .execute(conn)?;
+            }
+        }
+        Ok(joined)
+    })
+}
+
+/// Orders whose final state was reached by inference at or after `since` (reconciliation
+/// re-checks them), by id after `after`.
+pub fn inferred_ids(
+    conn: &mut AnyConnection,
+    since: NaiveDateTime,
+    after: &str,
+    limit: i64,
+) -> QueryResult<Vec<String>> {
+    db_run!(conn: {
+        od::table
+            .filter(od::inferred_at.ge(since))
+            .filter(od::commodity_order_id.gt(after))
+            .order(od::commodity_order_id)
+            .select(od::commodity_order_id)
+            .limit(limit)
+            .load(conn)
     })
 }

@@ -34,6 +34,18 @@ diesel::table! {
         updated_at -> Timestamp,
         attention -> Nullable<Text>,
         isv_app_id -> Nullable<Text>,
+        token_fingerprint -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    authorization_cancellations (id) {
+        id -> BigInt,
+        auth_app_id -> Text,
+        token_fingerprint -> Nullable<Text>,
+        cancelled_at -> Timestamp,
+        source -> Text,
+        recorded_at -> Timestamp,
     }
 }
 
@@ -61,6 +73,9 @@ diesel::table! {
         period_day -> Nullable<Integer>,
         service_effect_date -> Nullable<Text>,
         service_expire_date -> Nullable<Text>,
+        paid_at -> Nullable<Timestamp>,
+        paid_at_source -> Nullable<Text>,
+        inferred_at -> Nullable<Timestamp>,
     }
 }
 
@@ -236,6 +251,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     merchant_order_syncs,
     gateway_messages,
     authorizations,
+    authorization_cancellations,
     orders,
     order_history,
     deadlines

@@ -59,9 +59,12 @@ async fn order_notification_creates_the_order(app: TestApp) {
     assert_eq!(order["mini_app_id"], "2021004199990002");
     // order_time 2024-06-10 13:01:00 is Beijing time: 05:01 UTC, and three days to pay.
     assert_eq!(order["ordered_at"], "2024-06-10T05:01:00Z");
-    assert_eq!(order["deadlines"][0]["kind"], "payment");
-    assert_eq!(order["deadlines"][0]["due_at"], "2024-06-13T05:01:00Z");
+    // The notice queues an order.query at once (issue 12), then three days to pay.
+    assert_eq!(order["deadlines"][0]["kind"], "query_alipay");
     assert_eq!(order["deadlines"][0]["state"], "pending");
+    assert_eq!(order["deadlines"][1]["kind"], "payment");
+    assert_eq!(order["deadlines"][1]["due_at"], "2024-06-13T05:01:00Z");
+    assert_eq!(order["deadlines"][1]["state"], "pending");
     let history = order["history"].as_array().unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0]["to_status"], "awaiting_payment");

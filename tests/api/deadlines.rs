@@ -15,6 +15,14 @@ async fn claims_are_leases(app: TestApp) {
         assert_eq!(app.post_notify(body).await.1, "success");
     }
     app.run_pending_jobs().await;
+    // Each notice queued an order.query, due at once: one tick asks Alipay about every order
+    // (which still shows them unpaid) and finishes those rows.
+    let report = app.tick().await;
+    assert_eq!(
+        (report.claimed, report.transitions, report.errors),
+        (40, 0, 0),
+        "{report:?}"
+    );
     let pool = app.services.pool.clone();
     let claim = move |now: chrono::DateTime<chrono::Utc>, limit: i64| {
         let mut conn = pool.get().unwrap();
@@ -126,9 +134,10 @@ async fn concurrent_claims_are_disjoint_on_postgres() {
     let total = all.len();
     all.sort_unstable();
     all.dedup();
+    // Per order: the order.query its notice queued and the payment deadline.
     assert_eq!(
         (total, all.len()),
-        (300, 300),
+        (600, 600),
         "every deadline claimed exactly once"
     );
     app.stop().await;

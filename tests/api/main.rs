@@ -20,6 +20,7 @@ mod openapi;
 mod periods;
 mod pipeline;
 mod queues;
+mod readings;
 mod retention;
 mod seam;
 mod secrets;

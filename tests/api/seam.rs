@@ -57,15 +57,17 @@ async fn unknown_timer_kind_is_an_error_naming_the_column(app: TestApp) {
     let body = common::order_notification(&key, "SEAM3", "n-seam-3", "9.90");
     assert_eq!(app.post_notify(body).await.1, "success");
     app.run_pending_jobs().await;
+    // The order.query the notice queued runs on the next tick.
+    assert_eq!(app.tick().await.claimed, 1);
     let (status, order) = app.admin_get("/admin/api/orders/SEAM3").await;
     assert_eq!(status, 200, "{order}");
-    assert_eq!(order["deadlines"][0]["kind"], "payment");
+    assert_eq!(order["deadlines"][1]["kind"], "payment");
 
     // An old-style kind (the days inside the text), as a replica of the previous version wrote
     // it: `warning_20` is what the API shows, never what the column holds.
     let mut conn = app.services.pool.get().unwrap();
     conn.batch_execute(
-        "UPDATE deadlines SET kind = 'warning_20' WHERE commodity_order_id = 'SEAM3'",
+        "UPDATE deadlines SET kind = 'warning_20' WHERE commodity_order_id = 'SEAM3' AND kind = 'payment'",
     )
     .unwrap();
     drop(conn);
@@ -104,6 +106,7 @@ async fn unknown_timer_kind_is_an_error_naming_the_column(app: TestApp) {
     let body = common::order_notification(&key, "SEAM4", "n-seam-4", "9.90");
     assert_eq!(app.post_notify(body).await.1, "success");
     app.run_pending_jobs().await;
+    assert_eq!(app.tick().await.claimed, 1, "SEAM4's notice query");
     app.alipay.set_order("SEAM4", "MERCHANT_PAID", &["DOING"]);
     app.clock.advance(chrono::Duration::days(3));
     let report = app.tick().await;

@@ -62,6 +62,8 @@ struct Shared {
     /// The items' `service_effect_date` / `service_expire_date` per commodity_order_id, sent as
     /// given (Beijing time text, or anything else a test wants to see handled).
     dates: Arc<Mutex<BTreeMap<String, (String, String)>>>,
+    /// Orders answered with whole item objects (`set_order_items`), checked first.
+    order_items: Arc<Mutex<BTreeMap<String, (String, Vec<serde_json::Value>)>>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
     certs: Arc<Mutex<Option<FakeCerts>>>,
     /// Further ISV apps' public keys by app id: a request naming one is verified with its key
@@ -173,6 +175,21 @@ impl FakeAlipay {
             commodity_order_id.to_string(),
             (effect.to_string(), expire.to_string()),
         );
+    }
+
+    /// Sets what `order.query` answers for an order, items as whole objects (their
+    /// `service_effect_date`, `mini_app_id`, ...).
+    pub fn set_order_items(
+        &self,
+        commodity_order_id: &str,
+        status: &str,
+        items: Vec<serde_json::Value>,
+    ) {
+        self.shared
+            .order_items
+            .lock()
+            .unwrap()
+            .insert(commodity_order_id.to_string(), (status.to_string(), items));
     }
 
     /// The alert webhook URL served by this fake.
@@ -375,6 +392,13 @@ async fn gateway(
                 .and_then(|b| serde_json::from_str(b).ok())
                 .unwrap_or_default();
             let id = biz["commodity_order_id"].as_str().unwrap_or("").to_string();
+            let detailed = shared.order_items.lock().unwrap().get(&id).cloned();
+            if let Some((status, items)) = detailed {
+                return signed(
+                    serde_json::json!({"code": "10000", "msg": "Success", "commodity_id": "APPMK0001", "status": status,
+                    "current_page": 1, "total_size": items.len(), "order_items": items}),
+                );
+            }
             let (status, items) = shared
                 .orders
                 .lock()

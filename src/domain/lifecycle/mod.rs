@@ -36,7 +36,12 @@
 //!   `PaymentSeen` after an `order.query` reading of "paid" pulls the implementation deadline back
 //!   to the payment time; a late `AuditPassed` does the same for the confirmation deadline.
 //! - A fact about a state the order has already left is stale and ignored; a final state
-//!   absorbs everything (so `paid` on a cancelled order reflects what was known when it closed).
+//!   absorbs everything (so `paid` on a cancelled order reflects what was known when it closed),
+//!   with one narrow exception: a final state reached by *inference* is corrected by a reading
+//!   that disagrees, for 7 days (`alipay_disagreed`).
+//! - The payment time (`paid_at`) is the earliest one we know: the item's `service_effect_date`,
+//!   the notice's `order_time` when the notice's query shows payment, or else the moment a reading
+//!   showed it. The implementation clock and its warnings count from it.
 //! - Deadline events are not messages: the scheduler only fires deadline rows that exist, so they
 //!   cannot precede the state that scheduled them.
 //! - A `cancelled` reading's cause depends on which deadline is due when it is read (LIFECYCLE.md's
@@ -56,11 +61,12 @@ mod test_support;
 
 pub use authorization::{
     AuthorizationEvent, AuthorizationState, AuthorizationStatus, AuthorizationTransition,
-    handle_authorization,
+    Cancellation, handle_authorization,
 };
 pub use order::{
-    Alert, Deadline, DeadlineState, Effect, HistoryEntry, Order, OrderEvent, QueryReason, Refund,
-    RuleError, Task, Transition, Warning, handle, place,
+    Alert, Deadline, DeadlineState, Effect, HistoryEntry, Order, OrderEvent, PaidAtSource, Payment,
+    QueryReason, Refund, RuleError, Task, Transition, Warning, handle, inference_review_window,
+    place,
 };
 pub use period::{
     DerivedService, Period, PeriodDates, PeriodEvent, PeriodState, derive_service, handle_period,

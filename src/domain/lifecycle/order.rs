@@ -76,6 +76,47 @@ impl Refund {
     }
 }
 
+/// What a payment time was taken from (LIFECYCLE.md "Readings we trust": the item's
+/// `service_effect_date`, else the notice's `order_time` for an order notified as paid, else the
+/// moment a reading showed it paid, recorded as such).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaidAtSource {
+    /// The order item's `service_effect_date` in `order.query`.
+    ServiceEffectDate,
+    /// The notice's `order_time`: the query the notice queued already showed the order paid.
+    OrderTime,
+    /// Only the moment a reading showed it paid (an upper bound).
+    Reading,
+    /// A payment fact with its own time ([`OrderEvent::PaymentSeen`]).
+    PaymentSeen,
+    /// The merchant's confirmation, which implies an earlier payment (an upper bound).
+    MerchantConfirmed,
+}
+
+impl PaidAtSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaidAtSource::ServiceEffectDate => "service_effect_date",
+            PaidAtSource::OrderTime => "order_time",
+            PaidAtSource::Reading => "reading",
+            PaidAtSource::PaymentSeen => "payment_seen",
+            PaidAtSource::MerchantConfirmed => "merchant_confirmed",
+        }
+    }
+}
+
+/// When the merchant paid, and what that time was taken from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Payment {
+    pub at: DateTime<Utc>,
+    pub source: PaidAtSource,
+}
+
+/// How long a transition applied by inference may still be corrected by what Alipay says.
+pub fn inference_review_window() -> Duration {
+    Duration::days(7)
+}
+
 /// One marketplace order (key `commodity_order_id`, held by the caller).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
@@ -98,6 +139,13 @@ pub struct Order {
     pub audit_passed_at: Option<DateTime<Utc>>,
     /// A refund recorded for this order (so a repeated reading records it once).
     pub refund: Option<Refund>,
+    /// When the merchant paid (`paid_at`); `None` until payment is known, and for free orders.
+    /// The implementation deadline and its warnings count from it.
+    pub payment: Option<Payment>,
+    /// When the current (final) state was reached by inference, past the grace period without
+    /// Alipay's agreement: for [`inference_review_window`] after it, a reading that disagrees
+    /// corrects the order (the one exception to "final states absorb everything").
+    pub inferred_at: Option<DateTime<Utc>>,
 }
 
 impl Order {
@@ -191,6 +239,14 @@ pub enum OrderEvent {
     ///
     /// [`read_order_query`]: super::read_order_query
     AlipaySays(QueryReading),
+    /// [`OrderEvent::AlipaySays`] with the payment time the answer carries (the item's
+    /// `service_effect_date`, or the notice's `order_time` when the notice's own query shows the
+    /// order paid): a reading that shows payment starts the implementation clock there rather
+    /// than at the moment of the query.
+    AlipayAnswered {
+        reading: QueryReading,
+        paid: Option<Payment>,
+    },
     /// The sweep found this deadline due at `now` (the sweep's own claim time, which is what the
     /// due check uses; [`handle`]'s `now` plays no part for this event). The first one fires the
     /// deadline; each later one while it is still fired re-asks Alipay.
@@ -216,6 +272,8 @@ pub enum QueryReason {
     AuditPassed,
     /// The termination workflow starts by querying the order.
     SupportTermination,
+    /// Every order notice is followed at once by a query, so payment is seen in seconds.
+    OrderNotified,
 }
 
 impl QueryReason {
@@ -226,6 +284,7 @@ impl QueryReason {
             QueryReason::DeadlineDue(DeadlineKind::Confirmation) => "confirmation_deadline_due",
             QueryReason::AuditPassed => "audit_passed",
             QueryReason::SupportTermination => "support_termination",
+            QueryReason::OrderNotified => "order_notified",
         }
     }
 }
@@ -240,6 +299,9 @@ pub enum Alert {
         at_days: u32,
         deadline_due_at: DateTime<Utc>,
     },
+    /// A transition we applied by inference was wrong: Alipay says otherwise, and the order now
+    /// follows Alipay.
+    AlipayDisagreed { inferred: String, now: OrderStatus },
 }
 
 /// A to-do visible to support.
@@ -297,6 +359,10 @@ pub enum Effect {
     Alert(Alert),
     /// Stop the service's provisioning jobs (template build, upload, audit, online).
     StopProvisioning,
+    /// Undo a termination with this cause: the inference that caused it was wrong.
+    RestoreService {
+        cause: TerminationCause,
+    },
     OpenTask(Task),
     CloseTask(Task),
     /// Store the (sealed) token of this grant as the app's current one.
@@ -376,12 +442,19 @@ pub fn place(placed: &OrderPlaced, rules: &LifecycleRules) -> Transition {
         warnings: Vec::new(),
         audit_passed_at: None,
         refund: None,
+        payment: None,
+        inferred_at: None,
     };
     let mut effects = Vec::new();
     schedule(&mut next, kind, due_at, &mut effects);
     if status == OrderStatus::Implementing {
         schedule_warnings(&mut next, rules, &mut effects);
     }
+    // The notice says nothing of payment: Alipay is asked at once (LIFECYCLE.md "Readings we
+    // trust"), so a paid order is seen in seconds, not at the payment deadline.
+    effects.push(Effect::QueryAlipay {
+        reason: QueryReason::OrderNotified,
+    });
     Transition {
         order: next,
         effects,
@@ -410,10 +483,17 @@ pub fn handle(
         OrderEvent::AuditPassed { at } => audit_passed(order, at, rules),
         OrderEvent::MerchantConfirmed { at } => merchant_confirmed(order, at, rules),
         OrderEvent::Cancelled { reason, at } => cancelled(order, reason, at, rules),
-        OrderEvent::AlipaySays(reading) => alipay_says(order, reading, now, rules),
+        OrderEvent::AlipaySays(reading) => alipay_says(order, reading, None, now, rules),
+        OrderEvent::AlipayAnswered { reading, paid } => {
+            alipay_says(order, reading, paid, now, rules)
+        }
         OrderEvent::DeadlineDue { kind, now } => deadline_due(order, kind, now),
         OrderEvent::DeadlineConfirmed { kind, inferred } => {
-            return deadline_confirmed(order, kind, inferred, now, rules);
+            let mut t = deadline_confirmed(order, kind, inferred, now, rules)?;
+            if inferred && t.history.is_some() && t.order.is_final() {
+                t.order.inferred_at = Some(now);
+            }
+            t
         }
         OrderEvent::WarningDue { at_days } => warning_due(order, at_days, now),
         OrderEvent::SupportTerminates { actor, reason } => {
@@ -491,6 +571,9 @@ struct Move {
     /// The deadline whose rule this move applies (it stays `Fired` rather than cancelled).
     by_deadline: Option<DeadlineKind>,
     inferred: bool,
+    /// When the merchant paid, if this move shows it; a move out of `awaiting_payment` without
+    /// one records its own `since` as a reading's upper bound.
+    payment: Option<Payment>,
 }
 
 impl Move {
@@ -503,7 +586,12 @@ impl Move {
             cancel_reason: None,
             by_deadline: None,
             inferred: false,
+            payment: None,
         }
+    }
+
+    fn paid(self, payment: Option<Payment>) -> Self {
+        Move { payment, ..self }
     }
 
     fn cancel(reason: CancelReason, since: DateTime<Utc>, actor: &'static str) -> Self {
@@ -539,6 +627,16 @@ fn advance(order: &Order, mv: Move, rules: &LifecycleRules) -> Transition {
     // Leaving awaiting_payment forwards means the merchant paid.
     if from == OrderStatus::AwaitingPayment && mv.to != OrderStatus::Cancelled {
         next.paid = true;
+        next.payment = None;
+        note_payment(
+            &mut next,
+            mv.payment.unwrap_or(Payment {
+                at: mv.since,
+                source: PaidAtSource::Reading,
+            }),
+        );
+    } else if let Some(payment) = mv.payment {
+        note_payment(&mut next, payment);
     }
     if mv.to != OrderStatus::Implementing {
         next.audit_passed_at = None;
@@ -582,6 +680,28 @@ fn advance(order: &Order, mv: Move, rules: &LifecycleRules) -> Transition {
     }
 }
 
+/// An earlier payment time for an order already past implementation (awaiting confirmation):
+/// recorded, nothing else moves (so `paid_at` does not depend on the order facts arrive in).
+/// `None` when it does not apply.
+fn earlier_payment(order: &Order, payment: Payment) -> Option<Transition> {
+    let applies = order.status == OrderStatus::AwaitingConfirmation
+        && order.paid
+        && order.payment.is_none_or(|known| payment.at < known.at);
+    applies.then(|| {
+        let mut next = order.clone();
+        note_payment(&mut next, payment);
+        quiet(next, Vec::new())
+    })
+}
+
+/// Records when a paid order was paid: the earliest time we know wins (every source is an upper
+/// bound of the true moment, or the moment itself).
+fn note_payment(order: &mut Order, payment: Payment) {
+    if order.paid && order.payment.is_none_or(|known| payment.at < known.at) {
+        order.payment = Some(payment);
+    }
+}
+
 /// Refund and termination for an order cancelled from `from`.
 ///
 /// - A paid order is refunded by Alipay (seed 3, 4, 5, 8), except on an unpaid timeout.
@@ -612,10 +732,18 @@ fn cancellation_effects(
 
 /// An earlier timestamp for the state the order is in: refine `status_since` and re-schedule the
 /// state's deadline (if still pending; a fired one is due either way) and unsent warnings.
-fn refine_since(order: &Order, at: DateTime<Utc>, rules: &LifecycleRules) -> Transition {
+fn refine_since(
+    order: &Order,
+    at: DateTime<Utc>,
+    payment: Option<Payment>,
+    rules: &LifecycleRules,
+) -> Transition {
     let mut next = order.clone();
     let mut effects = Vec::new();
     next.status_since = at;
+    if let Some(payment) = payment {
+        note_payment(&mut next, payment);
+    }
     if let Some(kind) = deadline_of(order.status)
         && order.deadline(kind).map(|d| d.state) == Some(DeadlineState::Pending)
     {
@@ -633,13 +761,23 @@ fn fact_for(
     state: OrderStatus,
     at: DateTime<Utc>,
     cause: &'static str,
+    payment: Option<Payment>,
     rules: &LifecycleRules,
 ) -> Transition {
     // Nothing about this order happened before it was placed.
     let at = at.max(order.ordered_at);
+    let payment = payment.map(|p| Payment {
+        at: p.at.max(order.ordered_at),
+        ..p
+    });
     if order.status == state {
         if at < order.status_since {
-            refine_since(order, at, rules)
+            refine_since(
+                order,
+                at,
+                payment.filter(|_| state == OrderStatus::Implementing),
+                rules,
+            )
         } else {
             ignore(
                 order,
@@ -649,12 +787,30 @@ fn fact_for(
     } else if order.is_final() || rank(state) < rank(order.status) {
         already(order)
     } else {
-        advance(order, Move::to(state, at, ALIPAY, cause), rules)
+        advance(
+            order,
+            Move::to(state, at, ALIPAY, cause).paid(payment),
+            rules,
+        )
     }
 }
 
 fn payment_seen(order: &Order, at: DateTime<Utc>, rules: &LifecycleRules) -> Transition {
-    fact_for(order, OrderStatus::Implementing, at, "payment_seen", rules)
+    let payment = Payment {
+        at: at.max(order.ordered_at),
+        source: PaidAtSource::PaymentSeen,
+    };
+    if let Some(t) = earlier_payment(order, payment) {
+        return t;
+    }
+    fact_for(
+        order,
+        OrderStatus::Implementing,
+        at,
+        "payment_seen",
+        Some(payment),
+        rules,
+    )
 }
 
 fn merchant_confirmed(order: &Order, at: DateTime<Utc>, rules: &LifecycleRules) -> Transition {
@@ -663,6 +819,10 @@ fn merchant_confirmed(order: &Order, at: DateTime<Utc>, rules: &LifecycleRules) 
         OrderStatus::Completed,
         at,
         "merchant_confirmed",
+        Some(Payment {
+            at,
+            source: PaidAtSource::MerchantConfirmed,
+        }),
         rules,
     )
 }
@@ -697,7 +857,7 @@ fn audit_passed(order: &Order, at: DateTime<Utc>, rules: &LifecycleRules) -> Tra
             Some(seen) => ignore(order, format!("audit pass already recorded at {seen}")),
         },
         OrderStatus::AwaitingConfirmation if at < order.status_since => {
-            refine_since(order, at, rules)
+            refine_since(order, at, None, rules)
         }
         _ => already(order),
     }
@@ -714,7 +874,7 @@ fn cancelled(
         OrderStatus::Cancelled
             if order.cancel_reason == Some(reason) && at < order.status_since =>
         {
-            refine_since(order, at, rules)
+            refine_since(order, at, None, rules)
         }
         OrderStatus::Completed if reason == CancelReason::MerchantRefund => offline_refund(order),
         _ if order.is_final() => already(order),
@@ -743,9 +903,16 @@ fn due_deadline(order: &Order, now: DateTime<Utc>) -> Option<&Deadline> {
 fn alipay_says(
     order: &Order,
     reading: QueryReading,
+    paid: Option<Payment>,
     now: DateTime<Utc>,
     rules: &LifecycleRules,
 ) -> Transition {
+    if let Some(repaired) = repair_inference(order, &reading, paid, now, rules) {
+        return repaired;
+    }
+    if let Some(t) = paid.and_then(|p| earlier_payment(order, p)) {
+        return t;
+    }
     let forward_to = |state: OrderStatus| !order.is_final() && rank(state) > rank(order.status);
     match reading {
         QueryReading::Unknown { raw } => Transition {
@@ -768,14 +935,28 @@ fn alipay_says(
                 order.status.as_str()
             ),
         ),
-        // No timestamp in a reading: the query time is an upper bound for when the state began.
-        // A later deadline is the safe side (a too-early one would be inferred wrongly after the
-        // grace period), and a timestamped fact arriving later refines it.
-        QueryReading::Paid if forward_to(OrderStatus::Implementing) => advance(
-            order,
-            Move::to(OrderStatus::Implementing, now, ALIPAY, "order_query"),
-            rules,
-        ),
+        // The clock starts at the payment the answer shows (the item's service_effect_date, or
+        // the notice's order_time). Without one, the query time is an upper bound for when the
+        // state began: a later deadline is the safe side (a too-early one would be inferred
+        // wrongly after the grace period), and a timestamped fact arriving later refines it.
+        QueryReading::Paid if forward_to(OrderStatus::Implementing) => {
+            let since = paid.map_or(now, |p| p.at);
+            advance(
+                order,
+                Move::to(OrderStatus::Implementing, since, ALIPAY, "order_query").paid(paid),
+                rules,
+            )
+        }
+        // Already implementing from a reading's upper bound: the payment time it now shows is
+        // earlier, so the 30-day clock and its warnings move back to it.
+        QueryReading::Paid
+            if order.status == OrderStatus::Implementing
+                && order.paid
+                && paid.is_some_and(|p| p.at < order.status_since) =>
+        {
+            let payment = paid.expect("checked in the guard");
+            refine_since(order, payment.at, Some(payment), rules)
+        }
         QueryReading::AwaitingConfirmation if forward_to(OrderStatus::AwaitingConfirmation) => {
             let since = order.audit_passed_at.map_or(now, |at| at.min(now));
             advance(
@@ -785,7 +966,8 @@ fn alipay_says(
                     since,
                     ALIPAY,
                     "order_query",
-                ),
+                )
+                .paid(paid),
                 rules,
             )
         }
@@ -802,7 +984,7 @@ fn alipay_says(
                 ),
                 _ => advance(
                     order,
-                    Move::to(OrderStatus::Completed, now, ALIPAY, "order_query"),
+                    Move::to(OrderStatus::Completed, now, ALIPAY, "order_query").paid(paid),
                     rules,
                 ),
             }
@@ -847,6 +1029,136 @@ fn alipay_says(
             ),
         ),
     }
+}
+
+/// The narrow exception to "a final state absorbs everything": a final state we reached by
+/// inference (no answer from Alipay past the grace period) is corrected by a reading that says
+/// otherwise, for [`inference_review_window`] after the inference. The order follows Alipay
+/// (history cause `alipay_disagreed`), support is alerted, and a service the inference ended is
+/// restored. `None` when the exception does not apply.
+fn repair_inference(
+    order: &Order,
+    reading: &QueryReading,
+    paid: Option<Payment>,
+    now: DateTime<Utc>,
+    rules: &LifecycleRules,
+) -> Option<Transition> {
+    let inferred_at = order.inferred_at?;
+    if !order.is_final() || now >= inferred_at + inference_review_window() {
+        return None;
+    }
+    let inferred = match order.cancel_reason {
+        Some(reason) => format!("cancelled ({})", reason.as_str()),
+        None => order.status.as_str().to_string(),
+    };
+    // Only a reading past the state the inference acted on disagrees with it: the inference was
+    // made because Alipay showed that state unchanged (or could not be asked) past the grace
+    // period, so seeing it unchanged again is no news. An unpaid timeout is contradicted by any
+    // payment, an implementation timeout by the order awaiting confirmation or completed, an
+    // auto-confirmation by a cancellation.
+    let disagrees = match (order.status, order.cancel_reason, reading) {
+        (
+            OrderStatus::Cancelled,
+            Some(CancelReason::UnpaidTimeout),
+            QueryReading::Paid | QueryReading::AwaitingConfirmation | QueryReading::Completed,
+        )
+        | (
+            OrderStatus::Cancelled,
+            Some(CancelReason::ImplementationTimeout),
+            QueryReading::AwaitingConfirmation | QueryReading::Completed,
+        )
+        | (OrderStatus::Completed, _, QueryReading::Cancelled { .. }) => true,
+        _ => false,
+    };
+    if !disagrees {
+        return None;
+    }
+    let mut next = order.clone();
+    let mut effects = Vec::new();
+    next.inferred_at = None;
+    match (order.status, reading) {
+        (
+            OrderStatus::Cancelled,
+            QueryReading::Paid | QueryReading::AwaitingConfirmation | QueryReading::Completed,
+        ) => {
+            // The inferred cancellation was wrong: no refund happened, nothing timed out.
+            next.cancel_reason = None;
+            next.refund = None;
+            match order.cancel_reason {
+                // Nothing was provisioned before payment, so nothing was ended.
+                Some(CancelReason::UnpaidTimeout) => {
+                    next.paid = true;
+                    let payment = paid.unwrap_or(Payment {
+                        at: now,
+                        source: PaidAtSource::Reading,
+                    });
+                    next.payment = None;
+                    note_payment(&mut next, payment);
+                }
+                Some(CancelReason::ImplementationTimeout) => effects.push(Effect::RestoreService {
+                    cause: TerminationCause::ImplementationTimeout,
+                }),
+                Some(CancelReason::MerchantRefund | CancelReason::IsvCancelled) | None => {}
+            }
+            let (to, since) = match reading {
+                QueryReading::Paid => (
+                    OrderStatus::Implementing,
+                    next.payment.map_or(now, |p| p.at),
+                ),
+                QueryReading::AwaitingConfirmation => (OrderStatus::AwaitingConfirmation, now),
+                _ => (OrderStatus::Completed, now),
+            };
+            next.status = to;
+            next.status_since = since;
+            match to {
+                OrderStatus::Implementing => {
+                    let kind = DeadlineKind::Implementation;
+                    schedule(&mut next, kind, since + kind.period(), &mut effects);
+                    schedule_warnings(&mut next, rules, &mut effects);
+                }
+                OrderStatus::AwaitingConfirmation => {
+                    let kind = DeadlineKind::Confirmation;
+                    schedule(&mut next, kind, since + kind.period(), &mut effects);
+                }
+                OrderStatus::AwaitingPayment | OrderStatus::Completed | OrderStatus::Cancelled => {}
+            }
+        }
+        // An inferred auto-confirmation, but the merchant had the order refunded in time.
+        (OrderStatus::Completed, QueryReading::Cancelled { by_isv }) => {
+            let reason = if *by_isv {
+                CancelReason::IsvCancelled
+            } else {
+                CancelReason::MerchantRefund
+            };
+            next.status = OrderStatus::Cancelled;
+            next.status_since = now;
+            next.cancel_reason = Some(reason);
+            cancellation_effects(
+                &mut next,
+                OrderStatus::AwaitingConfirmation,
+                reason,
+                &mut effects,
+            );
+        }
+        _ => return None,
+    }
+    effects.push(Effect::Alert(Alert::AlipayDisagreed {
+        inferred,
+        now: next.status,
+    }));
+    Some(Transition {
+        history: Some(HistoryEntry {
+            from: Some(order.status),
+            to: next.status,
+            actor: ALIPAY.into(),
+            cause: "alipay_disagreed",
+            reason: None,
+            inferred: false,
+        }),
+        order: next,
+        effects,
+        ignored: None,
+    })
 }
 
 fn deadline_due(order: &Order, kind: DeadlineKind, now: DateTime<Utc>) -> Transition {

@@ -107,6 +107,10 @@ pub enum ServiceEvent {
     /// A re-order (再次订购) after the service ended opened a new period: the service builds
     /// again (`provisioning`, then `live` once the new build is online).
     Reopen { at: DateTime<Utc> },
+    /// Undo a termination with this cause: it came from an inference that Alipay has since
+    /// contradicted ([`Effect::RestoreService`]). A service ended for any other cause stays
+    /// ended.
+    Restore { cause: TerminationCause },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +182,40 @@ pub fn handle_service(
                 ))
             }
         }
+        ServiceEvent::Restore { cause }
+            if current.status == ServiceStatus::Terminated
+                && current.termination_cause.as_ref() == Some(&cause) =>
+        {
+            // Building again; the merchant no longer needs to cancel the authorization.
+            let task = Task::MerchantMustCancelAuthorization;
+            let effects = if current.open_tasks.contains(&task) {
+                vec![Effect::CloseTask(task)]
+            } else {
+                Vec::new()
+            };
+            ServiceTransition {
+                state: ServiceState {
+                    open_tasks: current
+                        .open_tasks
+                        .iter()
+                        .copied()
+                        .filter(|t| *t != task)
+                        .collect(),
+                    ..ServiceState::provisioning(now)
+                },
+                effects,
+                ignored: None,
+            }
+        }
+        ServiceEvent::Restore { cause } => unchanged(format!(
+            "service is {} ({}), not terminated by {}",
+            current.status.as_str(),
+            current
+                .termination_cause
+                .as_ref()
+                .map_or("no cause", |c| c.as_str()),
+            cause.as_str()
+        )),
         ServiceEvent::Terminate {
             cause,
             authorization_active,

@@ -230,10 +230,16 @@ fn seed_1_payment_deadline_runs_from_the_order_time_not_receipt() {
     );
     assert_eq!(
         late.effects,
-        vec![Effect::ScheduleDeadline {
-            kind: DeadlineKind::Payment,
-            due_at: t0() + days(3)
-        }]
+        vec![
+            Effect::ScheduleDeadline {
+                kind: DeadlineKind::Payment,
+                due_at: t0() + days(3)
+            },
+            // Every notice asks Alipay at once (issue 12).
+            Effect::QueryAlipay {
+                reason: QueryReason::OrderNotified
+            }
+        ]
     );
     let h = late.history.unwrap();
     assert_eq!(
@@ -727,7 +733,14 @@ fn seed_5_not_confirmed_in_seven_days_completes() {
         },
         due + hours(6),
     );
-    assert_eq!(by_rule.order, by_alipay.order);
+    // The same state, marked as inferred (reconciliation re-checks it for 7 days).
+    assert_eq!(
+        by_rule.order,
+        Order {
+            inferred_at: Some(due + hours(6)),
+            ..by_alipay.order
+        }
+    );
     let h = by_rule.history.unwrap();
     assert_eq!((h.cause, h.inferred), ("auto_confirmed", true));
 }
@@ -1204,13 +1217,14 @@ fn settled(o: &Order) -> String {
             o.status, o.status_since, o.paid, o.refund
         ),
         _ => format!(
-            "{:?} {} paid={} pending={:?} warnings={:?} audit={:?}",
+            "{:?} {} paid={} pending={:?} warnings={:?} audit={:?} payment={:?}",
             o.status,
             o.status_since,
             o.paid,
             pending(o),
             o.warnings,
-            o.audit_passed_at
+            o.audit_passed_at,
+            o.payment
         ),
     }
 }
@@ -1334,6 +1348,42 @@ fn any_permutation_with_duplicates_ends_in_the_same_state() {
             ],
         ),
         (
+            "payment dated by the item's service_effect_date",
+            priced(),
+            vec![
+                (says(QueryReading::Paid), h(5)),
+                (
+                    OrderEvent::AlipayAnswered {
+                        reading: QueryReading::Paid,
+                        paid: Some(Payment {
+                            at: h(1),
+                            source: PaidAtSource::ServiceEffectDate,
+                        }),
+                    },
+                    h(6),
+                ),
+                (OrderEvent::PaymentSeen { at: h(2) }, h(7)),
+            ],
+        ),
+        (
+            "payment dated after the order awaits confirmation",
+            priced(),
+            vec![
+                (OrderEvent::AuditPassed { at: h(40) }, h(40)),
+                (says(QueryReading::AwaitingConfirmation), h(41)),
+                (
+                    OrderEvent::AlipayAnswered {
+                        reading: QueryReading::AwaitingConfirmation,
+                        paid: Some(Payment {
+                            at: h(1),
+                            source: PaidAtSource::ServiceEffectDate,
+                        }),
+                    },
+                    h(42),
+                ),
+            ],
+        ),
+        (
             "ISV cancellation read",
             priced(),
             vec![
@@ -1375,4 +1425,197 @@ fn any_permutation_with_duplicates_ends_in_the_same_state() {
             );
         }
     }
+}
+
+// ---- issue 12: payment time, repairs of inferences -----------------------------------------
+
+fn answered(reading: QueryReading, paid: Option<Payment>) -> OrderEvent {
+    OrderEvent::AlipayAnswered { reading, paid }
+}
+
+fn effect_date(at: DateTime<Utc>) -> Option<Payment> {
+    Some(Payment {
+        at,
+        source: PaidAtSource::ServiceEffectDate,
+    })
+}
+
+#[test]
+fn the_implementation_clock_starts_at_the_items_service_effect_date() {
+    let paid_at = t0() + hours(2);
+    let tr = step(
+        &priced(),
+        answered(QueryReading::Paid, effect_date(paid_at)),
+        t0() + days(1),
+    );
+    assert_eq!(tr.order.status, OrderStatus::Implementing);
+    assert_eq!(tr.order.payment, effect_date(paid_at));
+    assert_eq!(
+        pending(&tr.order),
+        vec![(DeadlineKind::Implementation, paid_at + days(30))]
+    );
+    // Warnings count from the same start.
+    let warning_dues: Vec<_> = tr.order.warnings.iter().map(|w| w.due_at).collect();
+    assert_eq!(warning_dues, vec![paid_at + days(20), paid_at + days(27)]);
+}
+
+#[test]
+fn without_a_payment_time_the_reading_is_recorded_as_such_and_refined_later() {
+    let now = t0() + days(1);
+    let tr = step(&priced(), says(QueryReading::Paid), now);
+    assert_eq!(
+        tr.order.payment,
+        Some(Payment {
+            at: now,
+            source: PaidAtSource::Reading
+        })
+    );
+    // A later answer with the item's date moves the clock back to the payment.
+    let paid_at = t0() + hours(3);
+    let refined = step(
+        &tr.order,
+        answered(QueryReading::Paid, effect_date(paid_at)),
+        now + hours(1),
+    );
+    assert_eq!(refined.order.payment, effect_date(paid_at));
+    assert_eq!(
+        pending(&refined.order),
+        vec![(DeadlineKind::Implementation, paid_at + days(30))]
+    );
+    // A free order has no payment.
+    let free = step(
+        &free(),
+        answered(QueryReading::Paid, effect_date(paid_at)),
+        now,
+    );
+    assert_eq!(free.order.payment, None);
+}
+
+/// Alipay unreachable past the grace period: the payment deadline is applied by inference.
+fn inferred_unpaid_timeout() -> (Order, DateTime<Utc>) {
+    let due = t0() + days(3);
+    let fired = step(
+        &priced(),
+        OrderEvent::DeadlineDue {
+            kind: DeadlineKind::Payment,
+            now: due,
+        },
+        due,
+    );
+    let at = due + hours(7);
+    let tr = step(
+        &fired.order,
+        OrderEvent::DeadlineConfirmed {
+            kind: DeadlineKind::Payment,
+            inferred: true,
+        },
+        at,
+    );
+    assert_eq!(tr.order.cancel_reason, Some(CancelReason::UnpaidTimeout));
+    assert_eq!(tr.order.inferred_at, Some(at));
+    (tr.order, at)
+}
+
+#[test]
+fn an_inferred_cancellation_is_repaired_when_alipay_disagrees_within_seven_days() {
+    let (cancelled, at) = inferred_unpaid_timeout();
+    let now = at + days(1);
+    let tr = step(&cancelled, says(QueryReading::Paid), now);
+    assert_eq!(
+        (tr.order.status, tr.order.cancel_reason),
+        (OrderStatus::Implementing, None)
+    );
+    assert!(tr.order.paid);
+    assert_eq!(tr.order.inferred_at, None);
+    let h = tr.history.clone().unwrap();
+    assert_eq!(
+        (h.from, h.to, h.cause, h.inferred),
+        (
+            Some(OrderStatus::Cancelled),
+            OrderStatus::Implementing,
+            "alipay_disagreed",
+            false
+        )
+    );
+    assert!(tr.effects.contains(&Effect::Alert(Alert::AlipayDisagreed {
+        inferred: "cancelled (unpaid_timeout)".into(),
+        now: OrderStatus::Implementing,
+    })));
+    assert_eq!(
+        pending(&tr.order),
+        vec![(DeadlineKind::Implementation, now + days(30))]
+    );
+    // Repaired once: the same reading again changes nothing.
+    assert_ignored(&step(&tr.order, says(QueryReading::Paid), now), &tr.order);
+}
+
+#[test]
+fn an_inference_older_than_seven_days_or_a_cancellation_alipay_agreed_to_stays() {
+    let (cancelled, at) = inferred_unpaid_timeout();
+    let late = step(&cancelled, says(QueryReading::Paid), at + days(7));
+    assert_ignored(&late, &cancelled);
+    // Alipay showing it unpaid does not disagree with an unpaid timeout.
+    assert_ignored(
+        &step(&cancelled, says(QueryReading::Unpaid), at),
+        &cancelled,
+    );
+    // A cancellation Alipay confirmed is not an inference: final.
+    let due = t0() + days(3);
+    let fired = step(
+        &priced(),
+        OrderEvent::DeadlineDue {
+            kind: DeadlineKind::Payment,
+            now: due,
+        },
+        due,
+    );
+    let confirmed = step(
+        &fired.order,
+        says(QueryReading::Cancelled { by_isv: false }),
+        due,
+    );
+    assert_eq!(confirmed.order.inferred_at, None);
+    assert_ignored(
+        &step(&confirmed.order, says(QueryReading::Paid), due + hours(1)),
+        &confirmed.order,
+    );
+}
+
+#[test]
+fn a_repaired_implementation_timeout_restores_the_service_and_drops_the_refund() {
+    let o = implementing();
+    let due = t0() + hours(1) + days(30);
+    let fired = step(
+        &o,
+        OrderEvent::DeadlineDue {
+            kind: DeadlineKind::Implementation,
+            now: due,
+        },
+        due,
+    );
+    let at = due + hours(7);
+    let cancelled = step(
+        &fired.order,
+        OrderEvent::DeadlineConfirmed {
+            kind: DeadlineKind::Implementation,
+            inferred: true,
+        },
+        at,
+    );
+    assert_eq!(cancelled.order.refund, Some(Refund::Automatic));
+    // Still in implementation is what the inference was made on: no news, nothing repaired.
+    assert_ignored(
+        &step(&cancelled.order, says(QueryReading::Paid), at + hours(1)),
+        &cancelled.order,
+    );
+    let tr = step(
+        &cancelled.order,
+        says(QueryReading::AwaitingConfirmation),
+        at + hours(1),
+    );
+    assert_eq!(tr.order.status, OrderStatus::AwaitingConfirmation);
+    assert_eq!(tr.order.refund, None);
+    assert!(tr.effects.contains(&Effect::RestoreService {
+        cause: TerminationCause::ImplementationTimeout
+    }));
 }

@@ -43,8 +43,10 @@ fn seed_7_termination_with_active_authorization_opens_a_task_closed_by_appauth_c
     // The merchant cancels the authorization: token erased, task closed, cause unchanged.
     let grant = handle_authorization(
         None,
+        &[],
         AuthorizationEvent::Granted {
             auth_time_ms: t0().timestamp_millis(),
+            token: None,
         },
         t0(),
     )
@@ -52,8 +54,10 @@ fn seed_7_termination_with_active_authorization_opens_a_task_closed_by_appauth_c
     .state;
     let auth = handle_authorization(
         Some(&grant),
+        &[],
         AuthorizationEvent::Cancelled {
             at: t0() + days(21),
+            token: None,
         },
         t0() + days(21),
     )
@@ -194,4 +198,62 @@ fn termination_causes_read_as_contract_strings() {
         AuthorizationStatus::parse("superseded"),
         Some(AuthorizationStatus::Superseded)
     );
+}
+
+// ---- issue 12: a termination by a wrong inference is undone ---------------------------------
+
+#[test]
+fn restore_undoes_only_a_termination_with_its_cause() {
+    let terminated = handle_service(
+        &ServiceState::provisioning(t0()),
+        ServiceEvent::Terminate {
+            cause: TerminationCause::ImplementationTimeout,
+            authorization_active: true,
+        },
+        t0() + days(30),
+    )
+    .unwrap()
+    .state;
+    let restored = handle_service(
+        &terminated,
+        ServiceEvent::Restore {
+            cause: TerminationCause::ImplementationTimeout,
+        },
+        t0() + days(31),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            restored.state.status,
+            restored.state.termination_cause.clone()
+        ),
+        (ServiceStatus::Provisioning, None)
+    );
+    // The merchant no longer needs to cancel the authorization.
+    assert_eq!(
+        restored.effects,
+        vec![Effect::CloseTask(Task::MerchantMustCancelAuthorization)]
+    );
+    assert!(restored.state.open_tasks.is_empty());
+    // Another cause stays: the service was ended for a reason the inference did not give.
+    let other = handle_service(
+        &terminated,
+        ServiceEvent::Restore {
+            cause: TerminationCause::Refunded,
+        },
+        t0() + days(31),
+    )
+    .unwrap();
+    assert!(other.ignored.is_some() && other.effects.is_empty());
+    assert_eq!(other.state, terminated);
+    // A service that is not terminated is left alone.
+    let live = handle_service(
+        &restored.state,
+        ServiceEvent::Restore {
+            cause: TerminationCause::ImplementationTimeout,
+        },
+        t0() + days(32),
+    )
+    .unwrap();
+    assert!(live.ignored.is_some());
 }
