@@ -153,6 +153,7 @@ pub fn services(
                 }),
                 auto_online: t.auto_online,
                 poll_seconds: t.build_poll_seconds,
+                audit_poll_seconds: t.audit_poll_seconds,
             }
         }),
         lifecycle: Arc::new(crate::service::lifecycle::LifecycleSettings {

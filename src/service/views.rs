@@ -44,9 +44,13 @@ pub struct HistoryView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BuildView {
     pub app_version: String,
-    /// `upload`, `build_query`, `audit_apply`, `await_audit`, `online`, `done`, `rejected`, `failed`.
+    /// `version_list`, `upload`, `build_query`, `audit_apply`, `await_audit`, `online`, `done`,
+    /// `rejected`, `failed`, `cancelled`.
     pub step: String,
     pub last_error: Option<String>,
+    /// What `alipay.open.mini.version.detail.query` last said of the version (asked when no
+    /// audit message came), verbatim; null until asked.
+    pub alipay_status: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -193,6 +197,7 @@ fn order_view(
             app_version: b.app_version,
             step: b.step.as_str().into(),
             last_error: b.last_error,
+            alipay_status: b.alipay_status,
         }),
         None => None,
     };

@@ -33,6 +33,8 @@ diesel::table! {
         updated_at -> Timestamp,
         attention -> Nullable<Text>,
         isv_app_id -> Nullable<Text>,
+        token_checked_at -> Nullable<Timestamp>,
+        token_check_result -> Nullable<Text>,
     }
 }
 
@@ -164,6 +166,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        alipay_status -> Nullable<Text>,
     }
 }
 
@@ -206,7 +209,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    job_leases (name) {
+        name -> Text,
+        holder -> Text,
+        until -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    job_leases,
     operators,
     operator_sessions,
     alipay_calls,
