@@ -193,6 +193,8 @@ pub struct Started {
     pub app: Application,
     pub services: Services,
     pub retention: crate::config::RetentionSettings,
+    /// `scheduler.authorization_check_cron`.
+    pub authorization_check_cron: String,
 }
 
 /// Opens and migrates the database, binds the listener and builds the HTTP server. The caller
@@ -224,6 +226,7 @@ pub fn build(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<Started>
         app,
         services,
         retention: prepared.settings.retention.clone(),
+        authorization_check_cron: prepared.settings.scheduler.authorization_check_cron.clone(),
     })
 }
 
@@ -260,6 +263,13 @@ pub async fn run(started: Started, poll: Duration) -> anyhow::Result<()> {
     crate::jobs::retention::add(&scheduler, services.clone(), &started.retention)
         .await
         .context("retention.cron")?;
+    crate::jobs::authorization_checks::add(
+        &scheduler,
+        services.clone(),
+        &started.authorization_check_cron,
+    )
+    .await
+    .context("scheduler.authorization_check_cron")?;
     // The first tick catches up at once with whatever fell due while we were down.
     let catch_up = tokio::spawn(async move { crate::jobs::deadlines::tick(&services).await });
     let result = started.app.run_until_stopped().await;

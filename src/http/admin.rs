@@ -35,6 +35,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(
                 "/authorizations/{auth_app_id}",
                 web::get().to(authorization),
+            )
+            .route(
+                "/authorizations/{auth_app_id}/check",
+                web::post().to(check_authorization),
             ),
     );
 }
@@ -277,6 +281,27 @@ async fn authorization(
         return r;
     }
     let id = path.into_inner();
+    let lookup = id.clone();
+    respond(&state, ("authorization", &id), move |s| {
+        s.authorization(&lookup)
+    })
+    .await
+}
+
+/// Asks Alipay (`auth.token.app.query`) now whether the authorization's token holds; `invalid`
+/// ends it like `appauth.cancelled`. Answers the authorization JSON.
+async fn check_authorization(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    if let Err(r) = authorize(&req, &state) {
+        return r;
+    }
+    let id = path.into_inner();
+    if let Err(e) = state.services.check_authorization(&id).await {
+        return respond_error(ApiError::from(e).about("authorization", &id));
+    }
     let lookup = id.clone();
     respond(&state, ("authorization", &id), move |s| {
         s.authorization(&lookup)

@@ -146,6 +146,13 @@ pub struct AuthorizationView {
     /// which are the primary app's (`alipay.app_id`).
     #[schema(required = true)]
     pub isv_app_id: Option<String>,
+    /// When Alipay last answered the token check (`auth.token.app.query`); null until then.
+    #[schema(required = true)]
+    pub token_checked_at: Option<DateTime<Utc>>,
+    /// What the last token check saw: `valid`, `invalid`, another status verbatim, or
+    /// `not answered: CODE`; null until checked.
+    #[schema(required = true)]
+    pub token_check_result: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -304,17 +311,22 @@ impl Services {
 
     pub fn authorization(&self, auth_app_id: &str) -> Result<Option<AuthorizationView>, ViewError> {
         let mut conn = self.conn()?;
-        Ok(
-            authorizations::find(&mut conn, auth_app_id)?.map(|a| AuthorizationView {
-                auth_app_id: a.auth_app_id,
-                user_id: a.user_id,
-                status: a.status.as_str().into(),
-                auth_time: utc(a.auth_time),
-                updated_at: utc(a.updated_at),
-                attention: a.attention,
-                isv_app_id: a.isv_app_id,
-            }),
-        )
+        let Some(a) = authorizations::find(&mut conn, auth_app_id)? else {
+            return Ok(None);
+        };
+        let (checked_at, check_result) =
+            crate::store::token_checks::last(&mut conn, auth_app_id)?.unwrap_or_default();
+        Ok(Some(AuthorizationView {
+            auth_app_id: a.auth_app_id,
+            user_id: a.user_id,
+            status: a.status.as_str().into(),
+            auth_time: utc(a.auth_time),
+            updated_at: utc(a.updated_at),
+            attention: a.attention,
+            isv_app_id: a.isv_app_id,
+            token_checked_at: checked_at.map(utc),
+            token_check_result: check_result,
+        }))
     }
 
     pub fn messages(&self, limit: i64) -> Result<Vec<MessageView>, ViewError> {

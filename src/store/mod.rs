@@ -12,11 +12,13 @@ pub mod deadlines;
 mod error;
 pub mod gauges;
 pub mod group_commit;
+pub mod leases;
 pub mod merchant_orders;
 pub mod messages;
 pub mod operators;
 pub mod orders;
 pub mod schema;
+pub mod token_checks;
 
 pub use conn::{
     AnyConnection, Backend, DbTarget, ExistingDbError, Pool, PooledConn, connect_existing,
