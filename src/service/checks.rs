@@ -215,12 +215,35 @@ impl Services {
                     "not answered: {}",
                     super::metered::result_code(Some(&error))
                 );
-                let id = auth_app_id.to_string();
-                self.db_write(move |conn| {
-                    token_checks::record(conn, &id, auth_time_ms, &result, None)
-                        .map_err(CheckError::from)
+                // Alipay refusing the token itself is not its word that the token is `invalid`:
+                // the authorization stays active, flagged for support as a build would flag it.
+                let refused = error.is_invalid_app_auth_token();
+                let (id, flag) = (auth_app_id.to_string(), error.to_string());
+                self.db_write(move |conn| -> Result<(), CheckError> {
+                    token_checks::record(conn, &id, auth_time_ms, &result, None)?;
+                    if refused {
+                        crate::store::merchant_orders::flag_authorization(
+                            conn,
+                            &id,
+                            &flag,
+                            to_db_time(now),
+                        )?;
+                    }
+                    Ok(())
                 })
                 .await?;
+                if refused {
+                    self.alerts
+                        .raise(Alert {
+                            kind: "app_auth_token_refused".into(),
+                            subject: auth_app_id.to_string(),
+                            message: format!(
+                                "Alipay refused to check the token of mini program {auth_app_id} ({error}); \
+                                 authorization flagged and kept active"
+                            ),
+                        })
+                        .await;
+                }
                 return Err(error.into());
             }
         };

@@ -205,6 +205,31 @@ async fn unanswered_or_unknown_checks_keep_it_active(app: TestApp) {
     app.stop().await;
 }
 
+/// Alipay refusing the token query itself (`20001`) is not `invalid`: the authorization stays
+/// active and is flagged for support, as a build flags it.
+async fn refused_token_check_flags_and_keeps_active(app: TestApp) {
+    authorized_order(&app, "C6").await;
+    app.alipay.script([Reply::Error {
+        code: "20001",
+        sub_code: "aop.invalid-app-auth-token",
+    }]);
+    let (status, body) = app
+        .admin_post(&format!("/admin/api/authorizations/{MINI_APP}/check"), "")
+        .await;
+    assert_eq!(status, 502, "{body}");
+    let a = authorization(&app).await;
+    assert_eq!(a["status"], "active", "{a}");
+    assert!(
+        a["attention"].as_str().is_some_and(|s| s.contains("20001")),
+        "{a}"
+    );
+    assert_eq!(
+        a["token_check_result"], "not answered: aop.invalid-app-auth-token",
+        "{a}"
+    );
+    app.stop().await;
+}
+
 /// A second replica: its own `Services` (pool, clock handle, clients) on the same database and
 /// the same local Alipay.
 fn second_replica(app: &TestApp) -> Services {
@@ -316,6 +341,7 @@ on_both!(
     check_route_ends_an_invalid_authorization,
     valid_token_records_the_check,
     unanswered_or_unknown_checks_keep_it_active,
+    refused_token_check_flags_and_keeps_active,
     two_replicas_reconcile_once,
     token_checks_run_on_one_replica,
 );
