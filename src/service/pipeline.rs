@@ -151,7 +151,15 @@ impl Services {
                     };
                     let version = (!template.template_version.is_empty())
                         .then_some(template.template_version.as_str());
-                    let planned = planned_version(conn, &mini_app_id)?;
+                    // A stored version of ours that does not read stops this mini program's
+                    // builds (logged as an error), never every other one.
+                    let planned = match planned_version(conn, &mini_app_id) {
+                        Ok(v) => v,
+                        Err(error) => {
+                            tracing::error!(%mini_app_id, %error, "no build started");
+                            continue;
+                        }
+                    };
                     if builds::start(
                         conn,
                         &mini_app_id,
@@ -738,6 +746,11 @@ impl Services {
         now: DateTime<Utc>,
     ) -> Result<Option<Alert>, PipelineError> {
         let db_now = to_db_time(now);
+        // The audit message may have moved the build while Alipay was asked: it decided.
+        let current = builds::find_version(conn, &b.mini_app_id, &b.app_version)?;
+        if current.is_none_or(|c| c.id != b.id || c.step != BuildStep::AwaitAudit) {
+            return Ok(None);
+        }
         let text = status.as_ref().map_or("(none)", |s| s.as_str()).to_string();
         builds::set_alipay_status(conn, b.id, &text, db_now)?;
         let wait = |conn: &mut AnyConnection, error: Option<&str>| {
