@@ -104,6 +104,10 @@ pub struct TemplateSettings {
     pub auto_online: bool,
     /// Seconds between `build.query` polls.
     pub build_poll_seconds: i64,
+    /// After `audit.apply`, seconds to wait for the audit message before asking
+    /// `alipay.open.mini.version.detail.query`, and then between asks.
+    #[serde(default = "default_audit_poll_seconds")]
+    pub audit_poll_seconds: i64,
     /// `item_code` → `{ template_id, template_version }`.
     #[serde(default)]
     pub items: std::collections::HashMap<String, crate::service::pipeline::TemplateRef>,
@@ -249,6 +253,18 @@ pub struct SchedulerSettings {
     pub reconcile_cron: String,
     /// Most `order.query` calls per second that reconciliation makes.
     pub reconcile_rate_per_second: u32,
+    /// Cron expression (with seconds) of the check of every active authorization's token with
+    /// `alipay.open.auth.token.app.query`; empty disables.
+    #[serde(default = "default_authorization_check_cron")]
+    pub authorization_check_cron: String,
+}
+
+fn default_audit_poll_seconds() -> i64 {
+    3600
+}
+
+fn default_authorization_check_cron() -> String {
+    "0 40 4 * * *".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -67,6 +67,9 @@ pub struct Metrics {
     pub apply_failures: AtomicU64,
     /// Background jobs restarted by their supervisor after a panic or an unexpected end.
     pub job_restarts: AtomicU64,
+    /// Token checks (`auth.token.app.query`) Alipay did not answer: the authorization stayed
+    /// active.
+    pub token_check_faults: AtomicU64,
     /// Sum of (applied_at - received_at) in milliseconds over applied messages.
     pub apply_lag_ms_sum: AtomicU64,
     pub merchant_syncs_accepted: AtomicU64,
@@ -325,6 +328,11 @@ impl Metrics {
             "isv_job_restarts_total",
             "Background jobs restarted after a panic or an unexpected end.",
             &[("", self.job_restarts.load(Relaxed))],
+        );
+        counter(
+            "isv_token_check_faults_total",
+            "Token checks (auth.token.app.query) Alipay did not answer; the authorization stayed active.",
+            &[("", self.token_check_faults.load(Relaxed))],
         );
         counter(
             "isv_merchant_syncs_accepted_total",

@@ -154,6 +154,7 @@ pub fn services(
                 auto_online: t.auto_online,
                 poll_seconds: t.build_poll_seconds,
                 max_attempts: prepared.settings.queues.build_max_attempts,
+                audit_poll_seconds: t.audit_poll_seconds,
             }
         }),
         queues: Arc::new(prepared.settings.queues.clone()),
@@ -197,6 +198,8 @@ pub struct Started {
     pub app: Application,
     pub services: Services,
     pub retention: crate::config::RetentionSettings,
+    /// `scheduler.authorization_check_cron`.
+    pub authorization_check_cron: String,
 }
 
 /// Opens and migrates the database, binds the listener and builds the HTTP server. The caller
@@ -228,6 +231,7 @@ pub fn build(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<Started>
         app,
         services,
         retention: prepared.settings.retention.clone(),
+        authorization_check_cron: prepared.settings.scheduler.authorization_check_cron.clone(),
     })
 }
 
@@ -268,6 +272,13 @@ pub async fn run(started: Started, poll: Duration) -> anyhow::Result<()> {
     crate::jobs::retention::add(&scheduler, services.clone(), &started.retention)
         .await
         .context("retention.cron")?;
+    crate::jobs::authorization_checks::add(
+        &scheduler,
+        services.clone(),
+        &started.authorization_check_cron,
+    )
+    .await
+    .context("scheduler.authorization_check_cron")?;
     // The first tick catches up at once with whatever fell due while we were down.
     let catch_up = tokio::spawn(async move { crate::jobs::deadlines::tick(&services).await });
     let result = started.app.run_until_stopped().await;

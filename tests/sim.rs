@@ -538,6 +538,178 @@ async fn upload_build_audit_online_and_token_exchange() {
     sim.stop().await;
 }
 
+/// Issue 12's wire facts in the sim: `version.list.query` (our versions and ones seeded as
+/// already on Alipay), `version.detail.query` through audit and release, lost audit messages,
+/// and `auth.token.app.query` before and after an authorization ends with its message lost.
+#[tokio::test]
+async fn version_list_detail_lost_audit_messages_and_token_query() {
+    let sim = start(SimFaults::default(), None).await;
+    let client = client(&sim);
+    let mini = "2021004199990002";
+    let order = new_order(&sim, json!({"mini_app_id": mini})).await;
+    control(&sim, &format!("/orders/{order}/pay"), json!({})).await;
+    let token = SecretString::from(sim.state.app_auth_token(mini).unwrap());
+
+    let empty = client
+        .mini_version_list_query(&token, &api::VersionListRequest::default())
+        .await
+        .unwrap();
+    assert!(empty.app_versions.is_empty());
+    let (status, _) = control(
+        &sim,
+        &format!("/mini-apps/{mini}/versions"),
+        json!({"app_versions": ["1.2.9", "1.2.10"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let list = client
+        .mini_version_list_query(&token, &api::VersionListRequest::default())
+        .await
+        .unwrap();
+    let next = list.highest().0.unwrap().next().to_string();
+    assert_eq!(next, "1.2.11");
+
+    // Audit messages lost from now on: the audit is decided, nothing is sent.
+    let (status, _) = control(&sim, &format!("/audit/{mini}/lose-messages"), json!({})).await;
+    assert_eq!(status, 200);
+    let upload = api::VersionUploadRequest {
+        app_version: next.clone(),
+        template_id: "2021004100000099".into(),
+        ..Default::default()
+    };
+    client.mini_version_upload(&token, &upload).await.unwrap();
+    let detail = api::VersionDetailRequest {
+        app_version: next.clone(),
+        ..Default::default()
+    };
+    let d = client
+        .mini_version_detail_query(&token, &detail)
+        .await
+        .unwrap();
+    assert_eq!(d.status, Some(api::VersionStatus::Init));
+    let build = api::BuildQueryRequest {
+        app_version: next.clone(),
+        bundle_id: None,
+    };
+    for _ in 0..2 {
+        client
+            .mini_version_build_query(&token, &build)
+            .await
+            .unwrap();
+    }
+    let sent = sim.state.messages().len();
+    client
+        .mini_version_audit_apply(
+            &token,
+            &api::AuditApplyRequest {
+                app_version: next.clone(),
+                version_desc: Some("模板实例化版本，用于测试审核消息丢失的情形。".repeat(2)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sim.state.messages().len(),
+        sent,
+        "the audit message is lost"
+    );
+    let d = client
+        .mini_version_detail_query(&token, &detail)
+        .await
+        .unwrap();
+    assert_eq!(d.status, Some(api::VersionStatus::WaitRelease));
+    assert_eq!(d.app_version.as_deref(), Some(next.as_str()));
+    client
+        .mini_version_online(
+            &token,
+            &api::VersionOnlineRequest {
+                app_version: next.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let d = client
+        .mini_version_detail_query(&token, &detail)
+        .await
+        .unwrap();
+    assert_eq!(d.status, Some(api::VersionStatus::Release));
+
+    // A rejected audit reads as AUDIT_REJECT with its reason.
+    control(
+        &sim,
+        &format!("/audit/{mini}/reject"),
+        json!({"reason": "名称不符"}),
+    )
+    .await;
+    let upload = api::VersionUploadRequest {
+        app_version: "1.2.12".into(),
+        ..upload
+    };
+    client.mini_version_upload(&token, &upload).await.unwrap();
+    let build = api::BuildQueryRequest {
+        app_version: "1.2.12".into(),
+        bundle_id: None,
+    };
+    for _ in 0..2 {
+        client
+            .mini_version_build_query(&token, &build)
+            .await
+            .unwrap();
+    }
+    client
+        .mini_version_audit_apply(
+            &token,
+            &api::AuditApplyRequest {
+                app_version: "1.2.12".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let d = client
+        .mini_version_detail_query(
+            &token,
+            &api::VersionDetailRequest {
+                app_version: "1.2.12".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.status, Some(api::VersionStatus::AuditReject));
+    assert_eq!(d.reject_reason.as_deref(), Some("名称不符"));
+
+    // The token: valid, then invalid once the authorization ends with its message lost.
+    let ask = api::TokenQueryRequest {
+        app_auth_token: token.clone(),
+    };
+    let r = client.auth_token_app_query(&ask).await.unwrap();
+    assert_eq!(r.status, Some(api::TokenStatus::Valid));
+    assert_eq!(r.auth_app_id.as_deref(), Some(mini));
+    let sent = sim.state.messages().len();
+    let (status, _) = control(
+        &sim,
+        &format!("/authorizations/{mini}/invalidate"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sim.state.messages().len(),
+        sent,
+        "no appauth.cancelled is sent"
+    );
+    let r = client.auth_token_app_query(&ask).await.unwrap();
+    assert_eq!(r.status, Some(api::TokenStatus::Invalid));
+    let never = api::TokenQueryRequest {
+        app_auth_token: SecretString::from("202406BBnever-issued"),
+    };
+    assert!(client.auth_token_app_query(&never).await.is_err());
+    sim.stop().await;
+}
+
 #[tokio::test]
 async fn merchant_order_sync_needs_a_valid_token_and_no_route_shows_one() {
     let sim = start(SimFaults::default(), None).await;

@@ -18,6 +18,9 @@ pub const METHOD_VERSION_UPLOAD: &str = "alipay.open.mini.version.upload";
 pub const METHOD_BUILD_QUERY: &str = "alipay.open.mini.version.build.query";
 pub const METHOD_AUDIT_APPLY: &str = "alipay.open.mini.version.audit.apply";
 pub const METHOD_VERSION_ONLINE: &str = "alipay.open.mini.version.online";
+pub const METHOD_VERSION_LIST: &str = "alipay.open.mini.version.list.query";
+pub const METHOD_VERSION_DETAIL: &str = "alipay.open.mini.version.detail.query";
+pub const METHOD_TOKEN_QUERY: &str = "alipay.open.auth.token.app.query";
 pub const METHOD_MERCHANT_ORDER_SYNC: &str = "alipay.merchant.order.sync";
 pub const METHOD_CERT_DOWNLOAD: &str = "alipay.open.app.alipaycert.download";
 
@@ -639,6 +642,195 @@ impl BizRequest for VersionOnlineRequest {
 pub struct VersionOnlineResponse {}
 
 // ---------------------------------------------------------------------------------------------
+// alipay.open.mini.version.list.query
+
+/// Every version Alipay holds for the merchant's mini program (called with the merchant's token).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VersionListRequest {
+    /// Client, `com.alipay.alipaywallet` when absent.
+    #[serde(skip_serializing_if = "is_blank")]
+    pub bundle_id: Option<String>,
+    /// Only versions in this state; absent: all of them.
+    #[serde(skip_serializing_if = "is_blank")]
+    pub version_status: Option<String>,
+}
+
+impl BizRequest for VersionListRequest {
+    const METHOD: &'static str = METHOD_VERSION_LIST;
+    type Response = VersionListResponse;
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct VersionListResponse {
+    /// `x.y.z` texts, in no promised order.
+    #[serde(default, deserialize_with = "lenient::vec")]
+    pub app_versions: Vec<String>,
+}
+
+/// A mini program version `x.y.z` read as numbers, so that `1.2.10` sorts after `1.2.9`.
+/// Text that is not dot-separated decimal numbers is not a version we can build on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AppVersion(Vec<u64>);
+
+impl AppVersion {
+    pub fn parse(text: &str) -> Option<AppVersion> {
+        let parts: Option<Vec<u64>> = text
+            .trim()
+            .split('.')
+            .map(|p| {
+                (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| p.parse().ok())
+                    .flatten()
+            })
+            .collect();
+        parts.filter(|p| !p.is_empty()).map(AppVersion)
+    }
+
+    /// The next version: the last component plus one (`1.2.10` → `1.2.11`).
+    pub fn next(&self) -> AppVersion {
+        let mut parts = self.0.clone();
+        if let Some(last) = parts.last_mut() {
+            *last = last.saturating_add(1);
+        }
+        AppVersion(parts)
+    }
+
+    /// The first version of a mini program Alipay holds none of.
+    pub fn first() -> AppVersion {
+        AppVersion(vec![0, 0, 1])
+    }
+}
+
+impl fmt::Display for AppVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let texts: Vec<String> = self.0.iter().map(u64::to_string).collect();
+        f.write_str(&texts.join("."))
+    }
+}
+
+impl VersionListResponse {
+    /// The highest version in the list that reads as one; the texts that do not are returned
+    /// too, for support (they are never guessed at).
+    pub fn highest(&self) -> (Option<AppVersion>, Vec<&str>) {
+        let mut unread = Vec::new();
+        let mut highest: Option<AppVersion> = None;
+        for text in &self.app_versions {
+            match AppVersion::parse(text) {
+                Some(v) => {
+                    if highest.as_ref().is_none_or(|h| v > *h) {
+                        highest = Some(v);
+                    }
+                }
+                None => unread.push(text.as_str()),
+            }
+        }
+        (highest, unread)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// alipay.open.mini.version.detail.query
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VersionDetailRequest {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub app_version: String,
+    #[serde(skip_serializing_if = "is_blank")]
+    pub bundle_id: Option<String>,
+}
+
+impl BizRequest for VersionDetailRequest {
+    const METHOD: &'static str = METHOD_VERSION_DETAIL;
+    type Response = VersionDetailResponse;
+}
+
+open_enum! {
+    /// `status` of `version.detail.query`: where the version is in audit and release.
+    pub enum VersionStatus {
+        /// 开发中
+        Init = "INIT",
+        /// 审核中
+        Auditing = "AUDITING",
+        /// 待上架: the audit passed.
+        WaitRelease = "WAIT_RELEASE",
+        /// 准入不可营销
+        BaseAuditPass = "BASE_AUDIT_PASS",
+        /// 审核驳回
+        AuditReject = "AUDIT_REJECT",
+        /// 已上架
+        Release = "RELEASE",
+        /// 灰度中
+        Gray = "GRAY",
+        /// 已下架
+        Offline = "OFFLINE",
+        /// 已被强制下架
+        AuditOffline = "AUDIT_OFFLINE",
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct VersionDetailResponse {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub app_version: Option<String>,
+    #[serde(default)]
+    pub status: Option<VersionStatus>,
+    /// Why the audit rejected the version.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub reject_reason: Option<String>,
+    /// `yyyy-MM-dd HH:mm:ss`, Beijing time.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub gmt_audit_end: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// alipay.open.auth.token.app.query
+
+/// Asks whether a merchant's token still holds. The token travels inside `biz_content` (§5.4),
+/// exposed only when serialised.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenQueryRequest {
+    #[serde(serialize_with = "expose")]
+    pub app_auth_token: SecretString,
+}
+
+fn expose<S: Serializer>(v: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.expose_secret())
+}
+
+impl BizRequest for TokenQueryRequest {
+    const METHOD: &'static str = METHOD_TOKEN_QUERY;
+    type Response = TokenQueryResponse;
+}
+
+open_enum! {
+    /// `status` of `auth.token.app.query`.
+    pub enum TokenStatus {
+        Valid = "valid",
+        Invalid = "invalid",
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct TokenQueryResponse {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub user_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub auth_app_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    pub expires_in: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::vec")]
+    pub auth_methods: Vec<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub auth_start: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub auth_end: Option<String>,
+    #[serde(default)]
+    pub status: Option<TokenStatus>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub is_by_app_auth: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------------------------
 // alipay.merchant.order.sync
 
 /// The `biz_content` object, built and validated by the caller, sent as is.
@@ -856,6 +1048,88 @@ mod tests {
         assert_eq!(fields[2].1, "true");
         assert_eq!(fields[3].1, r#"[{"province_code":"330000"}]"#);
         assert!(!format!("{req:?}").contains("\"pw\""));
+    }
+
+    #[test]
+    fn version_list_reads_the_highest_version_numerically() {
+        let r: VersionListResponse = serde_json::from_value(json!({
+            "code": "10000", "app_versions": ["1.2.9", "1.2.10", "0.9.99", "v2", "1.10"]
+        }))
+        .unwrap();
+        let (highest, unread) = r.highest();
+        // Component by component: 1.10 > 1.2.10 > 1.2.9 (text order would say otherwise).
+        assert_eq!(
+            highest.as_ref().map(ToString::to_string).as_deref(),
+            Some("1.10")
+        );
+        assert_eq!(unread, ["v2"]);
+        let r: VersionListResponse =
+            serde_json::from_value(json!({"app_versions": ["1.2.9", "1.2.10"]})).unwrap();
+        assert_eq!(r.highest().0.unwrap().next().to_string(), "1.2.11");
+        let empty: VersionListResponse =
+            serde_json::from_value(json!({"code": "10000", "app_versions": null})).unwrap();
+        assert_eq!(empty.highest(), (None, Vec::<&str>::new()));
+        let absent: VersionListResponse = serde_json::from_value(json!({"code": "10000"})).unwrap();
+        assert!(absent.app_versions.is_empty());
+        assert_eq!(AppVersion::first().to_string(), "0.0.1");
+        for bad in ["", "1..2", "1.2.", "a.b.c", "1.-2", " "] {
+            assert_eq!(AppVersion::parse(bad), None, "{bad:?}");
+        }
+        assert!(AppVersion::parse("1.2.10") > AppVersion::parse("1.2.9"));
+        assert_eq!(
+            serde_json::to_string(&VersionListRequest::default()).unwrap(),
+            "{}"
+        );
+    }
+
+    #[test]
+    fn version_detail_keeps_unknown_statuses() {
+        let r: VersionDetailResponse = serde_json::from_value(json!({
+            "code": "10000", "app_version": "1.2.11", "status": "AUDIT_REJECT",
+            "reject_reason": "截图不清晰", "gmt_audit_end": "2024-06-10 12:00:00"
+        }))
+        .unwrap();
+        assert_eq!(r.status, Some(VersionStatus::AuditReject));
+        assert_eq!(r.reject_reason.as_deref(), Some("截图不清晰"));
+        let r: VersionDetailResponse =
+            serde_json::from_value(json!({"status": "SOMETHING_NEW"})).unwrap();
+        assert_eq!(r.status, Some(VersionStatus::Other("SOMETHING_NEW".into())));
+        let r: VersionDetailResponse = serde_json::from_value(json!({})).unwrap();
+        assert_eq!(r.status, None);
+        let q = VersionDetailRequest {
+            app_version: "1.2.11".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&q).unwrap(),
+            r#"{"app_version":"1.2.11"}"#
+        );
+    }
+
+    #[test]
+    fn token_query_carries_the_token_in_biz_content_only_when_serialised() {
+        let q = TokenQueryRequest {
+            app_auth_token: SecretString::from("202406BBsecret"),
+        };
+        assert_eq!(
+            serde_json::to_string(&q).unwrap(),
+            r#"{"app_auth_token":"202406BBsecret"}"#
+        );
+        assert!(!format!("{q:?}").contains("202406BBsecret"));
+        let r: TokenQueryResponse = serde_json::from_value(json!({
+            "code": "10000", "user_id": 2088, "auth_app_id": "2021", "expires_in": "31536000",
+            "auth_methods": ["alipay.open.mini.version.upload"], "status": "invalid",
+            "is_by_app_auth": "true"
+        }))
+        .unwrap();
+        assert_eq!(r.status, Some(TokenStatus::Invalid));
+        assert_eq!(r.user_id.as_deref(), Some("2088"));
+        assert_eq!(r.expires_in, Some(31536000));
+        assert_eq!(r.is_by_app_auth, Some(true));
+        let r: TokenQueryResponse = serde_json::from_value(json!({"status": "valid"})).unwrap();
+        assert_eq!(r.status, Some(TokenStatus::Valid));
+        let r: TokenQueryResponse = serde_json::from_value(json!({"status": "paused"})).unwrap();
+        assert_eq!(r.status, Some(TokenStatus::Other("paused".into())));
     }
 
     #[test]

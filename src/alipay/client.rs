@@ -305,6 +305,27 @@ pub trait AlipayApi: Send + Sync {
         req: &'a api::VersionOnlineRequest,
     ) -> BoxFuture<'a, Result<api::VersionOnlineResponse, AlipayError>>;
 
+    /// `alipay.open.mini.version.list.query`, for a merchant.
+    fn mini_version_list_query<'a>(
+        &'a self,
+        app_auth_token: &'a SecretString,
+        req: &'a api::VersionListRequest,
+    ) -> BoxFuture<'a, Result<api::VersionListResponse, AlipayError>>;
+
+    /// `alipay.open.mini.version.detail.query`, for a merchant.
+    fn mini_version_detail_query<'a>(
+        &'a self,
+        app_auth_token: &'a SecretString,
+        req: &'a api::VersionDetailRequest,
+    ) -> BoxFuture<'a, Result<api::VersionDetailResponse, AlipayError>>;
+
+    /// `alipay.open.auth.token.app.query`, as the ISV app: the token asked about travels in
+    /// `biz_content`, not as the call's own `app_auth_token`.
+    fn auth_token_app_query<'a>(
+        &'a self,
+        req: &'a api::TokenQueryRequest,
+    ) -> BoxFuture<'a, Result<api::TokenQueryResponse, AlipayError>>;
+
     /// Certificate mode: makes sure the Alipay certificate `sn` is held, downloading it
     /// (`alipay.open.app.alipaycert.download`) and accepting it only if it chains to our root.
     /// A gateway message naming an unknown SN asks for this. In key mode: a `Decode` error.
@@ -892,6 +913,29 @@ impl AlipayApi for AlipayClient {
         req: &'a api::VersionOnlineRequest,
     ) -> BoxFuture<'a, Result<api::VersionOnlineResponse, AlipayError>> {
         Box::pin(self.call(Some(app_auth_token), req))
+    }
+
+    fn mini_version_list_query<'a>(
+        &'a self,
+        app_auth_token: &'a SecretString,
+        req: &'a api::VersionListRequest,
+    ) -> BoxFuture<'a, Result<api::VersionListResponse, AlipayError>> {
+        Box::pin(self.call(Some(app_auth_token), req))
+    }
+
+    fn mini_version_detail_query<'a>(
+        &'a self,
+        app_auth_token: &'a SecretString,
+        req: &'a api::VersionDetailRequest,
+    ) -> BoxFuture<'a, Result<api::VersionDetailResponse, AlipayError>> {
+        Box::pin(self.call(Some(app_auth_token), req))
+    }
+
+    fn auth_token_app_query<'a>(
+        &'a self,
+        req: &'a api::TokenQueryRequest,
+    ) -> BoxFuture<'a, Result<api::TokenQueryResponse, AlipayError>> {
+        Box::pin(self.call(None, req))
     }
 
     fn merchant_order_sync<'a>(

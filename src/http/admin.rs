@@ -36,6 +36,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(
                 "/authorizations/{auth_app_id}",
                 web::get().to(authorization),
+            )
+            .route(
+                "/authorizations/{auth_app_id}/check",
+                web::post().to(check_authorization),
             ),
     );
 }
@@ -288,6 +292,26 @@ async fn authorization(
         return r;
     }
     let id = path.into_inner();
+    respond(
+        ("authorization", id.as_str()),
+        state.services.authorization(&id).await,
+    )
+}
+
+/// Asks Alipay (`auth.token.app.query`) now whether the authorization's token holds; `invalid`
+/// ends it like `appauth.cancelled`. Answers the authorization JSON.
+async fn check_authorization(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<MiniAppId>,
+) -> HttpResponse {
+    if let Err(r) = authorize(&req, &state) {
+        return r;
+    }
+    let id = path.into_inner();
+    if let Err(e) = state.services.check_authorization(&id).await {
+        return respond_error(ApiError::from(e).about("authorization", id.as_str()));
+    }
     respond(
         ("authorization", id.as_str()),
         state.services.authorization(&id).await,

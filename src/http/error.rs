@@ -4,6 +4,7 @@
 
 use crate::alipay::client::AlipayError;
 use crate::domain::lifecycle::RuleError;
+use crate::service::checks::CheckError;
 use crate::service::lifecycle::LifecycleError;
 use crate::service::merchant_sync::SyncError;
 use crate::service::pipeline::PipelineError;
@@ -154,6 +155,21 @@ impl From<PipelineError> for ApiError {
             PipelineError::Token(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt_data", e)
             }
+        }
+    }
+}
+
+impl From<CheckError> for ApiError {
+    fn from(e: CheckError) -> Self {
+        match e {
+            CheckError::NotFound(id) => ApiError::not_found("authorization", &id),
+            CheckError::NotActive(..) => {
+                ApiError::new(StatusCode::CONFLICT, "invalid_transition", e)
+            }
+            CheckError::Store(e) => e.into(),
+            CheckError::Lifecycle(e) => e.into(),
+            CheckError::Pipeline(e) => e.into(),
+            CheckError::Alipay(e) => e.into(),
         }
     }
 }

@@ -95,7 +95,7 @@ impl Modify for Security {
     ),
     paths(
         list_messages, replay_message, list_orders, get_order, terminate_order, reconcile_order,
-        retry_build, get_service, get_authorization, resend_merchant_order, openapi_document,
+        retry_build, get_service, get_authorization, check_authorization, resend_merchant_order, openapi_document,
         sync_merchant_order, get_merchant_order, gateway, healthz, readyz, metrics
     ),
     components(schemas(
@@ -231,6 +231,20 @@ fn retry_build() {}
     ))]
 #[allow(dead_code)]
 fn get_authorization() {}
+
+#[utoipa::path(post, path = "/admin/api/authorizations/{auth_app_id}/check", operation_id = "checkAuthorization", tag = "authorizations",
+    summary = "Ask Alipay (auth.token.app.query) now whether the token holds; `invalid` ends the authorization like appauth.cancelled",
+    params(("auth_app_id" = String, Path, description = "The merchant's mini program")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The authorization after the check", body = AuthorizationView),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such authorization", body = ErrorBody),
+        (status = 409, description = "Not active: no token to check", body = ErrorBody),
+        (status = 502, description = "Alipay did not answer; the authorization stays as it was", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn check_authorization() {}
 
 #[utoipa::path(post, path = "/admin/api/merchant-orders/{tiny_app_id}/{out_biz_no}/resend", operation_id = "resendMerchantOrder", tag = "merchant-orders",
     summary = "Queue a merchant order's failed delivery again (attempts 0, due now)",

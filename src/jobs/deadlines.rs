@@ -1,6 +1,6 @@
 //! The scheduler (tokio-cron-scheduler): a tick every `scheduler.tick_seconds` fires what is due
 //! (deadlines, warnings, queued Alipay queries), and `scheduler.reconcile_cron` runs
-//! reconciliation. After downtime everything overdue is due, so the first tick catches up; a full
+//! reconciliation (on one replica at a time). After downtime everything overdue is due, so the first tick catches up; a full
 //! batch goes round again at once. A tick still running when the next one comes is not doubled.
 
 use super::runner::{self, WorkQueue};
@@ -75,13 +75,15 @@ pub async fn start(
                     if reconciling.swap(true, Ordering::AcqRel) {
                         return;
                     }
-                    match services.reconcile_all(reconcile_rate, 8, &|_, _| {}).await {
-                        Ok(report) => tracing::info!(
+                    // One replica at a time: the others find the lease held and skip this run.
+                    match services.reconcile_on_one_replica(reconcile_rate, 8).await {
+                        Ok(Some(report)) => tracing::info!(
                             orders = report.orders,
                             repaired = report.repaired,
                             errors = report.errors,
                             "reconciliation done"
                         ),
+                        Ok(None) => {}
                         Err(error) => tracing::warn!(%error, "reconciliation failed"),
                     }
                     reconciling.store(false, Ordering::Release);

@@ -1,6 +1,7 @@
 //! Background work. Each job only calls a service; the rules live below.
 
 pub mod apply_inbox;
+pub mod authorization_checks;
 pub mod deadlines;
 pub mod deliver_merchant_orders;
 pub mod pipeline;

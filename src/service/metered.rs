@@ -117,6 +117,38 @@ impl AlipayApi for MeteredAlipay {
         ))
     }
 
+    fn mini_version_list_query<'a>(
+        &'a self,
+        token: &'a SecretString,
+        req: &'a api::VersionListRequest,
+    ) -> BoxFuture<'a, Result<api::VersionListResponse, AlipayError>> {
+        Box::pin(self.measure(
+            api::METHOD_VERSION_LIST,
+            self.inner.mini_version_list_query(token, req),
+        ))
+    }
+
+    fn mini_version_detail_query<'a>(
+        &'a self,
+        token: &'a SecretString,
+        req: &'a api::VersionDetailRequest,
+    ) -> BoxFuture<'a, Result<api::VersionDetailResponse, AlipayError>> {
+        Box::pin(self.measure(
+            api::METHOD_VERSION_DETAIL,
+            self.inner.mini_version_detail_query(token, req),
+        ))
+    }
+
+    fn auth_token_app_query<'a>(
+        &'a self,
+        req: &'a api::TokenQueryRequest,
+    ) -> BoxFuture<'a, Result<api::TokenQueryResponse, AlipayError>> {
+        Box::pin(self.measure(
+            api::METHOD_TOKEN_QUERY,
+            self.inner.auth_token_app_query(req),
+        ))
+    }
+
     fn merchant_order_sync<'a>(
         &'a self,
         token: &'a SecretString,

@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod alipay_certs;
 pub mod apply;
+pub mod checks;
 pub mod dashboard;
 pub mod ingest;
 pub mod isv_apps;

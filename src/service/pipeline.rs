@@ -1,17 +1,22 @@
 //! The template build pipeline (LIFECYCLE.md "Implementation pipeline"): once an order is
 //! implementing and its mini program's authorization is active, build the merchant's version from
-//! our template — `version.upload`, poll `build.query`, `audit.apply`, wait for the audit message,
-//! `version.online` unless auto-online — as outbox rows moved one guarded step at a time, with the
-//! merchant's own token. Each step is idempotent under retries and noted in the order's history;
-//! the order itself moves on when `order.query` agrees (the audit message queues that query). A
-//! rejected audit alerts support and waits for a retry (`retry_build`).
+//! our template — `version.list.query` (the version follows Alipay's own list), `version.upload`,
+//! poll `build.query`, `audit.apply`, wait for the audit message (asking `version.detail.query`
+//! when none comes within `templates.audit_poll_seconds`), `version.online` unless auto-online —
+//! as outbox rows moved one guarded step at a time, with the merchant's own token. Each step is
+//! idempotent under retries and noted in the order's history; the order itself moves on when
+//! `order.query` agrees (the audit result queues that query). A rejected audit alerts support and
+//! waits for a retry (`retry_build`). Alipay refusing the merchant's token (`20001`) at any step
+//! flags the authorization for support, as the merchant-order delivery does.
 
 use super::Services;
 use super::alerts::Alert;
 use super::apply::token_context;
 use super::lifecycle::LifecycleError;
 use crate::alipay::api::{
-    AuditApplyRequest, BuildQueryRequest, BuildStatus, VersionOnlineRequest, VersionUploadRequest,
+    AppVersion, AuditApplyRequest, BuildQueryRequest, BuildStatus, VersionDetailRequest,
+    VersionListRequest, VersionListResponse, VersionOnlineRequest, VersionStatus,
+    VersionUploadRequest,
 };
 use crate::alipay::client::AlipayError;
 use crate::backoff::{AfterFailure, RetryPolicy};
@@ -46,6 +51,9 @@ pub struct PipelineSettings {
     pub poll_seconds: i64,
     /// A step failing this many times in a row is given up (`failed`, support alerted).
     pub max_attempts: i32,
+    /// After `audit.apply`, how long to wait for the audit message before asking
+    /// `version.detail.query`, and then between asks.
+    pub audit_poll_seconds: i64,
 }
 
 impl PipelineSettings {
@@ -55,6 +63,10 @@ impl PipelineSettings {
             cap: BACKOFF_CAP,
             max_attempts: Some(self.max_attempts),
         }
+    }
+
+    fn audit_wait(&self) -> Duration {
+        Duration::seconds(self.audit_poll_seconds.max(1))
     }
 }
 
@@ -150,11 +162,21 @@ impl Services {
                     };
                     let version = (!template.template_version.is_empty())
                         .then_some(template.template_version.as_str());
+                    // A stored version of ours that does not read stops this mini program's
+                    // builds (logged as an error), never every other one.
+                    let planned = match planned_version(conn, &mini_app_id) {
+                        Ok(v) => v,
+                        Err(error) => {
+                            tracing::error!(%mini_app_id, %error, "no build started");
+                            continue;
+                        }
+                    };
                     if builds::start(
                         conn,
                         &mini_app_id,
                         &order_id,
                         (&template.template_id, version),
+                        &planned,
                         to_db_time(now),
                     )? {
                         note(
@@ -190,7 +212,7 @@ impl Services {
         Ok(PipelinePass { started, steps })
     }
 
-    fn merchant_token(
+    pub(super) fn merchant_token(
         &self,
         conn: &mut AnyConnection,
         mini_app_id: &str,
@@ -233,6 +255,21 @@ impl Services {
             }
         };
         let outcome = match b.step {
+            BuildStep::VersionList => {
+                let answer = alipay
+                    .mini_version_list_query(&token, &VersionListRequest::default())
+                    .await;
+                self.record_call(
+                    &b.commodity_order_id,
+                    crate::alipay::api::METHOD_VERSION_LIST,
+                    answer.as_ref().err(),
+                )
+                .await;
+                match answer {
+                    Ok(list) => Step::Versions(list),
+                    Err(e) => Step::from_error(e),
+                }
+            }
             BuildStep::Upload => {
                 let ext = serde_json::json!({"extEnable": true, "ext": {"commodityOrderId": b.commodity_order_id, "miniAppId": b.mini_app_id}});
                 let request = VersionUploadRequest {
@@ -295,13 +332,42 @@ impl Services {
                     answer.as_ref().err(),
                 )
                 .await;
+                // The audit's result arrives as a gateway message (`audit_result`); when none has
+                // come by then, `version.detail.query` is asked (the `AwaitAudit` step).
+                let ask_at = now + self.pipeline.audit_wait();
                 match answer {
-                    // The audit's result arrives as a gateway message (`audit_result`).
-                    Ok(_) => Step::Next(BuildStep::AwaitAudit, now + Duration::days(365)),
-                    Err(e) if already_done(&e) => {
-                        Step::Next(BuildStep::AwaitAudit, now + Duration::days(365))
-                    }
+                    Ok(_) => Step::Next(BuildStep::AwaitAudit, ask_at),
+                    Err(e) if already_done(&e) => Step::Next(BuildStep::AwaitAudit, ask_at),
                     Err(e) => Step::from_error(e),
+                }
+            }
+            BuildStep::AwaitAudit => {
+                let request = VersionDetailRequest {
+                    app_version: b.app_version.clone(),
+                    ..VersionDetailRequest::default()
+                };
+                let answer = alipay.mini_version_detail_query(&token, &request).await;
+                self.record_call(
+                    &b.commodity_order_id,
+                    crate::alipay::api::METHOD_VERSION_DETAIL,
+                    answer.as_ref().err(),
+                )
+                .await;
+                let again = now + self.pipeline.audit_wait();
+                match answer {
+                    Ok(detail) => Step::Audit(detail.status, detail.reject_reason, again),
+                    Err(e) if e.is_invalid_app_auth_token() => Step::TokenRefused(e.to_string()),
+                    // The audit message may still come: a failed ask never ends the build. The
+                    // error stays on the row for support, and the ask is repeated.
+                    Err(e) => {
+                        tracing::warn!(mini_app_id = %b.mini_app_id, version = %b.app_version, error = %e, "version.detail.query failed; asked again later");
+                        let at = if e.is_retryable() {
+                            now + self.pipeline.retry().wait(b.attempts)
+                        } else {
+                            again
+                        };
+                        Step::Wait(at, Some(e.to_string()))
+                    }
                 }
             }
             BuildStep::Online => {
@@ -321,13 +387,11 @@ impl Services {
                     Err(e) => Step::from_error(e),
                 }
             }
-            // Claimed rows are in one of the four steps above (`claim_due`); the others are
-            // waiting or final, and a row that is there now was moved after the claim.
-            BuildStep::AwaitAudit
-            | BuildStep::Done
-            | BuildStep::Rejected
-            | BuildStep::Failed
-            | BuildStep::Cancelled => return Ok(()),
+            // Claimed rows are in one of the steps above (`claim_due`); the others are final,
+            // and a row that is there now was moved after the claim.
+            BuildStep::Done | BuildStep::Rejected | BuildStep::Failed | BuildStep::Cancelled => {
+                return Ok(());
+            }
         };
         self.finish_step(b, outcome, now).await
     }
@@ -341,26 +405,20 @@ impl Services {
         // A step that keeps failing is given up like a permanent failure: support sees it and
         // retries it with the admin API.
         let step = match step {
-            Step::Next(to, at) => Settled::Next(to, at),
-            Step::Poll(at) => Settled::Poll(at),
             Step::Retry(error) => match self.pipeline.retry().after_failure(b.attempts) {
-                AfterFailure::Retry { wait, attempts } => Settled::Retry {
-                    wait,
-                    attempts,
-                    error,
-                },
                 AfterFailure::GiveUp { attempts } => {
-                    Settled::Fail(format!("gave up after {attempts} attempts: {error}"))
+                    Step::Fail(format!("gave up after {attempts} attempts: {error}"))
                 }
+                AfterFailure::Retry { .. } => Step::Retry(error),
             },
-            Step::Fail(error) => Settled::Fail(error),
+            other => other,
         };
         let (s, b) = (self.clone(), b.clone());
         let alert = self
             .db_write(move |conn| -> Result<Option<Alert>, PipelineError> {
                 let db_now = to_db_time(now);
                 match step {
-                    Settled::Next(to, at) => {
+                    Step::Next(to, at) => {
                         if builds::advance(conn, b.id, b.step, to, to_db_time(at), None, db_now)? {
                             if to == BuildStep::Done {
                                 // Our version is online: the merchant's service is live.
@@ -376,20 +434,69 @@ impl Services {
                         }
                         Ok(None)
                     }
-                    Settled::Poll(at) => {
-                        builds::retry(conn, b.id, b.attempts, to_db_time(at), None, db_now)?;
+                    Step::Poll(at) => {
+                        builds::retry(conn, b.id, b.step, b.attempts, to_db_time(at), None, db_now)?;
                         Ok(None)
                     }
-                    Settled::Retry {
-                        wait,
-                        attempts,
-                        error,
-                    } => {
-                        let at = to_db_time(now + wait);
-                        builds::retry(conn, b.id, attempts, at, Some(&error), db_now)?;
+                    Step::Wait(at, error) => {
+                        builds::retry(
+                            conn,
+                            b.id,
+                            b.step,
+                            b.attempts + i32::from(error.is_some()),
+                            to_db_time(at),
+                            error.as_deref(),
+                            db_now,
+                        )?;
                         Ok(None)
                     }
-                    Settled::Fail(error) => {
+                    Step::Retry(error) => {
+                        // Not given up (settled above): again after the one retry policy's wait.
+                        let at = to_db_time(now + s.pipeline.retry().wait(b.attempts));
+                        builds::retry(conn, b.id, b.step, b.attempts + 1, at, Some(&error), db_now)?;
+                        Ok(None)
+                    }
+                    Step::Versions(list) => s.version_decided(conn, &b, &list, now),
+                    Step::Audit(status, reason, again) => {
+                        s.audit_polled(conn, &b, status, reason, again, now)
+                    }
+                    Step::TokenRefused(error) => {
+                        if !builds::advance(
+                            conn,
+                            b.id,
+                            b.step,
+                            BuildStep::Failed,
+                            db_now,
+                            Some(&error),
+                            db_now,
+                        )? {
+                            return Ok(None);
+                        }
+                        // Retrying cannot help until the merchant authorizes again.
+                        crate::store::merchant_orders::flag_authorization(
+                            conn,
+                            &b.mini_app_id,
+                            &error,
+                            db_now,
+                        )?;
+                        note(
+                            conn,
+                            &b.commodity_order_id,
+                            "build_failed",
+                            format!("version {}: {error}; authorization flagged", b.app_version),
+                            now,
+                        )?;
+                        Ok(Some(Alert {
+                            kind: "app_auth_token_refused".into(),
+                            subject: b.mini_app_id.clone(),
+                            message: format!(
+                                "Alipay refused the merchant's app_auth_token building version {} of mini program {} ({error}); \
+                                 authorization flagged, build stopped: retry with the admin API once the merchant authorizes again",
+                                b.app_version, b.mini_app_id
+                            ),
+                        }))
+                    }
+                    Step::Fail(error) => {
                         // Guarded: a build stopped meanwhile (its service ended) stays cancelled.
                         if !builds::advance(
                             conn,
@@ -531,11 +638,13 @@ impl Services {
                 )));
             }
             let version = last.template_version.as_deref();
+            let planned = planned_version(conn, &mini_app_id)?;
             if !builds::start(
                 conn,
                 &mini_app_id,
                 &last.commodity_order_id,
                 (&last.template_id, version),
+                &planned,
                 to_db_time(now),
             )? {
                 return Err(PipelineError::Refused(
@@ -558,21 +667,221 @@ impl Services {
 enum Step {
     Next(BuildStep, DateTime<Utc>),
     Poll(DateTime<Utc>),
+    /// The same step again at this time, with what went wrong (kept on the row) if anything.
+    Wait(DateTime<Utc>, Option<String>),
     Retry(String),
     Fail(String),
+    /// Alipay's versions of the mini program: the build's version follows them.
+    Versions(VersionListResponse),
+    /// What `version.detail.query` said of a version waiting for its audit; asked again at the
+    /// time given while it is still auditing (or says something we do not know).
+    Audit(Option<VersionStatus>, Option<String>, DateTime<Utc>),
+    /// Alipay refused the merchant's token (`20001`): the build fails, the authorization is
+    /// flagged.
+    TokenRefused(String),
 }
 
-/// A step's outcome once the retry policy has had its say: what is written.
-enum Settled {
-    Next(BuildStep, DateTime<Utc>),
-    Poll(DateTime<Utc>),
-    /// Failed for now: again `wait` from now, after `attempts` failed attempts.
-    Retry {
-        wait: Duration,
-        attempts: i32,
-        error: String,
-    },
-    Fail(String),
+/// The version a new build of the mini program plans until Alipay's list is read: the next one
+/// after our own builds, `0.0.1` for the first.
+fn planned_version(conn: &mut AnyConnection, mini_app_id: &str) -> Result<String, PipelineError> {
+    Ok(highest_of_ours(conn, mini_app_id, None)?
+        .map(|v| v.next())
+        .unwrap_or_else(AppVersion::first)
+        .to_string())
+}
+
+/// The highest version of our builds of the mini program (but `except`). A version of ours that
+/// does not read is corrupt data, never skipped.
+fn highest_of_ours(
+    conn: &mut AnyConnection,
+    mini_app_id: &str,
+    except: Option<i64>,
+) -> Result<Option<AppVersion>, PipelineError> {
+    let mut highest: Option<AppVersion> = None;
+    for (id, text) in builds::versions(conn, mini_app_id)? {
+        if Some(id) == except {
+            continue;
+        }
+        let v = AppVersion::parse(&text).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "template_builds.app_version: {text:?} of {mini_app_id} is not a version"
+            ))
+        })?;
+        if highest.as_ref().is_none_or(|h| v > *h) {
+            highest = Some(v);
+        }
+    }
+    Ok(highest)
+}
+
+impl Services {
+    /// The build's version from Alipay's list (`version_list` → `upload`): past the highest
+    /// version Alipay holds and past every build of ours; `0.0.1` when both are empty. List
+    /// entries that do not read as versions are shown to support, never guessed at.
+    fn version_decided(
+        &self,
+        conn: &mut AnyConnection,
+        b: &BuildRow,
+        list: &VersionListResponse,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Alert>, PipelineError> {
+        let (alipay_highest, unread) = list.highest();
+        let ours = highest_of_ours(conn, &b.mini_app_id, Some(b.id))?;
+        let version = [alipay_highest, ours]
+            .into_iter()
+            .flatten()
+            .map(|v| v.next())
+            .chain(std::iter::once(AppVersion::first()))
+            .max()
+            .unwrap_or_else(AppVersion::first)
+            .to_string();
+        if !builds::set_version(conn, b.id, &version, to_db_time(now))? {
+            return Ok(None);
+        }
+        note(
+            conn,
+            &b.commodity_order_id,
+            "build_version_list",
+            format!(
+                "version {version} (Alipay holds {})",
+                if list.app_versions.is_empty() {
+                    "none".to_string()
+                } else {
+                    list.app_versions.join(", ")
+                }
+            ),
+            now,
+        )?;
+        if unread.is_empty() {
+            return Ok(None);
+        }
+        tracing::warn!(mini_app_id = %b.mini_app_id, unread = ?unread, "version.list.query returned texts that are not versions");
+        Ok(Some(Alert {
+            kind: "unknown_alipay_version".into(),
+            subject: b.mini_app_id.clone(),
+            message: format!(
+                "version.list.query of mini program {} returned {unread:?}, not versions; built {version} past the others",
+                b.mini_app_id
+            ),
+        }))
+    }
+
+    /// `version.detail.query`'s answer for a build waiting for its audit message: passed
+    /// (`WAIT_RELEASE`, `RELEASE`, `GRAY`) goes on as the audit-passed message would, and the
+    /// orders ask Alipay; `AUDIT_REJECT` is rejected with `reject_reason` as the rejected message
+    /// would be; `AUDITING` waits. Anything else is kept verbatim, logged, shown to support, and
+    /// waited on.
+    fn audit_polled(
+        &self,
+        conn: &mut AnyConnection,
+        b: &BuildRow,
+        status: Option<VersionStatus>,
+        reason: Option<String>,
+        again: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Alert>, PipelineError> {
+        let db_now = to_db_time(now);
+        // The audit message may have moved the build while Alipay was asked: it decided.
+        let current = builds::find_version(conn, &b.mini_app_id, &b.app_version)?;
+        if current.is_none_or(|c| c.id != b.id || c.step != BuildStep::AwaitAudit) {
+            return Ok(None);
+        }
+        let text = status.as_ref().map_or("(none)", |s| s.as_str()).to_string();
+        builds::set_alipay_status(conn, b.id, &text, db_now)?;
+        let wait = |conn: &mut AnyConnection, error: Option<&str>| {
+            builds::retry(conn, b.id, b.step, 0, to_db_time(again), error, db_now)
+        };
+        match status {
+            Some(VersionStatus::Auditing) => {
+                wait(conn, None)?;
+                Ok(None)
+            }
+            Some(
+                passed
+                @ (VersionStatus::WaitRelease | VersionStatus::Release | VersionStatus::Gray),
+            ) => {
+                self.audit_result(conn, &b.mini_app_id, Some(&b.app_version), None, now)?;
+                if passed == VersionStatus::Release {
+                    // Already online: no `version.online` to call.
+                    if builds::advance(
+                        conn,
+                        b.id,
+                        BuildStep::Online,
+                        BuildStep::Done,
+                        db_now,
+                        None,
+                        db_now,
+                    )? {
+                        self.service_went_live(conn, &b.mini_app_id, now)?;
+                    }
+                }
+                note(
+                    conn,
+                    &b.commodity_order_id,
+                    "build_audit_polled",
+                    format!(
+                        "version {}: version.detail.query says {text}",
+                        b.app_version
+                    ),
+                    now,
+                )?;
+                for id in crate::store::orders::ids_for_mini_app(conn, &b.mini_app_id)? {
+                    self.order_event(
+                        conn,
+                        &id,
+                        crate::domain::lifecycle::OrderEvent::AuditPassed { at: now },
+                        now,
+                    )?;
+                }
+                Ok(None)
+            }
+            Some(VersionStatus::AuditReject) => {
+                let reason = reason
+                    .filter(|r| !r.trim().is_empty())
+                    .unwrap_or_else(|| "rejected (version.detail.query gave no reason)".into());
+                Ok(self.audit_result(
+                    conn,
+                    &b.mini_app_id,
+                    Some(&b.app_version),
+                    Some(&reason),
+                    now,
+                )?)
+            }
+            Some(
+                VersionStatus::Init
+                | VersionStatus::BaseAuditPass
+                | VersionStatus::Offline
+                | VersionStatus::AuditOffline
+                | VersionStatus::Other(_),
+            )
+            | None => {
+                let problem =
+                    format!("version.detail.query says {text}, outside our table; still waiting");
+                tracing::warn!(mini_app_id = %b.mini_app_id, version = %b.app_version, status = %text, "unknown audit status; still waiting");
+                // Once per new value: the ask repeats every audit_poll_seconds.
+                let known = b.alipay_status.as_deref() == Some(text.as_str());
+                wait(conn, Some(&problem))?;
+                if known {
+                    return Ok(None);
+                }
+                note(
+                    conn,
+                    &b.commodity_order_id,
+                    "build_audit_unknown",
+                    format!("version {}: {problem}", b.app_version),
+                    now,
+                )?;
+                Ok(Some(Alert {
+                    kind: "unknown_alipay_status".into(),
+                    subject: b.mini_app_id.clone(),
+                    message: format!(
+                        "mini program {} version {}: {problem}",
+                        b.mini_app_id, b.app_version
+                    ),
+                }))
+            }
+        }
+    }
 }
 
 impl Step {
@@ -581,6 +890,9 @@ impl Step {
     /// transport errors, 5xx, `20000`, rate limiting (`40005`), an answer whose signature does
     /// not verify — is retried; a business refusal fails the build for support.
     fn from_error(e: AlipayError) -> Step {
+        if e.is_invalid_app_auth_token() {
+            return Step::TokenRefused(e.to_string());
+        }
         let transient =
             e.is_retryable() || e.code() == Some("40005") || matches!(e, AlipayError::Response(_));
         if transient {

@@ -45,10 +45,13 @@ pub struct HistoryView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BuildView {
     pub app_version: String,
-    /// `upload`, `build_query`, `audit_apply`, `await_audit`, `online`, `done`, `rejected`,
-    /// `failed`, `cancelled` (stopped because the service ended).
+    /// `version_list`, `upload`, `build_query`, `audit_apply`, `await_audit`, `online`, `done`,
+    /// `rejected`, `failed`, `cancelled` (stopped because the service ended).
     pub step: String,
     pub last_error: Option<String>,
+    /// What `alipay.open.mini.version.detail.query` last said of the version (asked when no
+    /// audit message came), verbatim; null until asked.
+    pub alipay_status: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -195,6 +198,13 @@ pub struct AuthorizationView {
     /// which are the primary app's (`alipay.app_id`).
     #[schema(required = true)]
     pub isv_app_id: Option<String>,
+    /// When Alipay last answered the token check (`auth.token.app.query`); null until then.
+    #[schema(required = true)]
+    pub token_checked_at: Option<DateTime<Utc>>,
+    /// What the last token check saw: `valid`, `invalid`, another status verbatim, or
+    /// `not answered: CODE`; null until checked.
+    #[schema(required = true)]
+    pub token_check_result: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -248,6 +258,7 @@ fn order_view(
             app_version: b.app_version,
             step: b.step.as_str().into(),
             last_error: b.last_error,
+            alipay_status: b.alipay_status,
         }),
         None => None,
     };
@@ -389,6 +400,7 @@ impl Services {
                 app_version: b.app_version,
                 step: b.step.as_str().into(),
                 last_error: b.last_error,
+                alipay_status: b.alipay_status,
             });
             let open_tasks = orders::open_tasks(&mut conn, mini_app_id)?;
             Ok(Some(ServiceDetailView {
@@ -427,17 +439,22 @@ impl Services {
         self.off_executor(move |s| {
             let auth_app_id = auth_app_id.as_str();
             let mut conn = s.conn()?;
-            Ok(
-                authorizations::find(&mut conn, auth_app_id)?.map(|a| AuthorizationView {
-                    auth_app_id: a.auth_app_id,
-                    user_id: a.user_id,
-                    status: a.status.as_str().into(),
-                    auth_time: utc(a.auth_time),
-                    updated_at: utc(a.updated_at),
-                    attention: a.attention,
-                    isv_app_id: a.isv_app_id,
-                }),
-            )
+            let Some(a) = authorizations::find(&mut conn, auth_app_id)? else {
+                return Ok(None);
+            };
+            let (checked_at, check_result) =
+                crate::store::token_checks::last(&mut conn, auth_app_id)?.unwrap_or_default();
+            Ok(Some(AuthorizationView {
+                auth_app_id: a.auth_app_id,
+                user_id: a.user_id,
+                status: a.status.as_str().into(),
+                auth_time: utc(a.auth_time),
+                updated_at: utc(a.updated_at),
+                attention: a.attention,
+                isv_app_id: a.isv_app_id,
+                token_checked_at: checked_at.map(utc),
+                token_check_result: check_result,
+            }))
         })
         .await
     }

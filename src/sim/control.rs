@@ -19,6 +19,15 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
             )
             .route("/authorizations/{id}/code", web::post().to(auth_code))
             .route("/audit/{mini_app_id}/reject", web::post().to(reject_audit))
+            .route(
+                "/audit/{mini_app_id}/lose-messages",
+                web::post().to(lose_audit_messages),
+            )
+            .route(
+                "/authorizations/{id}/invalidate",
+                web::post().to(invalidate_authorization),
+            )
+            .route("/mini-apps/{id}/versions", web::post().to(seed_versions))
             .route("/clock/advance", web::post().to(advance))
             .route("/state", web::get().to(state))
             .route("/calls", web::get().to(calls)),
@@ -116,6 +125,55 @@ async fn reject_audit(
         .unwrap_or_else(|| "小程序名称与主体不符 (simulated rejection)".into());
     handle(inner).reject_next_audit(&id, reason);
     json(&serde_json::json!({"mini_app_id": *id, "reject_next_audit": true}))
+}
+
+/// The merchant's authorization ends and its `appauth.cancelled` message is lost.
+async fn invalidate_authorization(inner: web::Data<Inner>, id: web::Path<String>) -> HttpResponse {
+    answer(handle(inner).invalidate_authorization(&id))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(default)]
+struct Lose {
+    lose: bool,
+}
+
+impl Default for Lose {
+    fn default() -> Self {
+        Lose { lose: true }
+    }
+}
+
+/// The mini program's audit messages are lost from now on (`{"lose": false}` undoes it).
+async fn lose_audit_messages(
+    inner: web::Data<Inner>,
+    id: web::Path<String>,
+    bytes: web::Bytes,
+) -> HttpResponse {
+    let req = match body::<Lose>(&bytes) {
+        Ok(r) => r,
+        Err(m) => return bad_body(m),
+    };
+    handle(inner).lose_audit_messages(&id, req.lose);
+    json(&serde_json::json!({"mini_app_id": *id, "lose_audit_messages": req.lose}))
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct Seed {
+    app_versions: Vec<String>,
+}
+
+/// Versions the mini program already has on Alipay (what `version.list.query` reports).
+async fn seed_versions(
+    inner: web::Data<Inner>,
+    id: web::Path<String>,
+    bytes: web::Bytes,
+) -> HttpResponse {
+    match body::<Seed>(&bytes) {
+        Ok(req) => json(&handle(inner).seed_versions(&id, &req.app_versions)),
+        Err(m) => bad_body(m),
+    }
 }
 
 #[derive(Default, serde::Deserialize)]

@@ -292,6 +292,33 @@ impl SimHandle {
             .insert(mini_app_id.to_string(), reason.into());
     }
 
+    /// The merchant's authorization ends and the `appauth.cancelled` message is lost (never
+    /// sent): only `auth.token.app.query` says so (`invalid`).
+    pub fn invalidate_authorization(
+        &self,
+        auth_app_id: &str,
+    ) -> Result<serde_json::Value, SimError> {
+        self.inner.lock().invalidate_authorization(auth_app_id)
+    }
+
+    /// From now on the audit messages of `mini_app_id` are lost (`lose` false: sent again).
+    pub fn lose_audit_messages(&self, mini_app_id: &str, lose: bool) {
+        let mut state = self.inner.lock();
+        if lose {
+            state.lose_audit_messages.insert(mini_app_id.to_string());
+        } else {
+            state.lose_audit_messages.remove(mini_app_id);
+        }
+    }
+
+    /// Versions the mini program already has on Alipay (`version.list.query` reports them).
+    pub fn seed_versions(&self, mini_app_id: &str, app_versions: &[String]) -> serde_json::Value {
+        let now = self.inner.now();
+        self.inner
+            .lock()
+            .seed_versions(mini_app_id, app_versions, now)
+    }
+
     /// A single-use `app_auth_code` for `alipay.open.auth.token.app`.
     pub fn issue_auth_code(&self, auth_app_id: &str) -> Result<String, SimError> {
         self.inner.lock().issue_auth_code(auth_app_id)

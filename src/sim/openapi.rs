@@ -209,17 +209,29 @@ pub(super) async fn gateway(
                 .and_then(|app| state.build_query(&app, &biz)),
             api::METHOD_AUDIT_APPLY => {
                 let version = params.get("app_version").cloned().unwrap_or_default();
-                match state
-                    .auth_for_app(token, &caller)
-                    .and_then(|app| state.audit_apply(&app, &version, now, &caller))
-                {
-                    Ok((answer, message)) => {
+                match state.auth_for_app(token, &caller).and_then(|app| {
+                    let lost = state.lose_audit_messages.contains(&app);
+                    state
+                        .audit_apply(&app, &version, now, &caller)
+                        .map(|r| (r, lost))
+                }) {
+                    // A lost audit message: decided, never sent.
+                    Ok(((answer, _), true)) => Ok(answer),
+                    Ok(((answer, message), false)) => {
                         inner.send(&mut state, vec![message]);
                         Ok(answer)
                     }
                     Err(e) => Err(e),
                 }
             }
+            api::METHOD_VERSION_LIST => state
+                .auth_for_app(token, &caller)
+                .map(|app| state.version_list(&app)),
+            api::METHOD_VERSION_DETAIL => state
+                .auth_for_app(token, &caller)
+                .and_then(|app| state.version_detail(&app, &biz)),
+            // Called as the ISV app; the token asked about is in biz_content.
+            api::METHOD_TOKEN_QUERY => state.token_query(&biz),
             api::METHOD_VERSION_ONLINE => state
                 .auth_for_app(token, &caller)
                 .and_then(|app| state.version_online(&app, &biz)),

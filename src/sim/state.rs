@@ -261,6 +261,9 @@ pub struct SimState {
     pub auth_codes: BTreeMap<String, String>,
     /// Mini programs whose next audit is rejected, with the reason.
     pub reject_next_audit: BTreeMap<String, String>,
+    /// Mini programs whose audit messages are lost: the audit is decided, no message is sent
+    /// (only `version.detail.query` tells).
+    pub lose_audit_messages: BTreeSet<String>,
     seq: u64,
 }
 
@@ -813,6 +816,107 @@ impl SimState {
         Ok((serde_json::json!({"speed_up": "false"}), message))
     }
 
+    /// `alipay.open.mini.version.list.query`: every version the mini program has, ours or set
+    /// up with `seed_versions`.
+    pub fn version_list(&self, mini_app_id: &str) -> serde_json::Value {
+        let versions: Vec<&String> = self
+            .versions
+            .get(mini_app_id)
+            .map(|v| v.keys().collect())
+            .unwrap_or_default();
+        serde_json::json!({ "app_versions": versions })
+    }
+
+    /// `alipay.open.mini.version.detail.query`: the version's audit and release state, as Alipay
+    /// names it (`INIT`, `WAIT_RELEASE`, `RELEASE`, `AUDIT_REJECT` with `reject_reason`).
+    pub fn version_detail(
+        &mut self,
+        mini_app_id: &str,
+        biz: &serde_json::Value,
+    ) -> Result<serde_json::Value, SimError> {
+        let app_version = biz["app_version"].as_str().unwrap_or_default();
+        let version = self.version_mut(mini_app_id, app_version)?;
+        let status = match (version.audit, version.online) {
+            (AuditStatus::NotSubmitted, _) => "INIT",
+            (AuditStatus::Passed, false) => "WAIT_RELEASE",
+            (AuditStatus::Passed, true) => "RELEASE",
+            (AuditStatus::Rejected, _) => "AUDIT_REJECT",
+        };
+        let mut answer = serde_json::json!({
+            "app_version": version.app_version,
+            "status": status,
+        });
+        if let Some(reason) = &version.audit_reason {
+            answer["reject_reason"] = reason.clone().into();
+        }
+        Ok(answer)
+    }
+
+    /// Versions the mini program already has on Alipay (uploaded elsewhere, released): what
+    /// `version.list.query` reports before any build of ours.
+    pub fn seed_versions(
+        &mut self,
+        mini_app_id: &str,
+        app_versions: &[String],
+        now: DateTime<Utc>,
+    ) -> serde_json::Value {
+        let versions = self.versions.entry(mini_app_id.to_string()).or_default();
+        for v in app_versions {
+            versions.entry(v.clone()).or_insert_with(|| Version {
+                mini_app_id: mini_app_id.to_string(),
+                app_version: v.clone(),
+                template_id: String::new(),
+                template_version: None,
+                uploaded_at: now,
+                build_queries: 0,
+                built: true,
+                audit: AuditStatus::Passed,
+                audit_reason: None,
+                online: true,
+            });
+        }
+        self.version_list(mini_app_id)
+    }
+
+    /// `alipay.open.auth.token.app.query`: `valid` for an active authorization's current token,
+    /// `invalid` for a token of a cancelled (or invalidated) one; a token never issued is an
+    /// error, as Alipay answers it.
+    pub fn token_query(&self, biz: &serde_json::Value) -> Result<serde_json::Value, SimError> {
+        let token = biz["app_auth_token"].as_str().unwrap_or_default();
+        let auth = self
+            .authorizations
+            .values()
+            .find(|a| !token.is_empty() && a.app_auth_token == token)
+            .ok_or_else(SimError::invalid_token)?;
+        let status = match auth.status {
+            AuthStatus::Active => "valid",
+            AuthStatus::Cancelled => "invalid",
+        };
+        Ok(serde_json::json!({
+            "user_id": auth.user_id,
+            "auth_app_id": auth.auth_app_id,
+            "status": status,
+            "auth_start": crate::alipay::time::format_beijing(auth.auth_time),
+            "auth_methods": ["alipay.open.mini.version.upload", "alipay.open.servicemarket.order.query"],
+        }))
+    }
+
+    /// The merchant's authorization ends without the `appauth.cancelled` message (it was lost):
+    /// only `auth.token.app.query` tells.
+    pub fn invalidate_authorization(
+        &mut self,
+        auth_app_id: &str,
+    ) -> Result<serde_json::Value, SimError> {
+        let auth = self.authorizations.get_mut(auth_app_id).ok_or_else(|| {
+            SimError::not_found(
+                "AUTHORIZATION_NOT_EXIST",
+                format!("no authorization {auth_app_id}"),
+            )
+        })?;
+        auth.status = AuthStatus::Cancelled;
+        Ok(auth.summary())
+    }
+
     pub fn version_online(
         &mut self,
         mini_app_id: &str,
@@ -899,6 +1003,7 @@ impl SimState {
             "merchant_order_syncs": syncs,
             "messages": self.messages,
             "reject_next_audit": rejects,
+            "lose_audit_messages": self.lose_audit_messages,
             "calls": counts,
         })
     }

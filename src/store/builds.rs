@@ -9,12 +9,15 @@ use crate::db_run;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-/// `template_builds.step`. The pipeline job works on `upload`, `build_query`, `audit_apply` and
-/// `online`; `await_audit` waits for Alipay's audit message; `done`, `rejected`, `failed` and
+/// `template_builds.step`. The pipeline job works on `version_list` (Alipay's versions of the
+/// mini program decide ours), `upload`, `build_query`, `audit_apply` and `online`;
+/// `await_audit` waits for Alipay's audit message and, when none comes, asks
+/// `version.detail.query` every `templates.audit_poll_seconds`; `done`, `rejected`, `failed` and
 /// `cancelled` are final (a rejected or failed build waits for support's retry; a cancelled one
 /// was stopped because its service ended).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildStep {
+    VersionList,
     Upload,
     BuildQuery,
     AuditApply,
@@ -29,6 +32,7 @@ pub enum BuildStep {
 impl BuildStep {
     pub fn as_str(self) -> &'static str {
         match self {
+            BuildStep::VersionList => "version_list",
             BuildStep::Upload => "upload",
             BuildStep::BuildQuery => "build_query",
             BuildStep::AuditApply => "audit_apply",
@@ -41,26 +45,28 @@ impl BuildStep {
         }
     }
 
-    /// A step the pipeline runs by calling Alipay (claimed from the builds queue when due);
-    /// `await_audit` waits for Alipay's message, the final steps wait for nothing.
+    /// A step the pipeline runs when it is due, by calling Alipay (claimed from the builds
+    /// queue): `await_audit` waits for Alipay's message and asks `version.detail.query` once it
+    /// is late; the final steps wait for nothing.
     pub fn calls_alipay(self) -> bool {
         match self {
-            BuildStep::Upload
+            BuildStep::VersionList
+            | BuildStep::Upload
             | BuildStep::BuildQuery
             | BuildStep::AuditApply
+            | BuildStep::AwaitAudit
             | BuildStep::Online => true,
-            BuildStep::AwaitAudit
-            | BuildStep::Done
-            | BuildStep::Rejected
-            | BuildStep::Failed
-            | BuildStep::Cancelled => false,
+            BuildStep::Done | BuildStep::Rejected | BuildStep::Failed | BuildStep::Cancelled => {
+                false
+            }
         }
     }
 
     /// Still going: a later step may call Alipay with the merchant's token.
     pub fn in_flight(self) -> bool {
         match self {
-            BuildStep::Upload
+            BuildStep::VersionList
+            | BuildStep::Upload
             | BuildStep::BuildQuery
             | BuildStep::AuditApply
             | BuildStep::AwaitAudit
@@ -83,6 +89,7 @@ crate::text_column!(
     "template_builds.step",
     BuildStep::as_str,
     [
+        BuildStep::VersionList,
         BuildStep::Upload,
         BuildStep::BuildQuery,
         BuildStep::AuditApply,
@@ -95,7 +102,8 @@ crate::text_column!(
     ]
 );
 
-const IN_FLIGHT: [BuildStep; 5] = [
+const IN_FLIGHT: [BuildStep; 6] = [
+    BuildStep::VersionList,
     BuildStep::Upload,
     BuildStep::BuildQuery,
     BuildStep::AuditApply,
@@ -116,6 +124,8 @@ pub struct BuildRow {
     pub step: BuildStep,
     pub attempts: i32,
     pub last_error: Option<String>,
+    /// The last `status` `version.detail.query` gave for this version, verbatim.
+    pub alipay_status: Option<String>,
 }
 
 /// Orders that need a build: implementing, with an active authorization for their mini program,
@@ -148,13 +158,15 @@ pub fn orders_needing_a_build(
     })
 }
 
-/// Starts a build at the next version of the mini program (versions only ever increase).
-/// False when another writer took that version first.
+/// Starts the mini program's next build (`version_number` only ever increases) at
+/// `app_version`, the version planned until Alipay's own list is read (`version_list`).
+/// False when another writer started that build first.
 pub fn start(
     conn: &mut AnyConnection,
     mini_app_id: &str,
     commodity_order_id: &str,
     template: (&str, Option<&str>),
+    app_version: &str,
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
     db_run!(conn: {
@@ -164,11 +176,11 @@ pub fn start(
             .values((
                 tb::mini_app_id.eq(mini_app_id),
                 tb::commodity_order_id.eq(commodity_order_id),
-                tb::app_version.eq(format!("0.0.{number}")),
+                tb::app_version.eq(app_version),
                 tb::version_number.eq(number),
                 tb::template_id.eq(template.0),
                 tb::template_version.eq(template.1),
-                tb::step.eq(BuildStep::Upload),
+                tb::step.eq(BuildStep::VersionList),
                 tb::attempts.eq(0),
                 tb::next_attempt_at.eq(now),
                 tb::created_at.eq(now),
@@ -220,17 +232,20 @@ pub fn advance(
     })
 }
 
-/// Same step again later (polling, or a retry after an error).
+/// Same step again later (polling, or a retry after an error). Guarded on the step: a build
+/// that moved meanwhile (an audit message arrived during a `version.detail.query`) keeps its
+/// new step's schedule.
 pub fn retry(
     conn: &mut AnyConnection,
     id: i64,
+    step: BuildStep,
     attempts: i32,
     next_attempt_at: NaiveDateTime,
     error: Option<&str>,
     now: NaiveDateTime,
 ) -> QueryResult<()> {
     db_run!(conn: {
-        diesel::update(tb::table.find(id))
+        diesel::update(tb::table.find(id).filter(tb::step.eq(step)))
             .set((
                 tb::attempts.eq(attempts),
                 tb::next_attempt_at.eq(next_attempt_at),
@@ -240,6 +255,56 @@ pub fn retry(
             ))
             .execute(conn)
             .map(|_| ())
+    })
+}
+
+/// The version Alipay's list decided for a build still at `version_list`, moving it on to
+/// `upload` (guarded like every step change). A version another build of the mini program
+/// already has is refused by nobody here: the caller raised it past every one of ours.
+pub fn set_version(
+    conn: &mut AnyConnection,
+    id: i64,
+    app_version: &str,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    db_run!(conn: {
+        diesel::update(tb::table.find(id).filter(tb::step.eq(BuildStep::VersionList)))
+            .set((
+                tb::app_version.eq(app_version),
+                tb::step.eq(BuildStep::Upload),
+                tb::attempts.eq(0),
+                tb::next_attempt_at.eq(now),
+                tb::claimed_until.eq(None::<NaiveDateTime>),
+                tb::last_error.eq(None::<String>),
+                tb::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .map(|n| n == 1)
+    })
+}
+
+/// What `version.detail.query` said of a build, verbatim.
+pub fn set_alipay_status(
+    conn: &mut AnyConnection,
+    id: i64,
+    status: &str,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    db_run!(conn: {
+        diesel::update(tb::table.find(id))
+            .set((tb::alipay_status.eq(Some(status)), tb::updated_at.eq(now)))
+            .execute(conn)
+            .map(|_| ())
+    })
+}
+
+/// Every version we have built or are building for the mini program, with its build's id.
+pub fn versions(conn: &mut AnyConnection, mini_app_id: &str) -> QueryResult<Vec<(i64, String)>> {
+    db_run!(conn: {
+        tb::table
+            .filter(tb::mini_app_id.eq(mini_app_id))
+            .select((tb::id, tb::app_version))
+            .load(conn)
     })
 }
 

@@ -132,6 +132,8 @@ pub struct Pool {
     inner: r2d2::Pool<Manager>,
     sqlite_writer: Option<Arc<Mutex<()>>>,
     backend: Backend,
+    /// For [`Pool::dedicated`].
+    target: DbTarget,
 }
 
 impl Pool {
@@ -148,6 +150,18 @@ impl Pool {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// A connection of its own, outside the pool, to the same database (never creating it):
+    /// for a session-level PostgreSQL advisory lock, which is freed exactly when this
+    /// connection closes, never left behind on a pooled connection.
+    pub fn dedicated(&self) -> Result<AnyConnection, StoreError> {
+        Manager {
+            target: self.target.clone(),
+            create: false,
+        }
+        .connect()
+        .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
     }
 }
 
@@ -326,6 +340,7 @@ fn build_pool(target: &DbTarget, size: u32, create: bool) -> Result<Pool, StoreE
         inner,
         sqlite_writer,
         backend,
+        target: target.clone(),
     })
 }
 

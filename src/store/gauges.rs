@@ -28,7 +28,7 @@ pub fn backlog(conn: &mut AnyConnection, now: NaiveDateTime) -> QueryResult<Back
         let inbox_oldest = gm::table.filter(gm::state.eq("received")).select(diesel::dsl::min(gm::received_at)).first(conn)?;
         let deadlines_due = dl::table.filter(dl::state.eq("pending")).filter(dl::due_at.le(now)).count().get_result(conn)?;
         let outbox_merchant_syncs = ms::table.filter(ms::state.eq("queued")).count().get_result(conn)?;
-        let outbox_builds = tb::table.filter(tb::step.eq_any(["upload", "build_query", "audit_apply", "await_audit", "online"])).count().get_result(conn)?;
+        let outbox_builds = tb::table.filter(tb::step.eq_any(["version_list", "upload", "build_query", "audit_apply", "await_audit", "online"])).count().get_result(conn)?;
         Ok(Backlog { inbox_pending, inbox_oldest, deadlines_due, outbox_merchant_syncs, outbox_builds })
     })
 }

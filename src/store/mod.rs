@@ -12,6 +12,7 @@ pub mod deadlines;
 mod error;
 pub mod gauges;
 pub mod group_commit;
+pub mod leases;
 pub mod merchant_orders;
 pub mod messages;
 pub mod operators;
@@ -19,6 +20,7 @@ pub mod orders;
 pub mod periods;
 pub mod queue;
 pub mod schema;
+pub mod token_checks;
 
 pub use conn::{
     AnyConnection, Backend, DbTarget, ExistingDbError, Pool, PooledConn, connect_existing,

@@ -56,18 +56,17 @@ pub const DEADLINES: Queue = Queue {
     returning: "id, commodity_order_id, kind, warning_days, due_at, attempts",
 };
 
-/// Template builds at a step that calls Alipay (`await_audit` waits for a message, and the
-/// final steps wait for nothing).
+/// Template builds at a step that calls Alipay when due (`BuildStep::calls_alipay`).
 pub const BUILDS: Queue = Queue {
     name: "builds",
     table: "template_builds",
     key: "id",
-    waiting: "step IN ('upload', 'build_query', 'audit_apply', 'online') \
-              AND next_attempt_at <= {now}",
+    waiting: "step IN ('version_list', 'upload', 'build_query', 'audit_apply', 'await_audit', \
+              'online') AND next_attempt_at <= {now}",
     order: "next_attempt_at, id",
     lease: "claimed_until",
     returning: "id, mini_app_id, commodity_order_id, app_version, version_number, template_id, \
-                template_version, step, attempts, last_error",
+                template_version, step, attempts, last_error, alipay_status",
 };
 
 /// Merchant orders with a queued sync due for delivery. The order is leased, not the sync: its

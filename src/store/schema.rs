@@ -35,6 +35,8 @@ diesel::table! {
         attention -> Nullable<Text>,
         isv_app_id -> Nullable<Text>,
         token_fingerprint -> Nullable<Text>,
+        token_checked_at -> Nullable<Timestamp>,
+        token_check_result -> Nullable<Text>,
     }
 }
 
@@ -196,6 +198,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        alipay_status -> Nullable<Text>,
     }
 }
 
@@ -238,7 +241,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    job_leases (name) {
+        name -> Text,
+        holder -> Text,
+        until -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    job_leases,
     operators,
     operator_sessions,
     alipay_calls,

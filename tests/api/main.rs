@@ -8,6 +8,7 @@ mod admin;
 mod apply;
 mod browser;
 mod certs;
+mod checks;
 mod deadlines;
 mod desk;
 mod edge;

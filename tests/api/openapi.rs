@@ -321,6 +321,19 @@ async fn real_responses_match_the_openapi_document() {
         assert_eq!(status, expected, "{path}: {body}");
         c.check("get", t, status, &body);
     }
+    // The token check (the fake answers `valid`).
+    let t = "/admin/api/authorizations/{auth_app_id}/check";
+    for (path, expected) in [
+        (format!("/admin/api/authorizations/{TINY_APP}/check"), 200),
+        (
+            "/admin/api/authorizations/2021000000000000/check".to_string(),
+            404,
+        ),
+    ] {
+        let (status, body) = app.admin_post(&path, "").await;
+        assert_eq!(status, expected, "{path}: {body}");
+        c.check("post", t, status, &body);
+    }
 
     // The merchant-order API, and support's resend.
     app.alipay.script([Reply::Error {

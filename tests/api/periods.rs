@@ -323,7 +323,8 @@ async fn a_re_order_after_a_refund_reopens_the_service(db: Db) {
     let app = app_with_template(db).await;
     authorize(&app).await;
     paid_order(&app, "P3", Some("365")).await;
-    // One pass: uploaded, build.query next.
+    // Two passes: Alipay's version list read, then uploaded; build.query next.
+    app.services.run_pipeline(50).await.unwrap();
     app.services.run_pipeline(50).await.unwrap();
     assert_eq!(service(&app).await["build"]["step"], "build_query");
 
@@ -370,6 +371,8 @@ async fn a_service_support_terminated_builds_nothing_and_warns_no_more(db: Db) {
     let app = app_with_template(db).await;
     authorize(&app).await;
     paid_order(&app, "S1", Some("365")).await;
+    // Alipay's version list read, then uploaded.
+    app.services.run_pipeline(50).await.unwrap();
     app.services.run_pipeline(50).await.unwrap();
     // A renewal paid while the first build runs: no build of its own yet.
     paid_order(&app, "S2", Some("365")).await;

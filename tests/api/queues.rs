@@ -62,9 +62,17 @@ async fn every_queue_is_claimed_under_a_lease(db: Db) {
         "claimed again once the lease ran out"
     );
 
-    builds::start(&mut conn, MINI_APP, "QL0", ("2021000000000009", None), at).unwrap();
+    builds::start(
+        &mut conn,
+        MINI_APP,
+        "QL0",
+        ("2021000000000009", None),
+        "0.0.1",
+        at,
+    )
+    .unwrap();
     let claimed = builds::claim_due(&mut conn, at, lease, 10).unwrap();
-    assert_eq!(claimed.len(), 1, "the builds queue claims a due upload");
+    assert_eq!(claimed.len(), 1, "the builds queue claims a due build");
     assert!(
         builds::claim_due(&mut conn, at, lease, 10)
             .unwrap()
@@ -188,25 +196,30 @@ async fn a_failing_build_step_is_given_up_at_its_limit(db: Db) {
     app.run_pending_jobs().await;
     app.alipay
         .script([Reply::Http(502), Reply::Http(502), Reply::Http(502)]);
-    let uploads = |app: &TestApp| {
+    // The build's first step asks for Alipay's version list; it keeps failing.
+    let list_calls = |app: &TestApp| {
         app.alipay
             .calls()
             .iter()
-            .filter(|c| c.method == "alipay.open.mini.version.upload")
+            .filter(|c| c.method == "alipay.open.mini.version.list.query")
             .count()
     };
     for attempt in 1..=3 {
         app.services.run_pipeline(50).await.unwrap();
-        assert_eq!(uploads(&app), attempt);
+        assert_eq!(list_calls(&app), attempt);
         let (_, order) = app.admin_get("/admin/api/orders/QF1").await;
-        let expected = if attempt < 3 { "upload" } else { "failed" };
+        let expected = if attempt < 3 {
+            "version_list"
+        } else {
+            "failed"
+        };
         assert_eq!(
             order["build"]["step"], expected,
             "after attempt {attempt}: {order}"
         );
         // Not due again until its backoff has passed.
         app.services.run_pipeline(50).await.unwrap();
-        assert_eq!(uploads(&app), attempt, "retried before its backoff");
+        assert_eq!(list_calls(&app), attempt, "retried before its backoff");
         app.clock.advance(Duration::hours(1));
     }
     let alerts = app.alipay.alerts();
@@ -220,7 +233,7 @@ async fn a_failing_build_step_is_given_up_at_its_limit(db: Db) {
     );
     app.clock.advance(Duration::days(1));
     app.services.run_pipeline(50).await.unwrap();
-    assert_eq!(uploads(&app), 3, "a given-up build is not called again");
+    assert_eq!(list_calls(&app), 3, "a given-up build is not called again");
     app.stop().await;
 }
 

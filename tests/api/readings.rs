@@ -449,6 +449,8 @@ async fn an_order_is_joined_to_its_mini_program_through_the_items(db: Db) {
     // The build starts for the joined mini program, as the merchant.
     let pass = app.services.run_pipeline(50).await.unwrap();
     assert_eq!(pass.started, 1, "{pass:?}");
+    // Alipay's version list first, then the upload.
+    app.services.run_pipeline(50).await.unwrap();
     let upload = app
         .alipay
         .calls()

@@ -143,7 +143,9 @@ async fn support_termination_stops_the_build_in_flight(db: Db) {
     let order = common::order_notification(&key, "SEAM2", "n-seam-2", "0.00");
     assert_eq!(app.post_notify(order).await.1, "success");
     app.run_pending_jobs().await;
-    // One pass: the build starts and uploads; build.query comes next.
+    // Two passes: the build starts and reads Alipay's versions, then uploads; build.query
+    // comes next.
+    app.services.run_pipeline(50).await.unwrap();
     app.services.run_pipeline(50).await.unwrap();
     let (_, order) = app.admin_get("/admin/api/orders/SEAM2").await;
     assert_eq!(order["build"]["step"], "build_query", "{order}");

@@ -318,6 +318,7 @@ async fn openapi_describes_every_route() {
         ("post", "/admin/api/builds/{mini_app_id}/retry"),
         ("get", "/admin/api/services/{mini_app_id}"),
         ("get", "/admin/api/authorizations/{auth_app_id}"),
+        ("post", "/admin/api/authorizations/{auth_app_id}/check"),
         (
             "post",
             "/admin/api/merchant-orders/{tiny_app_id}/{out_biz_no}/resend",

@@ -65,6 +65,13 @@ struct Shared {
     /// Orders answered with whole item objects (`set_order_items`), checked first.
     order_items: Arc<Mutex<BTreeMap<String, (String, Vec<serde_json::Value>)>>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
+    /// What `alipay.open.mini.version.list.query` answers in `app_versions` (default: none).
+    app_versions: Arc<Mutex<Vec<String>>>,
+    /// What `alipay.open.mini.version.detail.query` answers: (`status`, `reject_reason`);
+    /// default `AUDITING`.
+    version_detail: Arc<Mutex<Option<(String, Option<String>)>>>,
+    /// `alipay.open.auth.token.app.query`'s `status` by token (default `valid`).
+    token_status: Arc<Mutex<BTreeMap<String, String>>>,
     certs: Arc<Mutex<Option<FakeCerts>>>,
     /// Further ISV apps' public keys by app id: a request naming one is verified with its key
     /// (any other with the primary app's).
@@ -190,6 +197,27 @@ impl FakeAlipay {
             .lock()
             .unwrap()
             .insert(commodity_order_id.to_string(), (status.to_string(), items));
+    }
+
+    /// Sets the versions `version.list.query` reports for the mini program.
+    pub fn set_app_versions(&self, versions: &[&str]) {
+        *self.shared.app_versions.lock().unwrap() =
+            versions.iter().map(|v| v.to_string()).collect();
+    }
+
+    /// Sets what `version.detail.query` answers (`status`, `reject_reason`).
+    pub fn set_version_detail(&self, status: &str, reject_reason: Option<&str>) {
+        *self.shared.version_detail.lock().unwrap() =
+            Some((status.to_string(), reject_reason.map(str::to_string)));
+    }
+
+    /// Sets what `auth.token.app.query` answers for a token (`valid`, `invalid`, ...).
+    pub fn set_token_status(&self, token: &str, status: &str) {
+        self.shared
+            .token_status
+            .lock()
+            .unwrap()
+            .insert(token.to_string(), status.to_string());
     }
 
     /// The alert webhook URL served by this fake.
@@ -379,6 +407,40 @@ async fn gateway(
             HttpResponse::Ok()
                 .content_type("application/json;charset=utf-8")
                 .body(body)
+        }
+        None if method == "alipay.open.mini.version.list.query" => {
+            let versions = shared.app_versions.lock().unwrap().clone();
+            signed(serde_json::json!({"code": "10000", "msg": "Success", "app_versions": versions}))
+        }
+        None if method == "alipay.open.mini.version.detail.query" => {
+            let biz: serde_json::Value = params
+                .get("biz_content")
+                .and_then(|b| serde_json::from_str(b).ok())
+                .unwrap_or_default();
+            let (status, reason) = shared
+                .version_detail
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_else(|| ("AUDITING".to_string(), None));
+            signed(serde_json::json!({"code": "10000", "msg": "Success",
+                "app_version": biz["app_version"], "status": status, "reject_reason": reason}))
+        }
+        None if method == "alipay.open.auth.token.app.query" => {
+            let biz: serde_json::Value = params
+                .get("biz_content")
+                .and_then(|b| serde_json::from_str(b).ok())
+                .unwrap_or_default();
+            let token = biz["app_auth_token"].as_str().unwrap_or("").to_string();
+            let status = shared
+                .token_status
+                .lock()
+                .unwrap()
+                .get(&token)
+                .cloned()
+                .unwrap_or_else(|| "valid".to_string());
+            signed(serde_json::json!({"code": "10000", "msg": "Success", "status": status,
+                "auth_methods": ["alipay.open.mini.version.upload"]}))
         }
         None if method == "alipay.open.mini.version.build.query" => {
             signed(serde_json::json!({"code": "10000", "msg": "Success", "build_status": "2"}))
