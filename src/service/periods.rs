@@ -13,6 +13,7 @@ use crate::domain::lifecycle::{
     self as lc, AuthorizationStatus, DeadlineState, Order, Period, PeriodDates, PeriodEvent,
     PeriodState, ServiceEvent, ServiceStatus, TerminationCause,
 };
+use crate::store::builds;
 use crate::store::deadlines::TimerKind;
 use crate::store::orders::{self as store, OrderRow};
 use crate::store::{
@@ -141,12 +142,14 @@ impl Services {
         let facts = periods::order_facts(conn, id)?.unwrap_or_default();
         let existing = service_periods(conn, &key)?;
         let runs_until = lc::last_end(&existing, now);
-        // The payment's time: implementation starts with it; an order first seen further along
-        // was paid no later than it was ordered... or at least we know no better time.
-        let paid_at = match order.status {
-            OrderStatus::Implementing => order.status_since,
-            OrderStatus::AwaitingConfirmation | OrderStatus::Completed => order.ordered_at,
-            OrderStatus::AwaitingPayment | OrderStatus::Cancelled => now,
+        // The payment's time (`paid_at`: the item's service_effect_date, the notice's
+        // order_time, or when a reading showed it); without one, implementation starts with the
+        // payment, and an order first seen further along was paid no later than it was ordered.
+        let paid_at = match (&order.payment, order.status) {
+            (Some(payment), _) => payment.at,
+            (None, OrderStatus::Implementing) => order.status_since,
+            (None, OrderStatus::AwaitingConfirmation | OrderStatus::Completed) => order.ordered_at,
+            (None, OrderStatus::AwaitingPayment | OrderStatus::Cancelled) => now,
         };
         let dates = PeriodDates::choose(item_dates(&facts), paid_at, runs_until, facts.period_day);
         let period = lc::handle_period(None, id, PeriodEvent::Paid(dates));
@@ -199,6 +202,17 @@ impl Services {
         let all = service_periods(conn, &key)?;
         if all.iter().any(|p| p.remains(now)) {
             self.reschedule_expiry(conn, &key, now)?;
+            // The service runs on, but this order's own build (a renewal's) has no one to
+            // serve: it stops, in the same transaction.
+            for (version, order) in builds::cancel_order_build(conn, id, to_db_time(now))? {
+                super::pipeline::note(
+                    conn,
+                    &order,
+                    "build_cancelled",
+                    format!("version {version}: its order ended"),
+                    now,
+                )?;
+            }
             return Ok(false);
         }
         Ok(true)

@@ -129,10 +129,12 @@ pub struct BuildRow {
 }
 
 /// Orders that need a build: implementing, with an active authorization for their mini program,
-/// no build yet, a service that is `provisioning` (a live service needs none, an ended one gets
-/// none), and no build underway for another order whose period still runs: a renewal never
-/// starts a second build beside the first, while a re-order after the service ended (the old
-/// build cancelled, the old period closed) does start one.
+/// no build yet, a service that is `provisioning` or `live` (an ended one gets none), and no
+/// other build of the mini program for an order whose period still runs that is underway or
+/// waiting for support (anything but `done` or `cancelled`). So one build runs at a time: a
+/// renewal paid while the first build runs waits for it, and one paid on a live service gets
+/// its own build (its order reaches 待商家确认 only through an audit, like the first); a re-order
+/// after the service ended (the old build cancelled, the old period closed) starts one at once.
 pub fn orders_needing_a_build(
     conn: &mut AnyConnection,
     limit: i64,
@@ -143,13 +145,16 @@ pub fn orders_needing_a_build(
             .inner_join(sv::table.on(sv::service_key.nullable().eq(od::mini_app_id)))
             .filter(od::status.eq(crate::domain::OrderStatus::Implementing))
             .filter(au::status.eq(crate::domain::lifecycle::AuthorizationStatus::Active))
-            .filter(sv::status.eq(crate::domain::lifecycle::ServiceStatus::Provisioning))
+            .filter(sv::status.eq_any([
+                crate::domain::lifecycle::ServiceStatus::Provisioning,
+                crate::domain::lifecycle::ServiceStatus::Live,
+            ]))
             .filter(diesel::dsl::not(diesel::dsl::exists(tb::table.filter(tb::commodity_order_id.eq(od::commodity_order_id)))))
             .filter(diesel::dsl::not(diesel::dsl::exists(
                 tb::table
                     .inner_join(sp::table.on(sp::commodity_order_id.eq(tb::commodity_order_id)))
                     .filter(tb::mini_app_id.nullable().eq(od::mini_app_id))
-                    .filter(tb::step.ne(BuildStep::Cancelled))
+                    .filter(tb::step.ne_all([BuildStep::Cancelled, BuildStep::Done]))
                     .filter(sp::state.eq(crate::domain::lifecycle::PeriodState::Active)),
             )))
             .select((od::commodity_order_id, au::auth_app_id, od::item_code))
@@ -345,12 +350,46 @@ pub fn cancel_in_flight(
     mini_app_id: &str,
     now: NaiveDateTime,
 ) -> QueryResult<Vec<(String, String)>> {
-    db_run!(conn: {
-        let in_flight: Vec<(i64, String, String)> = tb::table
+    let in_flight = db_run!(conn: {
+        tb::table
             .filter(tb::mini_app_id.eq(mini_app_id))
             .filter(tb::step.eq_any(IN_FLIGHT))
             .select((tb::id, tb::app_version, tb::commodity_order_id))
-            .load(conn)?;
+            .load(conn)?
+    });
+    stop_in_flight(conn, in_flight, "stopped: the service ended", now)
+}
+
+/// Stops the in-flight build of one order (a renewal refunded or cancelled while the service
+/// runs on): the same as [`cancel_in_flight`], for that order's build only.
+pub fn cancel_order_build(
+    conn: &mut AnyConnection,
+    commodity_order_id: &str,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<(String, String)>> {
+    let in_flight = db_run!(conn: {
+        tb::table
+            .filter(tb::commodity_order_id.eq(commodity_order_id))
+            .filter(tb::step.eq_any(IN_FLIGHT))
+            .select((tb::id, tb::app_version, tb::commodity_order_id))
+            .load(conn)?
+    });
+    stop_in_flight(
+        conn,
+        in_flight,
+        "stopped: its order was refunded or cancelled",
+        now,
+    )
+}
+
+/// Moves each of `in_flight` (id, version, order) to `cancelled`; returns those it moved.
+fn stop_in_flight(
+    conn: &mut AnyConnection,
+    in_flight: Vec<(i64, String, String)>,
+    why: &'static str,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<(String, String)>> {
+    db_run!(conn: {
         let mut stopped = Vec::with_capacity(in_flight.len());
         for (id, version, order) in in_flight {
             // Guarded like every step change: a row that moved meanwhile is left alone.
@@ -358,7 +397,7 @@ pub fn cancel_in_flight(
                 .set((
                     tb::step.eq(BuildStep::Cancelled),
                     tb::claimed_until.eq(None::<NaiveDateTime>),
-                    tb::last_error.eq(Some("stopped: the service ended")),
+                    tb::last_error.eq(Some(why)),
                     tb::updated_at.eq(now),
                 ))
                 .execute(conn)?;

@@ -257,9 +257,11 @@ async fn a_refunded_renewal_leaves_the_service_live_on_the_first_period(db: Db) 
         p1_end + Duration::days(365)
     );
     assert_eq!(time(&s["expires_at"]), p1_end + Duration::days(365));
-    // It never disturbs the build: no second upload, the live build stays done.
-    assert_eq!(calls(&app, "alipay.open.mini.version.upload"), 1);
-    assert_eq!(s["build"]["step"], "done");
+    // Its order reaches 待商家确认 only through an audit, so it gets a build of its own, after
+    // the first (never beside it); the live version stays online meanwhile.
+    assert_eq!(calls(&app, "alipay.open.mini.version.upload"), 2);
+    assert_eq!(s["build"]["app_version"], "0.0.2", "{s}");
+    assert_eq!(s["build"]["step"], "await_audit", "{s}");
 
     // The merchant refunds the renewal: that period only ends.
     refund(&app, "R1").await;
@@ -267,7 +269,17 @@ async fn a_refunded_renewal_leaves_the_service_live_on_the_first_period(db: Db) 
     assert_eq!(s["status"], "live", "{s}");
     assert_eq!(s["termination_cause"], Value::Null);
     assert_eq!(states(&s), pairs(&[("P1", "active"), ("R1", "refunded")]));
-    assert_eq!(s["build"]["step"], "done");
+    // The refunded renewal's own build stops; the first one stays online.
+    assert_eq!(s["build"]["app_version"], "0.0.2", "{s}");
+    assert_eq!(s["build"]["step"], "cancelled", "{s}");
+    let calls_before = build_calls(&app);
+    app.clock.advance(Duration::hours(2));
+    run_pipeline(&app).await;
+    assert_eq!(
+        build_calls(&app),
+        calls_before,
+        "no call for the refunded renewal's build"
+    );
     // The service now runs out at the first period's end; the expiry row moved back to P1.
     assert_eq!(time(&s["expires_at"]), p1_end);
     let p1 = order(&app, "P1").await;
