@@ -443,6 +443,8 @@ impl Services {
                     };
                     let (_, st) = self.service_event(conn, &key, restore, now)?;
                     if st.ignored.is_none() {
+                        // The period the inference closed runs again.
+                        self.restore_order_period(conn, before, now)?;
                         note(
                             conn,
                             "alipay",

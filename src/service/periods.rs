@@ -218,6 +218,35 @@ impl Services {
         Ok(true)
     }
 
+    /// The order's close was an inference Alipay contradicted (`Effect::RestoreService`): its
+    /// period runs again and the service's expiry is scheduled from it again.
+    pub(super) fn restore_order_period(
+        &self,
+        conn: &mut AnyConnection,
+        row: &OrderRow,
+        now: DateTime<Utc>,
+    ) -> Result<(), LifecycleError> {
+        let id = row.commodity_order_id.as_str();
+        let key = service_key(row);
+        let Some(stored) = periods::find(conn, id)? else {
+            return Ok(());
+        };
+        let before = stored.to_domain();
+        let after = lc::handle_period(Some(&before), id, PeriodEvent::Restored);
+        if after != before {
+            periods::save(conn, &key, &after, to_db_time(now))?;
+            note(
+                conn,
+                row,
+                "alipay",
+                "period_restored",
+                after.state.as_str().into(),
+                now,
+            )?;
+        }
+        self.reschedule_expiry(conn, &key, now)
+    }
+
     /// The service ended, for any cause (with `Effect::StopProvisioning`): its remaining periods
     /// close (ended when run out, else cancelled), its expiry rows stop, and its orders raise no
     /// more implementation warnings.

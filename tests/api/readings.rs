@@ -413,6 +413,18 @@ async fn a_service_ended_by_a_wrong_inference_is_restored(app: TestApp) {
             .any(|h| h["cause"] == "service_restored"),
         "{o}"
     );
+    // The period the inference closed (as refunded) runs again.
+    let (_, service) = app
+        .admin_get(&format!("/admin/api/services/{MINI_APP}"))
+        .await;
+    let period = service["periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["commodity_order_id"] == "INF2")
+        .cloned()
+        .unwrap_or_else(|| panic!("{service}"));
+    assert_eq!(period["state"], "active", "{service}");
     app.stop().await;
 }
 both_backends!(

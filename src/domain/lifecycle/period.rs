@@ -124,6 +124,10 @@ pub enum PeriodEvent {
         state: PeriodState,
         at: DateTime<Utc>,
     },
+    /// The close came from an inference that Alipay has since contradicted (the order was not
+    /// refunded or cancelled after all): the period runs again with its dates. A period that
+    /// ran out stays ended.
+    Restored,
 }
 
 /// Applies one event to an order's period (`None`: nothing known yet).
@@ -147,6 +151,14 @@ pub fn handle_period(current: Option<&Period>, order: &str, event: PeriodEvent) 
             state,
             closed_at: Some(at),
             ..base
+        },
+        PeriodEvent::Restored => match base.state {
+            PeriodState::Refunded | PeriodState::Cancelled => Period {
+                state: PeriodState::Active,
+                closed_at: None,
+                ..base
+            },
+            PeriodState::Active | PeriodState::Ended => base,
         },
     }
 }

@@ -430,3 +430,23 @@ mod shuffled {
         }
     }
 }
+
+#[test]
+fn a_restored_period_runs_again_unless_it_ran_out() {
+    let first = paid("P1", 0, 365);
+    for state in [PeriodState::Refunded, PeriodState::Cancelled] {
+        let inferred = closed(&first, state, 30);
+        let restored = handle_period(Some(&inferred), "P1", PeriodEvent::Restored);
+        assert_eq!(restored, first, "{state:?} restored");
+        assert_eq!(derive_service(&[restored], true, t0() + days(40)), live());
+    }
+    let ran_out = closed(&first, PeriodState::Ended, 365);
+    assert_eq!(
+        handle_period(Some(&ran_out), "P1", PeriodEvent::Restored),
+        ran_out
+    );
+    assert_eq!(
+        handle_period(Some(&first), "P1", PeriodEvent::Restored),
+        first
+    );
+}
