@@ -18,14 +18,7 @@ const ORDER_QUERY: &str = "alipay.open.servicemarket.order.query";
 
 /// The merchant's authorization (vector N035, mini program `MINI_APP`) and a free order of it.
 async fn authorized_order(app: &TestApp, id: &str) {
-    let auth = common::vectors("notifications.jsonl")
-        .into_iter()
-        .find(|v| v["id"] == "N035")
-        .unwrap();
-    assert_eq!(
-        app.post_notify(auth["body"].as_str().unwrap()).await.1,
-        "success"
-    );
+    app.grant_merchant_authorization().await;
     free_order(app, id).await;
 }
 

@@ -177,6 +177,19 @@ impl TestApp {
         }
     }
 
+    /// The merchant's authorization of [`common::TINY_APP`] (vector N035), acknowledged; applied
+    /// with the next `run_pending_jobs`.
+    pub async fn grant_merchant_authorization(&self) {
+        let grant = common::vectors("notifications.jsonl")
+            .into_iter()
+            .find(|v| v["id"] == "N035")
+            .unwrap();
+        assert_eq!(
+            self.post_notify(grant["body"].as_str().unwrap()).await.1,
+            "success"
+        );
+    }
+
     pub fn message_states(&self) -> Vec<(String, String, String)> {
         let mut conn = self.services.pool.get().unwrap();
         isv_lifecycle::store::messages::identities(&mut conn).unwrap()

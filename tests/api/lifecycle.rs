@@ -268,14 +268,7 @@ async fn refund_during_confirmation(app: TestApp) {
 both_backends!(refund_during_confirmation, refund_during_confirmation);
 
 async fn support_termination_then_appauth_cancelled(app: TestApp) {
-    let auth = common::vectors("notifications.jsonl")
-        .into_iter()
-        .find(|v| v["id"] == "N035")
-        .unwrap();
-    assert_eq!(
-        app.post_notify(auth["body"].as_str().unwrap()).await.1,
-        "success"
-    );
+    app.grant_merchant_authorization().await;
     place(&app, "S1", "0.00").await;
     let (status, err) = app.admin_post("/admin/api/orders/S1/terminate", "{}").await;
     assert_eq!(

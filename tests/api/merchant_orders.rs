@@ -2,7 +2,7 @@
 
 use crate::both_backends;
 use crate::common::fake_alipay::Reply;
-use crate::common::{self, Db};
+use crate::common::Db;
 use crate::helpers::TestApp;
 use serde_json::{Value, json};
 
@@ -48,14 +48,7 @@ fn set_ext(v: &mut Value, key: &str, value: &str) {
 }
 
 async fn authorize(app: &TestApp) {
-    let v = common::vectors("notifications.jsonl")
-        .into_iter()
-        .find(|v| v["id"] == "N035")
-        .unwrap();
-    assert_eq!(
-        app.post_notify(v["body"].as_str().unwrap()).await.1,
-        "success"
-    );
+    app.grant_merchant_authorization().await;
     app.run_pending_jobs().await;
 }
 

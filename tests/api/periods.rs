@@ -41,14 +41,7 @@ async fn app_with_template(db: Db) -> TestApp {
 
 /// The merchant's authorization of `MINI_APP` (vector N035).
 async fn authorize(app: &TestApp) {
-    let auth = common::vectors("notifications.jsonl")
-        .into_iter()
-        .find(|v| v["id"] == "N035")
-        .unwrap();
-    assert_eq!(
-        app.post_notify(auth["body"].as_str().unwrap()).await.1,
-        "success"
-    );
+    app.grant_merchant_authorization().await;
     app.run_pending_jobs().await;
 }
 

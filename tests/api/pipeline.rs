@@ -19,14 +19,7 @@ async fn app_with_template(db: Db) -> TestApp {
 }
 
 async fn authorized_free_order(app: &TestApp, id: &str) {
-    let auth = common::vectors("notifications.jsonl")
-        .into_iter()
-        .find(|v| v["id"] == "N035")
-        .unwrap();
-    assert_eq!(
-        app.post_notify(auth["body"].as_str().unwrap()).await.1,
-        "success"
-    );
+    app.grant_merchant_authorization().await;
     let key = common::platform_private_key();
     assert_eq!(
         app.post_notify(common::order_notification(

@@ -10,7 +10,6 @@ use isv_lifecycle::clock::Clock as _;
 use isv_lifecycle::jobs::deadlines::Deadlines;
 use isv_lifecycle::jobs::runner::{self, Drained};
 use isv_lifecycle::store::{builds, merchant_orders, messages, to_db_time};
-use serde_json::json;
 
 const MINI_APP: &str = "2021004199990002";
 
@@ -87,7 +86,7 @@ async fn every_queue_is_claimed_under_a_lease(db: Db) {
     );
     drop(conn);
 
-    let sync = merchant_sync("QL-M1");
+    let sync = common::to_shop_sync("QL-M1", "wait_pay");
     let (status, answer) = app
         .api_post("/api/merchant-orders/sync", &sync.to_string())
         .await;
@@ -293,39 +292,6 @@ async fn the_runner_drains_in_batches_from_settings_postgres() {
 }
 
 async fn authorize(app: &TestApp) {
-    let grant = common::vectors("notifications.jsonl")
-        .into_iter()
-        .find(|v| v["id"] == "N035")
-        .unwrap();
-    assert_eq!(
-        app.post_notify(grant["body"].as_str().unwrap()).await.1,
-        "success"
-    );
+    app.grant_merchant_authorization().await;
     app.run_pending_jobs().await;
-}
-
-/// A valid to_shop booking sync for the mini program.
-fn merchant_sync(out_biz_no: &str) -> serde_json::Value {
-    let business_info = json!({
-        "book_item": "洗剪吹", "start_time": "2024-06-11 10:00:00", "end_time": "2024-06-11 11:00:00",
-        "shop_name": "测试店", "shop_phone": "0571-88888888", "address": "杭州市西湖区",
-        "change_time": "2024-06-11 12:00:00",
-    });
-    json!({
-        "out_biz_no": out_biz_no,
-        "buyer_open_id": "074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5",
-        "order_type": "service_order",
-        "order_create_time": "2024-06-10 10:00:00",
-        "order_modified_time": "2024-06-10 10:05:00.000",
-        "amount": "30.00",
-        "item_order_list": [{"item_name": "测试店 洗剪吹", "quantity": 1, "unit_price": "30.00",
-            "ext_info": [{"ext_key": "image_material_id", "ext_value": "2024060100000001"}]}],
-        "ext_info": [
-            {"ext_key": "merchant_order_status", "ext_value": "wait_pay"},
-            {"ext_key": "merchant_biz_type", "ext_value": "to_shop"},
-            {"ext_key": "merchant_order_link_page", "ext_value": format!("/pages/order/detail?id={out_biz_no}")},
-            {"ext_key": "tiny_app_id", "ext_value": MINI_APP},
-            {"ext_key": "business_info", "ext_value": business_info.to_string()},
-        ],
-    })
 }

@@ -131,14 +131,7 @@ async fn support_termination_stops_the_build_in_flight(db: Db) {
     .await;
     // The merchant's authorization (vector N035, mini program 2021004199990002), then a free
     // order for it: implementing at once, so the build starts.
-    let auth = common::vectors("notifications.jsonl")
-        .into_iter()
-        .find(|v| v["id"] == "N035")
-        .unwrap();
-    assert_eq!(
-        app.post_notify(auth["body"].as_str().unwrap()).await.1,
-        "success"
-    );
+    app.grant_merchant_authorization().await;
     let key = common::platform_private_key();
     let order = common::order_notification(&key, "SEAM2", "n-seam-2", "0.00");
     assert_eq!(app.post_notify(order).await.1, "success");

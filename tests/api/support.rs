@@ -190,41 +190,12 @@ both_backends!(
     a_message_for_another_app_is_never_replayed
 );
 
-/// A complete, valid to_shop sync (as in merchant_orders.rs).
 fn sync(out_biz_no: &str, status: &str) -> Value {
-    let business_info = json!({
-        "book_item": "洗剪吹", "start_time": "2024-06-11 10:00:00", "end_time": "2024-06-11 11:00:00",
-        "shop_name": "测试店", "shop_phone": "0571-88888888", "address": "杭州市西湖区",
-        "change_time": "2024-06-11 12:00:00",
-    });
-    json!({
-        "out_biz_no": out_biz_no,
-        "buyer_open_id": "074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5",
-        "order_type": "service_order",
-        "order_create_time": "2024-06-10 10:00:00",
-        "order_modified_time": "2024-06-10 10:05:00.000",
-        "amount": "30.00",
-        "item_order_list": [{"item_name": "测试店 洗剪吹", "quantity": 1, "unit_price": "30.00",
-            "ext_info": [{"ext_key": "image_material_id", "ext_value": "2024060100000001"}]}],
-        "ext_info": [
-            {"ext_key": "merchant_order_status", "ext_value": status},
-            {"ext_key": "merchant_biz_type", "ext_value": "to_shop"},
-            {"ext_key": "merchant_order_link_page", "ext_value": format!("/pages/order/detail?id={out_biz_no}")},
-            {"ext_key": "tiny_app_id", "ext_value": TINY_APP},
-            {"ext_key": "business_info", "ext_value": business_info.to_string()},
-        ],
-    })
+    common::to_shop_sync(out_biz_no, status)
 }
 
 async fn resend_after_a_refused_token(app: TestApp) {
-    let v = common::vectors("notifications.jsonl")
-        .into_iter()
-        .find(|v| v["id"] == "N035")
-        .unwrap();
-    assert_eq!(
-        app.post_notify(v["body"].as_str().unwrap()).await.1,
-        "success"
-    );
+    app.grant_merchant_authorization().await;
     app.run_pending_jobs().await;
     app.alipay.script([Reply::Error {
         code: "20001",

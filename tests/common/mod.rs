@@ -330,3 +330,34 @@ pub fn aes_cancellation(app_id: &str, key_b64: &str, notify_id: &str, mini_app_i
     .collect();
     notify::sign_message(&params, &platform_private_key())
 }
+
+/// The merchant's mini program of the vectors' authorization (N035) and of the merchant-order
+/// syncs the tests send.
+pub const TINY_APP: &str = "2021004199990002";
+
+/// A complete, valid `to_shop` merchant-order sync for [`TINY_APP`] in `status`, modified at
+/// 2024-06-10 10:05:00.000 (Beijing time).
+pub fn to_shop_sync(out_biz_no: &str, status: &str) -> Value {
+    let business_info = serde_json::json!({
+        "book_item": "洗剪吹", "start_time": "2024-06-11 10:00:00", "end_time": "2024-06-11 11:00:00",
+        "shop_name": "测试店", "shop_phone": "0571-88888888", "address": "杭州市西湖区",
+        "change_time": "2024-06-11 12:00:00",
+    });
+    serde_json::json!({
+        "out_biz_no": out_biz_no,
+        "buyer_open_id": "074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5",
+        "order_type": "service_order",
+        "order_create_time": "2024-06-10 10:00:00",
+        "order_modified_time": "2024-06-10 10:05:00.000",
+        "amount": "30.00",
+        "item_order_list": [{"item_name": "测试店 洗剪吹", "quantity": 1, "unit_price": "30.00",
+            "ext_info": [{"ext_key": "image_material_id", "ext_value": "2024060100000001"}]}],
+        "ext_info": [
+            {"ext_key": "merchant_order_status", "ext_value": status},
+            {"ext_key": "merchant_biz_type", "ext_value": "to_shop"},
+            {"ext_key": "merchant_order_link_page", "ext_value": format!("/pages/order/detail?id={out_biz_no}")},
+            {"ext_key": "tiny_app_id", "ext_value": TINY_APP},
+            {"ext_key": "business_info", "ext_value": business_info.to_string()},
+        ],
+    })
+}
