@@ -15,6 +15,15 @@
 //!
 //! It then counts the stored rows to check that every acknowledged message was committed.
 //! Messages are signed once with the vectors' platform key and cached under `target/`.
+//!
+//! `BENCH_MIX=mixed` sends the mix production sends instead of order notifications only: one
+//! third order notices, one third audit results (`alipay.open.mini.version.audit.passed`), one
+//! third authorization cancellations (`alipay.open.auth.appauth.cancelled`), all distinct. Each
+//! row then adds what applying costs: the **apply rate** (messages acknowledged in the closed
+//! loop over the time until the last of them was applied), the **ack→applied latency** of the
+//! half-rate phase (p50/p99, from each message's `received_at` and `applied_at`), and where the
+//! CPU went during the closed loop and its drain, from `/proc` (the server process, every
+//! `postgres` process, and this load generator; 100% = one core).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -23,9 +32,72 @@ use futures_util::StreamExt as _;
 use isv_lifecycle::store::{self, DbTarget};
 use std::time::{Duration, Instant};
 
-fn messages(count: usize) -> Vec<String> {
+/// What a run sends: order notifications only, or the production mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mix {
+    Orders,
+    Mixed,
+}
+
+impl Mix {
+    fn from_env() -> Mix {
+        match std::env::var("BENCH_MIX").as_deref() {
+            Ok("mixed") => Mix::Mixed,
+            Ok("orders") | Err(_) => Mix::Orders,
+            Ok(other) => panic!("BENCH_MIX={other:?}: expected orders or mixed"),
+        }
+    }
+}
+
+/// Message `i` of the mix: an order notice, an audit result or an authorization cancellation,
+/// each for its own order or mini program.
+fn message(key: &isv_lifecycle::alipay::PrivateKey, mix: Mix, i: usize) -> String {
+    let kind = match mix {
+        Mix::Orders => 0,
+        Mix::Mixed => i % 3,
+    };
+    if kind == 0 {
+        return common::order_notification(
+            key,
+            &format!("B{i:07}"),
+            &format!("bench-{i:07}"),
+            "19.90",
+        );
+    }
+    let mini_app = format!("20210042{i:08}");
+    let (method, biz) = if kind == 1 {
+        (
+            "alipay.open.mini.version.audit.passed",
+            format!("{{\"mini_app_id\":\"{mini_app}\",\"mini_app_version\":\"0.0.1\"}}"),
+        )
+    } else {
+        (
+            "alipay.open.auth.appauth.cancelled",
+            format!("{{\"auth_app_id\":\"{mini_app}\",\"app_auth_token\":\"202406BB{i:032}\"}}"),
+        )
+    };
+    let params: Vec<(String, String)> = [
+        ("notify_id", format!("bench-{i:07}")),
+        ("msg_method", method.to_string()),
+        ("app_id", common::APP_ID.to_string()),
+        ("version", "1.1".to_string()),
+        ("charset", "UTF-8".to_string()),
+        ("sign_type", "RSA2".to_string()),
+        (
+            "utc_timestamp",
+            (1_718_000_000_000i64 + i as i64).to_string(),
+        ),
+        ("biz_content", biz),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    isv_lifecycle::alipay::notify::sign_message(&params, key)
+}
+
+fn messages(count: usize, mix: Mix) -> Vec<String> {
     let cache = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("target/bench-gateway-{count}.txt"));
+        .join(format!("target/bench-gateway-{mix:?}-{count}.txt"));
     if let Ok(text) = std::fs::read_to_string(&cache) {
         let lines: Vec<String> = text.lines().map(str::to_string).collect();
         if lines.len() == count {
@@ -40,17 +112,7 @@ fn messages(count: usize) -> Vec<String> {
                 let key = common::platform_private_key();
                 (t..count)
                     .step_by(threads)
-                    .map(|i| {
-                        (
-                            i,
-                            common::order_notification(
-                                &key,
-                                &format!("B{i:07}"),
-                                &format!("bench-{i:07}"),
-                                "19.90",
-                            ),
-                        )
-                    })
+                    .map(|i| (i, message(&key, mix, i)))
                     .collect::<Vec<_>>()
             })
         })
@@ -169,6 +231,104 @@ fn stored(target: &DbTarget) -> usize {
     store::messages::identities(&mut conn).unwrap().len()
 }
 
+/// CPU time used so far (clock ticks, 100 a second on Linux) by the server process, by every
+/// `postgres` process, and by this load generator.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    server: u64,
+    postgres: u64,
+    load: u64,
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line (fields 14 and 15, after the command's `)`).
+fn stat_ticks(stat: &str) -> u64 {
+    let Some(end) = stat.rfind(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = stat[end + 1..].split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // fields[0] is field 3 (state): utime is field 14, stime field 15.
+    field(11) + field(12)
+}
+
+fn cpu_now(server_pid: Option<u32>) -> Cpu {
+    let read = |path: String| std::fs::read_to_string(path).map_or(0, |s| stat_ticks(&s));
+    let mut postgres = 0;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "postgres" {
+                postgres += read(format!("/proc/{pid}/stat"));
+            }
+        }
+    }
+    Cpu {
+        server: server_pid.map_or(0, |pid| read(format!("/proc/{pid}/stat"))),
+        postgres,
+        load: read("/proc/self/stat".into()),
+    }
+}
+
+/// Share of one core each used between `from` and `to` over `span` (100% = one core).
+fn cpu_share(from: Cpu, to: Cpu, span: Duration) -> String {
+    let pct = |a: u64, b: u64| b.saturating_sub(a) as f64 / span.as_secs_f64(); // ticks/s = % of a core
+    format!(
+        "{:.0}% / {:.0}% / {:.0}%",
+        pct(from.server, to.server),
+        pct(from.postgres, to.postgres),
+        pct(from.load, to.load)
+    )
+}
+
+/// How long after its `received_at` each message received since `from` was applied. The apply
+/// pass stamps `applied_at` when it starts, so this is a lower bound by up to one batch.
+fn apply_lags(target: &DbTarget, from: chrono::NaiveDateTime) -> Vec<Duration> {
+    use diesel::prelude::*;
+    use isv_lifecycle::store::schema::gateway_messages as gm;
+    let pool = store::connect_pool(target, 1).unwrap();
+    let mut pooled = pool.get().unwrap();
+    let conn: &mut store::AnyConnection = &mut pooled;
+    let rows: Vec<(chrono::NaiveDateTime, Option<chrono::NaiveDateTime>)> = isv_lifecycle::db_run!(conn: {
+        gm::table
+            .filter(gm::received_at.ge(from))
+            .filter(gm::applied_at.is_not_null())
+            .select((gm::received_at, gm::applied_at))
+            .load(conn)
+            .unwrap()
+    });
+    rows.into_iter()
+        .filter_map(|(received, applied)| (applied? - received).to_std().ok())
+        .collect()
+}
+
+fn percentile(values: &mut [Duration], p: f64) -> Duration {
+    values.sort_unstable();
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    values[((values.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn drain_inbox(target: &DbTarget, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while pending(target) > 0 && start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -198,18 +358,21 @@ async fn run_backend(
     let warm = 2000.min(bodies.len() / 10);
     let rest = &bodies[warm..];
     closed_loop(&client, &url, &bodies[..warm], concurrency).await;
+    drain_inbox(&target, Duration::from_secs(300)).await;
     let max_share = rest.len() * 6 / 10;
+    let server_pid = child.id();
+    let (cpu_before, loop_start) = (cpu_now(server_pid), Instant::now());
     let mut max = closed_loop(&client, &url, &rest[..max_share], concurrency).await;
     // Let the apply worker catch up with the backlog of the closed loop, so that the half-rate
     // phase measures the steady state (ingest and apply of the new messages), not a backlog.
-    let drain_start = Instant::now();
     let backlog = pending(&target);
-    while pending(&target) > 0 && drain_start.elapsed() < Duration::from_secs(300) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let drain = drain_start.elapsed();
+    let drain = drain_inbox(&target, Duration::from_secs(300)).await;
+    let applied_span = loop_start.elapsed();
+    let cpu = cpu_share(cpu_before, cpu_now(server_pid), applied_span);
+    let apply_rate = max.ok as f64 / applied_span.as_secs_f64();
     let half_rate = max.rate() / 2.0;
     let half_count = ((half_rate * half_seconds) as usize).min(rest.len() - max_share);
+    let half_from = chrono::Utc::now().naive_utc();
     let mut half = open_loop(
         &client,
         &url,
@@ -217,7 +380,12 @@ async fn run_backend(
         half_rate,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    drain_inbox(&target, Duration::from_secs(120)).await;
+    let mut lags = apply_lags(&target, half_from);
+    let (lag_p50, lag_p99) = (
+        ms(percentile(&mut lags, 0.5)),
+        ms(percentile(&mut lags, 0.99)),
+    );
     // The server's peak resident memory over the whole run (Linux: VmHWM).
     let peak_rss = child
         .id()
@@ -240,7 +408,7 @@ async fn run_backend(
     let (max_p50, max_p99) = (ms(max.percentile(0.5)), ms(max.percentile(0.99)));
     let (half_p50, half_p99) = (ms(half.percentile(0.5)), ms(half.percentile(0.99)));
     format!(
-        "| {db:?} | {} | {:.0} msgs/s | {max_p50} | {max_p99} | {} | {backlog} in {:.1} s | {:.0} msgs/s | {half_p50} | {half_p99} | {} | {rows} | {peak_rss} |",
+        "| {db:?} | {} | {:.0} msgs/s | {max_p50} | {max_p99} | {} | {backlog} in {:.1} s | {apply_rate:.0} msgs/s | {cpu} | {:.0} msgs/s | {half_p50} | {half_p99} | {} | {lag_p50} | {lag_p99} | {rows} | {peak_rss} |",
         max.ok,
         max.rate(),
         max.failed,
@@ -254,7 +422,8 @@ fn main() {
     let count: usize = common::env_or("BENCH_MESSAGES", 60_000);
     let concurrency: usize = common::env_or("BENCH_CONCURRENCY", 64);
     let half_seconds: f64 = common::env_or("BENCH_HALF_SECONDS", 5.0);
-    let bodies = messages(count);
+    let mix = Mix::from_env();
+    let bodies = messages(count, mix);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -264,14 +433,18 @@ fn main() {
     for db in common::bench_backends() {
         rows.push(runtime.block_on(run_backend(db, &bodies, concurrency, half_seconds)));
     }
+    let what = match mix {
+        Mix::Orders => "order notifications",
+        Mix::Mixed => "mixed messages (1/3 orders, 1/3 audit results, 1/3 cancellations)",
+    };
     println!(
-        "\nGateway: verified + committed order notifications, {} cores, concurrency {concurrency}",
+        "\nGateway: verified + committed {what}, {} cores, concurrency {concurrency}",
         num_cpus()
     );
     println!(
-        "| backend | max: ok | max rate | max p50 | max p99 | max failed | apply backlog drained | half: rate | half p50 | half p99 | half failed | rows stored | server peak RSS |"
+        "| backend | max: ok | max rate | max p50 | max p99 | max failed | apply backlog drained | apply rate | CPU server / postgres / load | half: rate | half p50 | half p99 | half failed | ack→applied p50 | ack→applied p99 | rows stored | server peak RSS |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }

@@ -1,8 +1,8 @@
 //! The merchant-order API and delivery to a local Alipay that checks our request signatures.
 
 use crate::both_backends;
-use crate::common::fake_alipay::Reply;
 use crate::common::Db;
+use crate::common::fake_alipay::Reply;
 use crate::helpers::TestApp;
 use serde_json::{Value, json};
 
