@@ -225,6 +225,19 @@ fn pending(target: &DbTarget) -> usize {
         .sum()
 }
 
+/// Stored messages per state, e.g. `applied 59998, quarantined 2`: what applying made of them.
+fn states(target: &DbTarget) -> String {
+    let pool = store::connect_pool(target, 1).unwrap();
+    let mut conn = pool.get().unwrap();
+    let mut counts = store::messages::count_by_state(&mut conn).unwrap();
+    counts.sort();
+    counts
+        .into_iter()
+        .map(|(state, n)| format!("{state} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn stored(target: &DbTarget) -> usize {
     let pool = store::connect_pool(target, 1).unwrap();
     let mut conn = pool.get().unwrap();
@@ -401,6 +414,7 @@ async fn run_backend(
     let _ = child.wait().await;
     let posted_ok = warm + max.ok + half.ok;
     let rows = stored(&target);
+    let states = states(&target);
     assert!(
         rows >= posted_ok - (max.failed + half.failed).min(posted_ok),
         "acknowledged messages missing"
@@ -408,7 +422,7 @@ async fn run_backend(
     let (max_p50, max_p99) = (ms(max.percentile(0.5)), ms(max.percentile(0.99)));
     let (half_p50, half_p99) = (ms(half.percentile(0.5)), ms(half.percentile(0.99)));
     format!(
-        "| {db:?} | {} | {:.0} msgs/s | {max_p50} | {max_p99} | {} | {backlog} in {:.1} s | {apply_rate:.0} msgs/s | {cpu} | {:.0} msgs/s | {half_p50} | {half_p99} | {} | {lag_p50} | {lag_p99} | {rows} | {peak_rss} |",
+        "| {db:?} | {} | {:.0} msgs/s | {max_p50} | {max_p99} | {} | {backlog} in {:.1} s | {apply_rate:.0} msgs/s | {cpu} | {:.0} msgs/s | {half_p50} | {half_p99} | {} | {lag_p50} | {lag_p99} | {rows} ({states}) | {peak_rss} |",
         max.ok,
         max.rate(),
         max.failed,
@@ -442,7 +456,7 @@ fn main() {
         num_cpus()
     );
     println!(
-        "| backend | max: ok | max rate | max p50 | max p99 | max failed | apply backlog drained | apply rate | CPU server / postgres / load | half: rate | half p50 | half p99 | half failed | ack→applied p50 | ack→applied p99 | rows stored | server peak RSS |"
+        "| backend | max: ok | max rate | max p50 | max p99 | max failed | apply backlog drained | apply rate | CPU server / postgres / load | half: rate | half p50 | half p99 | half failed | ack→applied p50 | ack→applied p99 | rows stored (by state) | server peak RSS |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
