@@ -279,6 +279,14 @@ pub struct InboxSettings {
     pub apply_poll_ms: u64,
     /// Attempts before a message that keeps failing is set aside as `failed` for support.
     pub max_apply_attempts: i32,
+    /// Apply workers side by side on PostgreSQL, each claiming its own leased batches (SQLite:
+    /// always one, its single writer). Default 1.
+    #[serde(default = "one_worker")]
+    pub apply_workers: usize,
+}
+
+fn one_worker() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -460,6 +468,12 @@ impl Prepared {
         }
         if settings.retention.batch <= 0 {
             return Err(err("retention.batch", "must be at least 1".into()));
+        }
+        if !(1..=64).contains(&settings.inbox.apply_workers) {
+            return Err(err(
+                "inbox.apply_workers",
+                "must be between 1 and 64".into(),
+            ));
         }
         let queues = &settings.queues;
         for (name, value) in [

@@ -200,6 +200,8 @@ pub struct Started {
     pub retention: crate::config::RetentionSettings,
     /// `scheduler.authorization_check_cron`.
     pub authorization_check_cron: String,
+    /// `inbox.apply_workers`: inbox runners, each claiming its own leased batches.
+    pub apply_workers: usize,
 }
 
 /// Opens and migrates the database, binds the listener and builds the HTTP server. The caller
@@ -231,6 +233,11 @@ pub fn build(prepared: &Prepared, clock: SharedClock) -> anyhow::Result<Started>
         app,
         services,
         retention: prepared.settings.retention.clone(),
+        // SQLite has one writer: more apply workers would only queue on its lock.
+        apply_workers: match prepared.database.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => prepared.settings.inbox.apply_workers,
+        },
         authorization_check_cron: prepared.settings.scheduler.authorization_check_cron.clone(),
     })
 }
@@ -247,11 +254,17 @@ pub async fn run(started: Started, poll: Duration) -> anyhow::Result<()> {
     };
     use crate::jobs::runner::run as run_queue;
     use crate::jobs::{apply_inbox::Inbox, deliver_merchant_orders::Deliveries, pipeline::Builds};
-    let jobs = [
-        supervised("apply_inbox", |s, poll| {
-            let wakeup = Some(s.apply_wakeup.clone());
-            Box::pin(run_queue(Inbox(s), poll, wakeup))
-        }),
+    // Each inbox runner claims its own leased batches, so several apply side by side without
+    // taking a message twice.
+    let mut jobs: Vec<_> = (0..started.apply_workers.max(1))
+        .map(|_| {
+            supervised("apply_inbox", |s, poll| {
+                let wakeup = Some(s.apply_wakeup.clone());
+                Box::pin(run_queue(Inbox(s), poll, wakeup))
+            })
+        })
+        .collect();
+    jobs.extend([
         supervised("deliver_merchant_orders", |s, poll| {
             let wakeup = Some(s.delivery_wakeup.clone());
             Box::pin(run_queue(Deliveries(s), poll, wakeup))
@@ -259,7 +272,7 @@ pub async fn run(started: Started, poll: Duration) -> anyhow::Result<()> {
         supervised("pipeline", |s, poll| {
             Box::pin(run_queue(Builds(s), poll, None))
         }),
-    ];
+    ]);
     let lifecycle = services.lifecycle.clone();
     let scheduler = crate::jobs::deadlines::start(
         services.clone(),
