@@ -1224,6 +1224,31 @@ mod tests {
     }
 
     #[test]
+    fn queue_sizes_and_apply_workers_out_of_range_are_refused_naming_the_setting() {
+        let (settings, _dir) = settings_with(&[]);
+        assert_eq!(settings.inbox.apply_workers, 1, "the default");
+        assert_eq!(settings.queues.build_max_attempts, 40, "the default");
+        for (var, name, value) in [
+            ("ISV__INBOX__APPLY_WORKERS", "inbox.apply_workers", "0"),
+            ("ISV__INBOX__APPLY_WORKERS", "inbox.apply_workers", "65"),
+            ("ISV__QUEUES__DEADLINE_BATCH", "queues.deadline_batch", "0"),
+            (
+                "ISV__QUEUES__BUILD_MAX_ATTEMPTS",
+                "queues.build_max_attempts",
+                "0",
+            ),
+        ] {
+            let (settings, _dir) = settings_with(&[(var, value)]);
+            let e = Prepared::from_settings(settings, Path::new("test.toml"))
+                .err()
+                .expect("refused");
+            assert_eq!(e.name, name, "{e}");
+        }
+        let (settings, _dir) = settings_with(&[("ISV__INBOX__APPLY_WORKERS", "4")]);
+        assert_eq!(settings.inbox.apply_workers, 4);
+    }
+
+    #[test]
     fn a_bad_second_app_stops_the_start_naming_its_setting() {
         let keys_dir = tempfile::tempdir().unwrap();
         let (private, public) = second_app_keys(keys_dir.path());
