@@ -474,50 +474,16 @@ mod tests {
 
     #[test]
     fn timer_rows_migration_converts_old_rows_on_sqlite() {
-        use diesel::connection::SimpleConnection as _;
-        let mut conn = diesel::SqliteConnection::establish(":memory:").unwrap();
-        conn.batch_execute("PRAGMA foreign_keys = ON").unwrap();
-        timer_rows_migration_converts_old_rows(&mut AnyConnection::Sqlite(conn));
+        timer_rows_migration_converts_old_rows(&mut crate::store::scratch::sqlite());
     }
 
     /// The same on PostgreSQL, in a schema of its own (`ISV_TEST_SKIP_POSTGRES=1` skips it).
     #[test]
     fn timer_rows_migration_converts_old_rows_on_postgres() {
-        use diesel::connection::SimpleConnection as _;
-        if std::env::var("ISV_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
-            return;
-        }
-        let base = std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let schema = format!(
-            "t_timer_rows_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
+        crate::store::scratch::in_postgres_schema(
+            "timer_rows",
+            timer_rows_migration_converts_old_rows,
         );
-        let mut admin = diesel::PgConnection::establish(&base).unwrap_or_else(|e| {
-            panic!("PostgreSQL at {base} (ISV_TEST_SKIP_POSTGRES=1 skips it): {e}")
-        });
-        admin
-            .batch_execute(&format!("CREATE SCHEMA {schema}"))
-            .unwrap();
-        struct Drop_<'a>(&'a mut diesel::PgConnection, &'a str);
-        impl Drop for Drop_<'_> {
-            fn drop(&mut self) {
-                let _ = self
-                    .0
-                    .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.1));
-            }
-        }
-        let _cleanup = Drop_(&mut admin, &schema);
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let conn = diesel::PgConnection::establish(&format!(
-            "{base}{sep}options=-csearch_path%3D{schema}"
-        ))
-        .unwrap();
-        timer_rows_migration_converts_old_rows(&mut AnyConnection::Postgresql(conn));
     }
 
     #[derive(QueryableByName)]

@@ -48,3 +48,59 @@ pub fn to_db_time(t: chrono::DateTime<chrono::Utc>) -> chrono::NaiveDateTime {
 pub fn from_db_time(t: chrono::NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
     t.and_utc()
 }
+
+/// Scratch databases for the store's own migration tests: an in-memory SQLite, and a PostgreSQL
+/// schema of its own that is dropped afterwards.
+#[cfg(test)]
+pub(crate) mod scratch {
+    use super::AnyConnection;
+    use diesel::Connection as _;
+    use diesel::connection::SimpleConnection as _;
+
+    /// An empty in-memory SQLite database with foreign keys on.
+    pub fn sqlite() -> AnyConnection {
+        let mut conn = diesel::SqliteConnection::establish(":memory:").unwrap();
+        conn.batch_execute("PRAGMA foreign_keys = ON").unwrap();
+        AnyConnection::Sqlite(conn)
+    }
+
+    /// Runs `test` on a connection whose search path is a new, empty schema named after `name`
+    /// on the test PostgreSQL (`TEST_DATABASE_URL`), dropped afterwards whatever happens.
+    /// `ISV_TEST_SKIP_POSTGRES=1` skips it.
+    pub fn in_postgres_schema(name: &str, test: impl FnOnce(&mut AnyConnection)) {
+        if std::env::var("ISV_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
+            return;
+        }
+        let base = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!(
+            "t_{name}_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let mut admin = diesel::PgConnection::establish(&base).unwrap_or_else(|e| {
+            panic!("PostgreSQL at {base} (ISV_TEST_SKIP_POSTGRES=1 skips it): {e}")
+        });
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .unwrap();
+        struct Cleanup<'a>(&'a mut diesel::PgConnection, &'a str);
+        impl Drop for Cleanup<'_> {
+            fn drop(&mut self) {
+                let _ = self
+                    .0
+                    .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.1));
+            }
+        }
+        let _cleanup = Cleanup(&mut admin, &schema);
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let conn = diesel::PgConnection::establish(&format!(
+            "{base}{sep}options=-csearch_path%3D{schema}"
+        ))
+        .unwrap();
+        test(&mut AnyConnection::Postgresql(conn));
+    }
+}

@@ -269,47 +269,15 @@ mod tests {
 
     #[test]
     fn periods_migration_backfills_paid_orders_on_sqlite() {
-        let mut conn = diesel::SqliteConnection::establish(":memory:").unwrap();
-        conn.batch_execute("PRAGMA foreign_keys = ON").unwrap();
-        periods_migration_backfills_paid_orders(&mut AnyConnection::Sqlite(conn));
+        periods_migration_backfills_paid_orders(&mut crate::store::scratch::sqlite());
     }
 
     /// The same on PostgreSQL, in a schema of its own (`ISV_TEST_SKIP_POSTGRES=1` skips it).
     #[test]
     fn periods_migration_backfills_paid_orders_on_postgres() {
-        if std::env::var("ISV_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
-            return;
-        }
-        let base = std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let schema = format!(
-            "t_periods_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
+        crate::store::scratch::in_postgres_schema(
+            "periods",
+            periods_migration_backfills_paid_orders,
         );
-        let mut admin = diesel::PgConnection::establish(&base).unwrap_or_else(|e| {
-            panic!("PostgreSQL at {base} (ISV_TEST_SKIP_POSTGRES=1 skips it): {e}")
-        });
-        admin
-            .batch_execute(&format!("CREATE SCHEMA {schema}"))
-            .unwrap();
-        struct Cleanup<'a>(&'a mut diesel::PgConnection, &'a str);
-        impl Drop for Cleanup<'_> {
-            fn drop(&mut self) {
-                let _ = self
-                    .0
-                    .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.1));
-            }
-        }
-        let _cleanup = Cleanup(&mut admin, &schema);
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let conn = diesel::PgConnection::establish(&format!(
-            "{base}{sep}options=-csearch_path%3D{schema}"
-        ))
-        .unwrap();
-        periods_migration_backfills_paid_orders(&mut AnyConnection::Postgresql(conn));
     }
 }
