@@ -124,19 +124,17 @@ pub fn claim<T>(
 where
     T: QueryableByName<Pg> + QueryableByName<Sqlite> + 'static,
 {
-    let (now, until) = (now, lease_until);
-    match conn {
-        AnyConnection::Postgresql(c) => diesel::sql_query(queue.claim_sql(Backend::Postgres))
+    let sql = queue.claim_sql(match conn {
+        AnyConnection::Postgresql(_) => Backend::Postgres,
+        AnyConnection::Sqlite(_) => Backend::Sqlite,
+    });
+    crate::db_run!(conn: {
+        diesel::sql_query(sql)
             .bind::<Timestamp, _>(now)
-            .bind::<Timestamp, _>(until)
+            .bind::<Timestamp, _>(lease_until)
             .bind::<BigInt, _>(limit)
-            .load(c),
-        AnyConnection::Sqlite(c) => diesel::sql_query(queue.claim_sql(Backend::Sqlite))
-            .bind::<Timestamp, _>(now)
-            .bind::<Timestamp, _>(until)
-            .bind::<BigInt, _>(limit)
-            .load(c),
-    }
+            .load(conn)
+    })
 }
 
 #[cfg(test)]
