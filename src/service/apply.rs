@@ -123,7 +123,7 @@ impl Services {
             let mut outcomes = Vec::with_capacity(due.len());
             for part in due.chunks(chunk.max(1)) {
                 let _writer = s.pool.write_guard();
-                let committed = conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                let committed = crate::store::write_transaction::<_, diesel::result::Error>(&mut conn, |conn| {
                     let mut outcomes = Vec::with_capacity(part.len());
                     for pending in part {
                         let outcome = s.apply_one(conn, pending, now);

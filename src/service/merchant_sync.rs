@@ -75,7 +75,7 @@ fn accept_batch(
     conn: &mut AnyConnection,
     jobs: Vec<SyncJob>,
 ) -> QueryResult<Vec<Result<SyncOutcome, SyncError>>> {
-    conn.transaction(|conn| {
+    crate::store::write_transaction(conn, |conn| {
         Ok(jobs
             .iter()
             .map(|job| {

@@ -23,7 +23,6 @@ use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::seal::Sealer;
 use crate::store::{AnyConnection, Pool, StoreError};
-use diesel::Connection as _;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -108,7 +107,7 @@ where
     blocking(move || {
         let mut conn = pool.get().map_err(StoreError::from)?;
         let _writer = pool.write_guard();
-        conn.transaction(|conn| f(conn).map_err(Rollback::UseCase))
+        crate::store::write_transaction(&mut conn, |conn| f(conn).map_err(Rollback::UseCase))
             .map_err(|rollback| match rollback {
                 Rollback::Store(e) => E::from(StoreError::from(e)),
                 Rollback::UseCase(e) => e,

@@ -23,6 +23,47 @@ pub enum Backend {
     Sqlite,
 }
 
+/// Runs `f` in a write transaction: `BEGIN IMMEDIATE` on SQLite, a plain `BEGIN` on PostgreSQL.
+///
+/// SQLite starts a plain transaction as a reader; the first write then has to upgrade it, and if
+/// another process (the CLI beside `serve`) committed in between, the upgrade fails at once with
+/// "database is locked": the busy timeout is not consulted for a stale snapshot. Taking the write
+/// lock at `BEGIN` makes a second writer wait in the busy handler instead. Nested transactions
+/// inside `f` are savepoints, as with [`Connection::transaction`].
+pub fn write_transaction<T, E>(
+    conn: &mut AnyConnection,
+    f: impl FnOnce(&mut AnyConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    let AnyConnection::Sqlite(sqlite) = conn else {
+        return conn.transaction(f);
+    };
+    let outermost = matches!(
+        AnsiTransactionManager::transaction_manager_status_mut(sqlite).transaction_depth(),
+        Ok(None)
+    );
+    if !outermost {
+        return conn.transaction(f);
+    }
+    AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
+    match f(conn) {
+        Ok(value) => {
+            <AnyConnection as TransactionManager<AnyConnection>>::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(error) => {
+            match <AnyConnection as TransactionManager<AnyConnection>>::rollback_transaction(conn) {
+                // The original error is what the caller needs to see.
+                Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(error),
+                Err(rollback) => Err(rollback.into()),
+            }
+        }
+    }
+}
+
 /// Where the database is, read from the URL's scheme ourselves: SQLite would accept any string
 /// as a file name, so trying backends in turn could silently create a file named `postgres:...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -401,6 +442,48 @@ mod tests {
         );
         assert!(DbTarget::parse("data/x.db").is_err());
         assert!(DbTarget::parse("sqlite://").is_err());
+    }
+
+    /// Two processes on one SQLite file (`serve` and a CLI command): a write transaction that
+    /// reads first must already hold the write lock, or a commit by the other process between its
+    /// read and its write fails it at once with "database is locked".
+    #[test]
+    fn a_sqlite_write_transaction_holds_the_write_lock_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("two.db");
+        let open = |busy_ms: u32| {
+            let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+            conn.batch_execute(&format!(
+                "PRAGMA busy_timeout = {busy_ms}; PRAGMA journal_mode = WAL;"
+            ))
+            .unwrap();
+            conn
+        };
+        let mut other = open(0);
+        other
+            .batch_execute("CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let mut ours = AnyConnection::Sqlite(open(0));
+        let committed = write_transaction(&mut ours, |conn| {
+            diesel::sql_query("SELECT n FROM t").execute(conn)?;
+            // The other process cannot slip a write in between our read and our write...
+            let slipped = other.batch_execute("INSERT INTO t VALUES (2)");
+            assert!(
+                matches!(&slipped, Err(e) if e.to_string().contains("locked")),
+                "the other writer was not held off: {slipped:?}"
+            );
+            // ...so ours goes through.
+            diesel::sql_query("INSERT INTO t VALUES (3)").execute(conn)
+        });
+        assert_eq!(committed.unwrap(), 1);
+        // A nested write transaction is a savepoint, not a second BEGIN.
+        let nested = write_transaction(&mut ours, |conn| {
+            write_transaction(conn, |conn| {
+                diesel::sql_query("INSERT INTO t VALUES (4)").execute(conn)
+            })
+        });
+        assert_eq!(nested.unwrap(), 1);
+        other.batch_execute("INSERT INTO t VALUES (5)").unwrap();
     }
 
     #[test]

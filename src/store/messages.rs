@@ -83,7 +83,7 @@ pub struct NewMessage {
 /// Inserts each row unless its identity is already stored, all in one transaction (one commit,
 /// one fsync for the whole batch). Returns, per row, whether it was new.
 pub fn insert_batch(conn: &mut AnyConnection, rows: &[NewMessage]) -> QueryResult<Vec<bool>> {
-    conn.transaction(|conn| {
+    super::write_transaction(conn, |conn| {
         rows.iter()
             .map(|row| {
                 let inserted = db_run!(conn: {

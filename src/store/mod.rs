@@ -24,7 +24,7 @@ pub mod token_checks;
 
 pub use conn::{
     AnyConnection, Backend, DbTarget, ExistingDbError, Pool, PooledConn, connect_existing,
-    connect_pool, migrate, run_migrations,
+    connect_pool, migrate, run_migrations, write_transaction,
 };
 pub use error::{StoreError, StoreResult};
 

@@ -64,7 +64,7 @@ pub fn list(conn: &mut AnyConnection, now: NaiveDateTime) -> QueryResult<Vec<(Op
 /// Disables an operator and ends every session of theirs, in one transaction. False when there
 /// is no such operator.
 pub fn disable(conn: &mut AnyConnection, name: &str, now: NaiveDateTime) -> QueryResult<bool> {
-    conn.transaction(|conn| {
+    super::write_transaction(conn, |conn| {
         let found = db_run!(conn: {
             diesel::update(op::table.find(name))
                 .set(op::disabled_at.eq(Some(now)))
