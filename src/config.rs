@@ -149,6 +149,109 @@ fn default_body_timeout_ms() -> u64 {
 pub struct DatabaseSettings {
     pub url: String,
     pub pool_size: u32,
+    /// PostgreSQL only: libpq's `sslmode` for every connection (added to the URL). Unset, the
+    /// URL decides, and libpq's default `prefer` neither requires TLS nor checks the server: the
+    /// production profile wants it stated (`verify-full`, or `disable` on a private network).
+    /// Empty = unset.
+    #[serde(default)]
+    pub sslmode: String,
+    /// PostgreSQL only: the CA certificate file that `verify-ca`/`verify-full` check the
+    /// server's certificate against (libpq's `sslrootcert`). Empty = unset.
+    #[serde(default)]
+    pub sslrootcert: String,
+}
+
+/// libpq's `sslmode` values, weakest first.
+pub const SSL_MODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+impl DatabaseSettings {
+    /// The database to open: `url`, with `sslmode` and `sslrootcert` added for PostgreSQL.
+    /// `Err((setting, problem))` for a value that cannot be used.
+    pub fn target(&self, production: bool) -> Result<DbTarget, (&'static str, String)> {
+        let target = DbTarget::parse(&self.url).map_err(|p| ("database.url", p))?;
+        let stated = |value: &String| Some(value.clone()).filter(|v| !v.is_empty());
+        let (sslmode, sslrootcert) = (stated(&self.sslmode), stated(&self.sslrootcert));
+        let url = match &target {
+            DbTarget::Sqlite(_) => {
+                if sslmode.is_some() || sslrootcert.is_some() {
+                    return Err((
+                        "database.sslmode",
+                        "sslmode and sslrootcert are for PostgreSQL; database.url is SQLite".into(),
+                    ));
+                }
+                return Ok(target);
+            }
+            DbTarget::Postgres(url) => url,
+        };
+        let mut parsed = reqwest::Url::parse(url)
+            .map_err(|e| ("database.url", format!("not a PostgreSQL URL: {e}")))?;
+        let in_url = |key: &str| {
+            parsed
+                .query_pairs()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.into_owned())
+        };
+        let (url_mode, url_rootcert) = (in_url("sslmode"), in_url("sslrootcert"));
+        if let Some(mode) = &sslmode {
+            if !SSL_MODES.contains(&mode.as_str()) {
+                return Err((
+                    "database.sslmode",
+                    format!("{mode:?} is not one of {}", SSL_MODES.join(", ")),
+                ));
+            }
+            if url_mode.as_ref().is_some_and(|m| m != mode) {
+                return Err((
+                    "database.sslmode",
+                    format!(
+                        "{mode:?} contradicts sslmode={} in database.url; state it once",
+                        url_mode.unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        if let Some(file) = &sslrootcert {
+            if url_rootcert.is_some() {
+                return Err((
+                    "database.sslrootcert",
+                    "database.url already names an sslrootcert; state it once".into(),
+                ));
+            }
+            if !std::path::Path::new(file).is_file() {
+                return Err((
+                    "database.sslrootcert",
+                    format!("{file} is not a readable file"),
+                ));
+            }
+        }
+        if production && sslmode.is_none() && url_mode.is_none() {
+            return Err((
+                "database.sslmode",
+                "the production profile needs it stated: verify-full checks the server's \
+                 certificate (with sslrootcert); disable only on a private network"
+                    .into(),
+            ));
+        }
+        let added: Vec<(&str, &String)> = [
+            ("sslmode", sslmode.as_ref().filter(|_| url_mode.is_none())),
+            ("sslrootcert", sslrootcert.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value?)))
+        .collect();
+        if added.is_empty() {
+            // The URL exactly as given.
+            return Ok(target);
+        }
+        parsed.query_pairs_mut().extend_pairs(added);
+        Ok(DbTarget::Postgres(parsed.into()))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -499,8 +602,10 @@ impl Prepared {
                 "must be at least 262144 (real messages reach 60 KB)".into(),
             ));
         }
-        let database =
-            DbTarget::parse(&settings.database.url).map_err(|p| err("database.url", p))?;
+        let database = settings
+            .database
+            .target(settings.app.environment != Environment::Local)
+            .map_err(|(name, problem)| err(name, problem))?;
         // Support commands look at what a deployment has: a database that is not there is the
         // first thing to say (before any missing sandbox key), and nothing is created for it.
         if creation == Creation::Forbidden
@@ -1146,6 +1251,61 @@ mod tests {
         assert_eq!(s.scheduler.tick_seconds, 7);
         assert!(s.templates.auto_online);
         assert_eq!(s.retention.messages_days, 90, "the default");
+    }
+
+    #[test]
+    fn database_tls_is_added_to_the_postgres_url_and_stated_in_production() {
+        let db = |url: &str, sslmode: &str, sslrootcert: &str| DatabaseSettings {
+            url: url.into(),
+            pool_size: 1,
+            sslmode: sslmode.into(),
+            sslrootcert: sslrootcert.into(),
+        };
+        let url = |target: DbTarget| match target {
+            DbTarget::Postgres(url) => url,
+            DbTarget::Sqlite(path) => panic!("sqlite {path}"),
+        };
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let ca_path = ca.path().display().to_string();
+        let full = db("postgres://isv:pw@db.internal/isv", "verify-full", &ca_path)
+            .target(true)
+            .unwrap();
+        assert_eq!(
+            url(full),
+            format!(
+                "postgres://isv:pw@db.internal/isv?sslmode=verify-full&sslrootcert={}",
+                ca_path.replace('/', "%2F")
+            )
+        );
+        // Stated in the URL instead: kept as it is.
+        let in_url = db("postgres://db/isv?sslmode=disable", "", "").target(true);
+        assert_eq!(url(in_url.unwrap()), "postgres://db/isv?sslmode=disable");
+        // Not stated at all: fine locally (libpq's default), refused in production.
+        assert_eq!(
+            url(db("postgres://db/isv", "", "").target(false).unwrap()),
+            "postgres://db/isv"
+        );
+        let refused = |d: DatabaseSettings, production: bool| d.target(production).unwrap_err();
+        let (name, why) = refused(db("postgres://db/isv", "", ""), true);
+        assert_eq!(name, "database.sslmode");
+        assert!(why.contains("verify-full"), "{why}");
+        let (name, why) = refused(db("postgres://db/isv", "verify-everything", ""), false);
+        assert_eq!(name, "database.sslmode");
+        assert!(why.contains("verify-everything"), "{why}");
+        let (name, why) = refused(
+            db("postgres://db/isv?sslmode=require", "disable", ""),
+            false,
+        );
+        assert_eq!(name, "database.sslmode");
+        assert!(why.contains("contradicts"), "{why}");
+        let (name, _) = refused(
+            db("postgres://db/isv", "verify-full", "/no/such/ca.pem"),
+            false,
+        );
+        assert_eq!(name, "database.sslrootcert");
+        let (name, why) = refused(db("sqlite://x.db", "require", ""), false);
+        assert_eq!(name, "database.sslmode");
+        assert!(why.contains("SQLite"), "{why}");
     }
 
     fn vector_key(name: &str) -> String {

@@ -1,0 +1,3 @@
+ALTER TABLE gateway_messages ALTER COLUMN raw_body SET STORAGE EXTENDED;
+ALTER TABLE authorizations ALTER COLUMN app_auth_token SET STORAGE EXTENDED;
+ALTER TABLE authorizations ALTER COLUMN app_refresh_token SET STORAGE EXTENDED;
