@@ -149,7 +149,8 @@ fn default_body_timeout_ms() -> u64 {
 pub struct DatabaseSettings {
     pub url: String,
     pub pool_size: u32,
-    /// PostgreSQL only: libpq's `sslmode` for every connection (added to the URL). Unset, the
+    /// PostgreSQL only (ignored for SQLite): libpq's `sslmode` for every connection (added to the
+    /// URL). Unset, the
     /// URL decides, and libpq's default `prefer` neither requires TLS nor checks the server: the
     /// production profile wants it stated (`verify-full`, or `disable` on a private network).
     /// Empty = unset.
@@ -179,15 +180,9 @@ impl DatabaseSettings {
         let stated = |value: &String| Some(value.clone()).filter(|v| !v.is_empty());
         let (sslmode, sslrootcert) = (stated(&self.sslmode), stated(&self.sslrootcert));
         let url = match &target {
-            DbTarget::Sqlite(_) => {
-                if sslmode.is_some() || sslrootcert.is_some() {
-                    return Err((
-                        "database.sslmode",
-                        "sslmode and sslrootcert are for PostgreSQL; database.url is SQLite".into(),
-                    ));
-                }
-                return Ok(target);
-            }
+            // A settings file written for PostgreSQL may be pointed at an SQLite file (a test, a
+            // support copy): there is no connection to protect.
+            DbTarget::Sqlite(_) => return Ok(target),
             DbTarget::Postgres(url) => url,
         };
         let mut parsed = reqwest::Url::parse(url)
@@ -1303,9 +1298,11 @@ mod tests {
             false,
         );
         assert_eq!(name, "database.sslrootcert");
-        let (name, why) = refused(db("sqlite://x.db", "require", ""), false);
-        assert_eq!(name, "database.sslmode");
-        assert!(why.contains("SQLite"), "{why}");
+        // SQLite has no connection to protect: the TLS settings do not apply to it.
+        assert_eq!(
+            db("sqlite://x.db", "verify-full", "/no/such/ca.pem").target(true),
+            Ok(DbTarget::Sqlite("x.db".into()))
+        );
     }
 
     fn vector_key(name: &str) -> String {
