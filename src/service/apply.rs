@@ -207,12 +207,23 @@ impl Services {
             }
         }
         let attempt = crate::store::write_transaction(conn, |conn| {
+            // PostgreSQL moves the whole chunk out of `received` in one statement first (the
+            // same guarded move, taking every row's lock before any read).
+            let batch: Vec<(i64, Option<&str>)> = part
+                .iter()
+                .zip(&parsed)
+                .map(|(pending, message)| (pending.id, about_order(message)))
+                .collect();
+            let moved = messages::finish_applied_batch(conn, &batch, to_db_time(now))?;
             part.iter()
                 .zip(&parsed)
                 .map(|(pending, message)| {
-                    self.apply_message(conn, pending, message, now)
-                        .map(Ok)
-                        .map_err(|_| Abandon::Failed)
+                    let outcome = match &moved {
+                        Some(moved) if !moved.contains(&pending.id) => Ok(Applied::AlreadyHandled),
+                        Some(_) => self.act_on(conn, pending, message, now),
+                        None => self.apply_message(conn, pending, message, now),
+                    };
+                    outcome.map(Ok).map_err(|_| Abandon::Failed)
                 })
                 .collect::<Result<Vec<_>, Abandon>>()
         });
@@ -293,10 +304,6 @@ impl Services {
         parsed: &GatewayMessage,
         now: DateTime<Utc>,
     ) -> Result<Applied, ApplyError> {
-        let about_order = match parsed {
-            GatewayMessage::Order(o) => Some(o.commodity_order_id.as_str()),
-            _ => None,
-        };
         // The guarded move out of `received` comes first: it takes the row's lock (and, on
         // SQLite, the write lock) before any read, so a second worker waits and then finds
         // nothing to do.
@@ -306,10 +313,21 @@ impl Services {
             messages::MessageState::Applied,
             to_db_time(now),
             None,
-            about_order,
+            about_order(parsed),
         )? {
             return Ok(Applied::AlreadyHandled);
         }
+        self.act_on(conn, pending, parsed, now)
+    }
+
+    /// What a message does, once it has been moved out of `received` in this transaction.
+    fn act_on(
+        &self,
+        conn: &mut AnyConnection,
+        pending: &PendingMessage,
+        parsed: &GatewayMessage,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, ApplyError> {
         let outcome = match parsed {
             GatewayMessage::Order(o) => self.apply_order(conn, o, &pending.app_id, now)?,
             GatewayMessage::Authorization(a) => {
@@ -478,6 +496,18 @@ impl Services {
             now,
         )?;
         Ok(Applied::Done)
+    }
+}
+
+/// The order a message is about, linked to it for support's order page.
+fn about_order(message: &GatewayMessage) -> Option<&str> {
+    match message {
+        GatewayMessage::Order(o) => Some(o.commodity_order_id.as_str()),
+        GatewayMessage::Authorization(_)
+        | GatewayMessage::AuthorizationCancelled { .. }
+        | GatewayMessage::AuditPassed { .. }
+        | GatewayMessage::AuditRejected { .. }
+        | GatewayMessage::Other { .. } => None,
     }
 }
 

@@ -167,6 +167,41 @@ pub fn finish(
     Ok(updated == 1)
 }
 
+/// [`finish`] for a whole chunk as `applied`, in one statement, on PostgreSQL: each message of
+/// `batch` (its id, and the order it is about) still in `received` moves out of it. Returns the
+/// ids it moved; `None` on SQLite, where a statement costs no round trip and [`finish`] is used
+/// per message.
+pub fn finish_applied_batch(
+    conn: &mut AnyConnection,
+    batch: &[(i64, Option<&str>)],
+    now: NaiveDateTime,
+) -> QueryResult<Option<std::collections::HashSet<i64>>> {
+    use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamp};
+    #[derive(QueryableByName)]
+    struct Moved {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    let AnyConnection::Postgresql(conn) = conn else {
+        return Ok(None);
+    };
+    let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+    let orders: Vec<Option<&str>> = batch.iter().map(|(_, order)| *order).collect();
+    let moved: Vec<Moved> = diesel::sql_query(
+        "UPDATE gateway_messages AS g SET state = $1, applied_at = $2, last_error = NULL, \
+         claimed_until = NULL, commodity_order_id = v.commodity_order_id \
+         FROM unnest($3::bigint[], $4::text[]) AS v(id, commodity_order_id) \
+         WHERE g.id = v.id AND g.state = $5 RETURNING g.id",
+    )
+    .bind::<Text, _>(MessageState::Applied.as_str())
+    .bind::<Timestamp, _>(now)
+    .bind::<Array<BigInt>, _>(ids)
+    .bind::<Array<Nullable<Text>>, _>(orders)
+    .bind::<Text, _>(MessageState::Received.as_str())
+    .load(conn)?;
+    Ok(Some(moved.into_iter().map(|m| m.id).collect()))
+}
+
 /// Records a failed attempt: retried at `next_attempt_at`, or given up (`failed`) for support.
 pub fn record_failure(
     conn: &mut AnyConnection,

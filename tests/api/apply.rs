@@ -205,6 +205,71 @@ both_backends!(
     a_failing_message_does_not_block_the_next
 );
 
+/// A chunk is first applied whole without savepoints; a message that fails only once applying
+/// has begun (here an authorization whose `auth_time` is out of range, found after the chunk was
+/// moved out of `received` and the first order placed) rolls that attempt back, and the chunk is
+/// applied again message by message: the failure is recorded, the others are applied once.
+async fn a_failure_inside_a_chunk_keeps_the_others_applied_once(app: TestApp) {
+    let key = common::platform_private_key();
+    let biz = serde_json::json!({"detail": {"app_auth_token": "202406BBa1", "auth_app_id": "2021004100000001",
+        "user_id": "2088102177846880", "auth_time": 9_000_000_000_000_000_i64}});
+    let grant: Vec<(String, String)> = [
+        ("notify_id", "n-bad-grant".to_string()),
+        ("utc_timestamp", "1718000000000".into()),
+        ("msg_method", "alipay.open.auth.appauth.notify".into()),
+        ("notify_type", "open_app_auth_notify".into()),
+        ("app_id", common::APP_ID.into()),
+        ("version", "1.1".into()),
+        ("charset", "utf-8".into()),
+        ("sign_type", "RSA2".into()),
+        ("biz_content", biz.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for body in [
+        common::order_notification(&key, "CHUNK1", "n-chunk1", "9.90"),
+        notify::sign_message(&grant, &key),
+        common::order_notification(&key, "CHUNK2", "n-chunk2", "9.90"),
+    ] {
+        assert_eq!(app.post_notify(body).await.1, "success");
+    }
+    app.run_pending_jobs().await;
+    let state = |notify_id: &str| {
+        app.message_states()
+            .into_iter()
+            .find(|(_, n, _)| n == notify_id)
+            .unwrap()
+            .2
+    };
+    assert_eq!(state("n-chunk1"), "applied");
+    assert_eq!(state("n-chunk2"), "applied");
+    assert_eq!(state("n-bad-grant"), "failed");
+    let (_, list) = app.admin_get("/admin/api/messages").await;
+    let bad = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["notify_id"] == "n-bad-grant")
+        .unwrap()
+        .clone();
+    assert!(
+        bad["last_error"].as_str().unwrap().contains("auth_time"),
+        "{bad}"
+    );
+    for id in ["CHUNK1", "CHUNK2"] {
+        let (status, order) = app.admin_get(&format!("/admin/api/orders/{id}")).await;
+        assert_eq!(status, 200, "{order}");
+        // Placed once: the rolled-back attempt left nothing behind.
+        assert_eq!(order["history"].as_array().unwrap().len(), 1, "{order}");
+    }
+    app.stop().await;
+}
+both_backends!(
+    a_failure_inside_a_chunk_keeps_the_others_applied_once,
+    a_failure_inside_a_chunk_keeps_the_others_applied_once
+);
+
 fn order_params(charset: &str, id: &str, notify_id: &str) -> Vec<(String, String)> {
     [
         ("notify_id", notify_id),
