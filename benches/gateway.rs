@@ -376,13 +376,13 @@ async fn run_backend(
     let test_db = common::test_db(db);
     let target = DbTarget::parse(&test_db.url).unwrap();
     let port = common::free_port();
-    let mut child = common::serve_command(&test_db.url, test_db._dir.path(), port, "warn")
+    let mut command = common::serve_command(&test_db.url, test_db._dir.path(), port, "warn");
+    // BENCH_APPLY_WORKERS: inbox apply workers side by side (PostgreSQL); unset, the default.
+    if let Ok(workers) = std::env::var("BENCH_APPLY_WORKERS") {
+        command.env("ISV__INBOX__APPLY_WORKERS", workers);
+    }
+    let mut child = command
         .env("ISV__DATABASE__POOL_SIZE", "16")
-        // BENCH_APPLY_WORKERS: inbox apply workers side by side (PostgreSQL), default 1.
-        .env(
-            "ISV__INBOX__APPLY_WORKERS",
-            std::env::var("BENCH_APPLY_WORKERS").unwrap_or_else(|_| "1".into()),
-        )
         // The orders are dated 2024: keep the deadline scheduler out of this measurement.
         .env("ISV__SCHEDULER__TICK_SECONDS", "86400")
         .spawn()

@@ -1383,7 +1383,7 @@ mod tests {
     #[test]
     fn queue_sizes_and_apply_workers_out_of_range_are_refused_naming_the_setting() {
         let (settings, _dir) = settings_with(&[]);
-        assert_eq!(settings.inbox.apply_workers, 1, "the default");
+        assert_eq!(settings.inbox.apply_workers, 2, "the default");
         assert_eq!(settings.queues.build_max_attempts, 40, "the default");
         for (var, name, value) in [
             ("ISV__INBOX__APPLY_WORKERS", "inbox.apply_workers", "0"),
