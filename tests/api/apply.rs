@@ -213,23 +213,9 @@ async fn a_failure_inside_a_chunk_keeps_the_others_applied_once(app: TestApp) {
     let key = common::platform_private_key();
     let biz = serde_json::json!({"detail": {"app_auth_token": "202406BBa1", "auth_app_id": "2021004100000001",
         "user_id": "2088102177846880", "auth_time": 9_000_000_000_000_000_i64}});
-    let grant: Vec<(String, String)> = [
-        ("notify_id", "n-bad-grant".to_string()),
-        ("utc_timestamp", "1718000000000".into()),
-        ("msg_method", "alipay.open.auth.appauth.notify".into()),
-        ("notify_type", "open_app_auth_notify".into()),
-        ("app_id", common::APP_ID.into()),
-        ("version", "1.1".into()),
-        ("charset", "utf-8".into()),
-        ("sign_type", "RSA2".into()),
-        ("biz_content", biz.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
     for body in [
         common::order_notification(&key, "CHUNK1", "n-chunk1", "9.90"),
-        notify::sign_message(&grant, &key),
+        common::authorization_notification(common::APP_ID, "n-bad-grant", 1_718_000_000_000, &biz),
         common::order_notification(&key, "CHUNK2", "n-chunk2", "9.90"),
     ] {
         assert_eq!(app.post_notify(body).await.1, "success");

@@ -197,17 +197,7 @@ fn grant(notify_id: &str, auth_time_ms: i64, token: &str) -> String {
     let biz = serde_json::json!({"detail": {"app_auth_token": token, "app_refresh_token": format!("{token}R"),
         "auth_app_id": MINI_APP, "user_id": "2088102177846880", "auth_time": auth_time_ms,
         "expires_in": 31536000, "re_expires_in": 32140800}});
-    signed(&[
-        ("notify_id", notify_id.into()),
-        ("utc_timestamp", auth_time_ms.to_string()),
-        ("msg_method", "alipay.open.auth.appauth.notify".into()),
-        ("notify_type", "open_app_auth_notify".into()),
-        ("app_id", common::APP_ID.into()),
-        ("version", "1.1".into()),
-        ("charset", "utf-8".into()),
-        ("sign_type", "RSA2".into()),
-        ("biz_content", biz.to_string()),
-    ])
+    common::authorization_notification(common::APP_ID, notify_id, auth_time_ms, &biz)
 }
 
 fn cancellation(notify_id: &str) -> String {

@@ -122,6 +122,31 @@ pub fn random_hex(bytes: usize) -> String {
         .collect()
 }
 
+/// An authorization notice (`alipay.open.auth.appauth.notify`) to ISV app `app_id` with this
+/// `biz_content`, signed by the platform key.
+pub fn authorization_notification(
+    app_id: &str,
+    notify_id: &str,
+    utc_timestamp_ms: i64,
+    biz: &serde_json::Value,
+) -> String {
+    let params: Vec<(String, String)> = [
+        ("notify_id", notify_id.to_string()),
+        ("utc_timestamp", utc_timestamp_ms.to_string()),
+        ("msg_method", "alipay.open.auth.appauth.notify".into()),
+        ("notify_type", "open_app_auth_notify".into()),
+        ("app_id", app_id.into()),
+        ("version", "1.1".into()),
+        ("charset", "utf-8".into()),
+        ("sign_type", "RSA2".into()),
+        ("biz_content", biz.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    notify::sign_message(&params, &platform_private_key())
+}
+
 /// A signed order notification as Alipay's platform sends it (V1 content).
 pub fn order_notification(
     key: &PrivateKey,
