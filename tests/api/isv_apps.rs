@@ -5,7 +5,7 @@
 
 use crate::common::{self, Db};
 use crate::helpers::TestApp;
-use isv_lifecycle::alipay::{PublicKey, keys, notify};
+use isv_lifecycle::alipay::{PublicKey, keys};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -57,21 +57,7 @@ fn grant(app_id: &str, notify_id: &str, mini_app_id: &str) -> String {
     let biz = json!({"detail": {"app_auth_token": TOKEN, "app_refresh_token": format!("{TOKEN}R"),
         "auth_app_id": mini_app_id, "user_id": "2088102177846880", "auth_time": at_ms,
         "expires_in": 31536000, "re_expires_in": 32140800}});
-    let params: Vec<(String, String)> = [
-        ("notify_id", notify_id.to_string()),
-        ("utc_timestamp", at_ms.to_string()),
-        ("msg_method", "alipay.open.auth.appauth.notify".into()),
-        ("notify_type", "open_app_auth_notify".into()),
-        ("app_id", app_id.into()),
-        ("version", "1.1".into()),
-        ("charset", "utf-8".into()),
-        ("sign_type", "RSA2".into()),
-        ("biz_content", biz.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    notify::sign_message(&params, &common::platform_private_key())
+    common::authorization_notification(app_id, notify_id, at_ms, &biz)
 }
 
 fn order(app_id: &str, id: &str, mini_app_id: &str, price: &str) -> String {
