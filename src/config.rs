@@ -150,10 +150,9 @@ pub struct DatabaseSettings {
     pub url: String,
     pub pool_size: u32,
     /// PostgreSQL only (ignored for SQLite): libpq's `sslmode` for every connection (added to the
-    /// URL). Unset, the
-    /// URL decides, and libpq's default `prefer` neither requires TLS nor checks the server: the
-    /// production profile wants it stated (`verify-full`, or `disable` on a private network).
-    /// Empty = unset.
+    /// URL). Empty = unset: the URL decides, and libpq's default `prefer` neither requires TLS nor
+    /// checks the server, so the production profile wants it stated (`verify-full`, or `disable`
+    /// on a private network).
     #[serde(default)]
     pub sslmode: String,
     /// PostgreSQL only: the CA certificate file that `verify-ca`/`verify-full` check the
@@ -378,13 +377,13 @@ pub struct InboxSettings {
     /// Attempts before a message that keeps failing is set aside as `failed` for support.
     pub max_apply_attempts: i32,
     /// Apply workers side by side on PostgreSQL, each claiming its own leased batches (SQLite:
-    /// always one, its single writer). Default 1.
-    #[serde(default = "one_worker")]
+    /// always one, its single writer). Default 2, as in config/default.toml.
+    #[serde(default = "two_workers")]
     pub apply_workers: usize,
 }
 
-fn one_worker() -> usize {
-    1
+fn two_workers() -> usize {
+    2
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -97,9 +97,10 @@ pub struct ApplyPass {
 impl Services {
     /// Applies what is due.
     ///
-    /// One pass is one transaction (one commit for the whole batch), and each message inside it
-    /// is its own savepoint: a message that fails rolls back alone and is recorded for a retry,
-    /// while the others commit.
+    /// Each chunk (the whole pass on PostgreSQL, 32 messages on SQLite) is one transaction, one
+    /// commit. It is first tried whole; should a message fail, that attempt is rolled back and
+    /// the chunk runs again with each message in its own savepoint, so that the failing one rolls
+    /// back alone and is recorded for a retry while the others commit.
     pub async fn apply_due(&self) -> Result<ApplyPass, StoreError> {
         self.off_executor(move |s| {
             let now = s.clock.now();
@@ -130,9 +131,11 @@ impl Services {
                 // (two round trips fewer each). At the first failure that attempt is rolled back
                 // whole, and the chunk is applied again message by message, each in its own
                 // savepoint, so that a failing message is recorded and the others commit.
-                let committed = match s.apply_chunk_at_once(&mut conn, part, now) {
+                // Each message is opened (decrypted, parsed) once, for either way.
+                let opened: Vec<_> = part.iter().map(|pending| s.open_message(pending)).collect();
+                let committed = match s.apply_chunk_at_once(&mut conn, part, &opened, now) {
                     Ok(Some(committed)) => committed,
-                    Ok(None) => s.apply_chunk_one_by_one(&mut conn, part, now)?,
+                    Ok(None) => s.apply_chunk_one_by_one(&mut conn, part, opened, now)?,
                     Err(e) => return Err(e.into()),
                 };
                 outcomes.extend(committed);
@@ -186,13 +189,14 @@ impl Services {
         &self,
         conn: &mut AnyConnection,
         part: &[PendingMessage],
+        opened: &[Result<GatewayMessage, ApplyError>],
         now: DateTime<Utc>,
     ) -> Result<Option<Vec<Result<Applied, ApplyError>>>, diesel::result::Error> {
-        // Decoding needs no database: a message that does not decode goes the careful way.
-        let Ok(parsed) = part
+        // A message that did not open goes the careful way, where its failure is recorded.
+        let Some(parsed) = opened
             .iter()
-            .map(|pending| self.open_message(pending))
-            .collect::<Result<Vec<_>, _>>()
+            .map(|message| message.as_ref().ok())
+            .collect::<Option<Vec<&GatewayMessage>>>()
         else {
             return Ok(None);
         };
@@ -211,12 +215,12 @@ impl Services {
             // same guarded move, taking every row's lock before any read).
             let batch: Vec<(i64, Option<&str>)> = part
                 .iter()
-                .zip(&parsed)
+                .zip(parsed.iter().copied())
                 .map(|(pending, message)| (pending.id, about_order(message)))
                 .collect();
             let moved = messages::finish_applied_batch(conn, &batch, to_db_time(now))?;
             part.iter()
-                .zip(&parsed)
+                .zip(parsed.iter().copied())
                 .map(|(pending, message)| {
                     let outcome = match &moved {
                         Some(moved) if !moved.contains(&pending.id) => Ok(Applied::AlreadyHandled),
@@ -240,12 +244,13 @@ impl Services {
         &self,
         conn: &mut AnyConnection,
         part: &[PendingMessage],
+        opened: Vec<Result<GatewayMessage, ApplyError>>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<Applied, ApplyError>>, diesel::result::Error> {
         crate::store::write_transaction::<_, diesel::result::Error>(conn, |conn| {
             let mut outcomes = Vec::with_capacity(part.len());
-            for pending in part {
-                let outcome = self.open_message(pending).and_then(|message| {
+            for (pending, opened) in part.iter().zip(opened) {
+                let outcome = opened.and_then(|message| {
                     conn.transaction(|conn| self.apply_message(conn, pending, &message, now))
                 });
                 if let Err(error) = &outcome {
