@@ -76,23 +76,13 @@ fn message(key: &isv_lifecycle::alipay::PrivateKey, mix: Mix, i: usize) -> Strin
             format!("{{\"auth_app_id\":\"{mini_app}\",\"app_auth_token\":\"202406BB{i:032}\"}}"),
         )
     };
-    let params: Vec<(String, String)> = [
-        ("notify_id", format!("bench-{i:07}")),
-        ("msg_method", method.to_string()),
-        ("app_id", common::APP_ID.to_string()),
-        ("version", "1.1".to_string()),
-        ("charset", "UTF-8".to_string()),
-        ("sign_type", "RSA2".to_string()),
-        (
-            "utc_timestamp",
-            (1_718_000_000_000i64 + i as i64).to_string(),
-        ),
-        ("biz_content", biz),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    isv_lifecycle::alipay::notify::sign_message(&params, key)
+    common::platform_message(
+        key,
+        method,
+        &format!("bench-{i:07}"),
+        1_718_000_000_000i64 + i as i64,
+        &biz,
+    )
 }
 
 fn messages(count: usize, mix: Mix) -> Vec<String> {

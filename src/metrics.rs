@@ -225,14 +225,12 @@ impl Metrics {
 
     /// Gauges measured at scrape time (backlogs), in Prometheus text format.
     pub fn render_gauges(gauges: &[(&str, &str, f64)]) -> String {
-        let mut out = String::new();
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        out
+        render_unlabelled("gauge", gauges)
+    }
+
+    /// Counters kept outside `Metrics` (the pool's statements), in Prometheus text format.
+    pub fn render_counters(counters: &[(&str, &str, f64)]) -> String {
+        render_unlabelled("counter", counters)
     }
 
     pub fn rejected(&self, code: &str) -> u64 {
@@ -378,6 +376,17 @@ impl Metrics {
 }
 
 /// `isv_build_info{version=...} 1`.
+fn render_unlabelled(kind: &str, samples: &[(&str, &str, f64)]) -> String {
+    let mut out = String::new();
+    for (name, help, value) in samples {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    out
+}
+
 fn render_build_info(out: &mut String) {
     let _ = writeln!(
         out,

@@ -397,26 +397,6 @@ impl Services {
         isv_app_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Applied, ApplyError> {
-        if let Some(existing) = orders::find(conn, &o.commodity_order_id)? {
-            // The same order id naming another merchant or mini program is not a redelivery we
-            // understand: keep it for support rather than guess.
-            let differs = |stored: &Option<String>, sent: &Option<String>| {
-                stored.is_some() && sent.is_some() && stored != sent
-            };
-            if differs(&existing.merchant_pid, &o.merchant_pid) {
-                return Ok(Applied::Quarantined(format!(
-                    "order {} is held for another merchant_pid",
-                    o.commodity_order_id
-                )));
-            }
-            if differs(&existing.mini_app_id, &o.mini_app_id) {
-                return Ok(Applied::Quarantined(format!(
-                    "order {} is held for another mini program",
-                    o.commodity_order_id
-                )));
-            }
-            return Ok(Applied::Done);
-        }
         let now_db = to_db_time(now);
         let new = orders::NewOrder {
             commodity_order_id: o.commodity_order_id.clone(),
@@ -439,8 +419,30 @@ impl Services {
             ordered_at: o.ordered_at,
             total_price: o.total_price.clone(),
         };
-        self.place_order(conn, &new, &placed, now)?;
-        self.record_period_day(conn, &o.commodity_order_id, o.period_day.as_deref(), now)?;
+        // Most notices are for a new order: insert first, read only on a redelivery.
+        if self.place_order(conn, &new, &placed, now)? {
+            self.record_period_day(conn, &o.commodity_order_id, o.period_day.as_deref(), now)?;
+            return Ok(Applied::Done);
+        }
+        let existing = orders::find(conn, &o.commodity_order_id)?
+            .ok_or_else(|| ApplyError::Retry(format!("order {} vanished", o.commodity_order_id)))?;
+        // The same order id naming another merchant or mini program is not a redelivery we
+        // understand: keep it for support rather than guess.
+        let differs = |stored: &Option<String>, sent: &Option<String>| {
+            stored.is_some() && sent.is_some() && stored != sent
+        };
+        if differs(&existing.merchant_pid, &o.merchant_pid) {
+            return Ok(Applied::Quarantined(format!(
+                "order {} is held for another merchant_pid",
+                o.commodity_order_id
+            )));
+        }
+        if differs(&existing.mini_app_id, &o.mini_app_id) {
+            return Ok(Applied::Quarantined(format!(
+                "order {} is held for another mini program",
+                o.commodity_order_id
+            )));
+        }
         Ok(Applied::Done)
     }
 

@@ -199,6 +199,41 @@ fn termination_cause(row: &store::ServiceRow) -> Option<TerminationCause> {
     })
 }
 
+/// Where the order row handed to `persist` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// Read before the transition was decided: the state write is guarded on it.
+    Before,
+    /// Inserted by this transaction just now (with no timer rows yet).
+    JustInserted,
+}
+
+/// Whether `row` already holds every field of `update`.
+fn holds(row: &OrderRow, update: &store::OrderStateUpdate) -> bool {
+    let store::OrderStateUpdate {
+        status,
+        cancel_reason,
+        status_since,
+        paid,
+        audit_passed_at,
+        refund,
+        updated_at,
+        paid_at,
+        paid_at_source,
+        inferred_at,
+    } = update;
+    row.status == *status
+        && row.cancel_reason == *cancel_reason
+        && row.status_since == *status_since
+        && row.paid == *paid
+        && row.audit_passed_at == *audit_passed_at
+        && row.refund == *refund
+        && row.updated_at == *updated_at
+        && row.paid_at == *paid_at
+        && row.paid_at_source == *paid_at_source
+        && row.inferred_at == *inferred_at
+}
+
 fn load_service(
     conn: &mut AnyConnection,
     key: &str,
@@ -239,12 +274,10 @@ impl Services {
             status_since: to_db_time(transition.order.status_since),
             ..new.clone()
         };
-        if !store::insert_if_absent(conn, &row)? {
+        let Some(created) = store::insert_new(conn, &row)? else {
             return Ok(false);
-        }
-        let created = store::find(conn, &new.commodity_order_id)?
-            .ok_or_else(|| LifecycleError::NotFound(new.commodity_order_id.clone()))?;
-        self.persist(conn, &created, &transition, now)?;
+        };
+        self.persist(conn, &created, Stored::JustInserted, &transition, now)?;
         Ok(true)
     }
 
@@ -264,7 +297,7 @@ impl Services {
             // Stale, backward or repeated: recorded here, and the message itself stays stored.
             tracing::debug!(order = %id, reason = %why, "event ignored by the lifecycle rules");
         }
-        let after = self.persist(conn, &row, &transition, now)?;
+        let after = self.persist(conn, &row, Stored::Before, &transition, now)?;
         Ok((transition, after))
     }
 
@@ -298,6 +331,7 @@ impl Services {
         &self,
         conn: &mut AnyConnection,
         before: &OrderRow,
+        stored: Stored,
         t: &Transition,
         now: DateTime<Utc>,
     ) -> Result<AfterCommit, LifecycleError> {
@@ -322,50 +356,61 @@ impl Services {
                 self.save_service(conn, &key, &ServiceState::provisioning(now), &[], now)?;
             }
         }
-        let saved = store::save_state(
-            conn,
-            id,
-            (before.status, before.status_since, before.updated_at),
-            &store::OrderStateUpdate {
-                status: o.status,
-                cancel_reason: o.cancel_reason,
-                status_since: to_db_time(o.status_since),
-                paid: o.paid,
-                audit_passed_at: o.audit_passed_at.map(to_db_time),
-                refund: o.refund,
-                updated_at: now_db,
-                paid_at: o.payment.map(|p| to_db_time(p.at)),
-                paid_at_source: o.payment.map(|p| p.source),
-                inferred_at: o.inferred_at.map(to_db_time),
-            },
-        )?;
-        if !saved {
-            return Err(LifecycleError::Conflict);
-        }
-        for d in &o.deadlines {
-            store::upsert_deadline(
+        let update = store::OrderStateUpdate {
+            status: o.status,
+            cancel_reason: o.cancel_reason,
+            status_since: to_db_time(o.status_since),
+            paid: o.paid,
+            audit_passed_at: o.audit_passed_at.map(to_db_time),
+            refund: o.refund,
+            updated_at: now_db,
+            paid_at: o.payment.map(|p| to_db_time(p.at)),
+            paid_at_source: o.payment.map(|p| p.source),
+            inferred_at: o.inferred_at.map(to_db_time),
+        };
+        // A row inserted just now with this very state needs no second write.
+        let written = stored == Stored::JustInserted && holds(before, &update);
+        if !written
+            && !store::save_state(
                 conn,
                 id,
-                d.kind.into(),
-                0,
-                to_db_time(d.due_at),
-                row_state(o, d),
-            )?;
+                (before.status, before.status_since, before.updated_at),
+                &update,
+            )?
+        {
+            return Err(LifecycleError::Conflict);
         }
-        let existing = store::deadlines(conn, id)?;
+        // Every timer row of the transition (deadlines, warnings, queued queries) goes out in one
+        // statement; each (kind, warning days) appears once.
+        let timer_row = |kind: TimerKind, warning_days: i32, due_at, state| store::NewDeadline {
+            commodity_order_id: id.to_string(),
+            kind,
+            warning_days,
+            due_at,
+            state,
+        };
+        let mut timers: Vec<store::NewDeadline> = o
+            .deadlines
+            .iter()
+            .map(|d| timer_row(d.kind.into(), 0, to_db_time(d.due_at), row_state(o, d)))
+            .collect();
+        // A new order has no timer rows yet; a stored one's pending warnings that the
+        // transition no longer holds are cancelled.
+        let existing = match stored {
+            Stored::JustInserted => Vec::new(),
+            Stored::Before => store::deadlines(conn, id)?,
+        };
         for row in &existing {
             if let Timer::Warning(days) = timer(row.kind, row.warning_days, id)? {
                 if row.state == DeadlineState::Pending
                     && !o.warnings.iter().any(|w| w.at_days == days)
                 {
-                    store::upsert_deadline(
-                        conn,
-                        id,
+                    timers.push(timer_row(
                         TimerKind::Warning,
                         row.warning_days,
                         row.due_at,
                         DeadlineState::Cancelled,
-                    )?;
+                    ));
                 }
             }
         }
@@ -375,15 +420,37 @@ impl Services {
             } else {
                 DeadlineState::Pending
             };
-            store::upsert_deadline(
-                conn,
-                id,
+            timers.push(timer_row(
                 TimerKind::Warning,
                 warning_days(w.at_days)?,
                 to_db_time(w.due_at),
                 state,
-            )?;
+            ));
         }
+        for effect in &t.effects {
+            let Effect::QueryAlipay { reason } = effect else {
+                continue;
+            };
+            let kind = match reason {
+                // A due deadline is queried by the sweep that fired it, right away.
+                lc::QueryReason::DeadlineDue(_) => continue,
+                lc::QueryReason::OrderNotified => TimerKind::NoticeQuery,
+                lc::QueryReason::AuditPassed | lc::QueryReason::SupportTermination => {
+                    TimerKind::OrderQuery
+                }
+            };
+            timers.push(timer_row(kind, 0, now_db, DeadlineState::Pending));
+        }
+        // Should the rules ever ask for one row twice, the last word stands, as it did when each
+        // was written on its own.
+        let mut seen = std::collections::HashSet::new();
+        let mut unique: Vec<store::NewDeadline> = timers
+            .into_iter()
+            .rev()
+            .filter(|r| seen.insert((r.kind, r.warning_days)))
+            .collect();
+        unique.reverse();
+        store::upsert_deadlines(conn, &unique)?;
         if t.history.as_ref().is_some_and(|h| h.inferred) {
             self.metrics
                 .transitions_inferred
@@ -423,19 +490,8 @@ impl Services {
         self.open_period(conn, before, o, now)?;
         for effect in &t.effects {
             match effect {
-                // A due deadline is queried by the sweep that fired it, right away.
-                Effect::QueryAlipay {
-                    reason: lc::QueryReason::DeadlineDue(_),
-                } => {}
-                Effect::QueryAlipay { reason } => {
-                    let kind = match reason {
-                        lc::QueryReason::OrderNotified => TimerKind::NoticeQuery,
-                        lc::QueryReason::DeadlineDue(_)
-                        | lc::QueryReason::AuditPassed
-                        | lc::QueryReason::SupportTermination => TimerKind::OrderQuery,
-                    };
-                    store::upsert_deadline(conn, id, kind, 0, now_db, DeadlineState::Pending)?;
-                }
+                // Queued with the timer rows above.
+                Effect::QueryAlipay { .. } => {}
                 Effect::RestoreService { cause } => {
                     let key = service_key(before);
                     let restore = ServiceEvent::Restore {
@@ -705,14 +761,19 @@ impl Services {
                 to_db_time(now),
             )?;
         }
-        let remembered: Vec<lc::Cancellation> = authorizations::cancellations(conn, auth_app_id)?
-            .into_iter()
-            .map(|c| lc::Cancellation {
-                at: from_db_time(c.cancelled_at),
-                token: c.token_fingerprint,
-            })
-            .collect();
         let granted = matches!(event, AuthorizationEvent::Granted { .. });
+        // Only a grant is decided by the cancellations remembered before it.
+        let remembered: Vec<lc::Cancellation> = if granted {
+            authorizations::cancellations(conn, auth_app_id)?
+                .into_iter()
+                .map(|c| lc::Cancellation {
+                    at: from_db_time(c.cancelled_at),
+                    token: c.token_fingerprint,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let t = lc::handle_authorization(current.as_ref(), &remembered, event, now)?;
         if let Some(why) = &t.ignored {
             tracing::debug!(%auth_app_id, reason = %why, "authorization event ignored by the rules");
@@ -766,6 +827,8 @@ impl Services {
             match effect {
                 // Stored with the grant above.
                 Effect::StoreToken { .. } => {}
+                // Without a row (a cancellation before any grant) there is no token to erase.
+                Effect::EraseToken if row.is_none() && !granted => {}
                 Effect::EraseToken => {
                     authorizations::erase_tokens(conn, auth_app_id, to_db_time(now))?;
                 }
@@ -1367,26 +1430,8 @@ pub(super) fn note_service_change(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<(), LifecycleError> {
-    let ids = match service_key.strip_prefix("order:") {
-        Some(id) => vec![id.to_string()],
-        None => store::ids_for_mini_app(conn, service_key)?,
-    };
-    for id in ids {
-        if let Some(order) = store::find(conn, &id)? {
-            store::add_history(
-                conn,
-                &store::NewHistory {
-                    commodity_order_id: id,
-                    from_status: Some(order.status.as_str().into()),
-                    to_status: order.status.as_str().into(),
-                    actor: actor.into(),
-                    cause: cause.into(),
-                    reason: None,
-                    inferred: false,
-                    at: to_db_time(now),
-                },
-            )?;
-        }
-    }
+    // One statement for every order of the service, however many it has.
+    let orders = store::ServiceOrders::of_service(service_key);
+    store::note_on_orders(conn, orders, actor, cause, to_db_time(now))?;
     Ok(())
 }

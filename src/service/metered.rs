@@ -7,6 +7,7 @@ use crate::metrics::Metrics;
 use futures_util::future::BoxFuture;
 use secrecy::SecretString;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 /// A call's result as support and the metrics name it: `10000`, Alipay's `sub_code` (else its
@@ -167,6 +168,19 @@ impl super::Services {
     pub async fn metrics_text(&self) -> String {
         self.off_executor(move |s| {
             let mut body = s.metrics.render();
+            let statements = s.pool.statements();
+            body.push_str(&Metrics::render_counters(&[
+                (
+                    "isv_db_statements_total",
+                    "Statements sent to the database, transaction control included.",
+                    statements.sent.load(Relaxed) as f64,
+                ),
+                (
+                    "isv_db_statements_prepared_total",
+                    "Statements prepared and cached by a connection.",
+                    statements.prepared.load(Relaxed) as f64,
+                ),
+            ]));
             let now = crate::store::to_db_time(s.clock.now());
             let backlog = s
                 .pool

@@ -68,9 +68,9 @@ fn service_periods(conn: &mut AnyConnection, key: &str) -> Result<Vec<Period>, S
 }
 
 fn order_ids(conn: &mut AnyConnection, key: &str) -> Result<Vec<String>, StoreError> {
-    Ok(match key.strip_prefix("order:") {
-        Some(id) => vec![id.to_string()],
-        None => store::ids_for_mini_app(conn, key)?,
+    Ok(match store::ServiceOrders::of_service(key) {
+        store::ServiceOrders::Order(id) => vec![id.to_string()],
+        store::ServiceOrders::MiniApp(app) => store::ids_for_mini_app(conn, app)?,
     })
 }
 
@@ -269,10 +269,9 @@ impl Services {
             );
             periods::save(conn, key, &closed, to_db_time(now))?;
         }
-        let ids = order_ids(conn, key)?;
         periods::cancel_timers(
             conn,
-            &ids,
+            store::ServiceOrders::of_service(key),
             &[
                 TimerKind::ServiceExpiry,
                 TimerKind::ServiceExpiryWarning,

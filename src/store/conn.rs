@@ -1,8 +1,9 @@
-use diesel::connection::SimpleConnection;
+use diesel::connection::{InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 use diesel::r2d2::{self, ManageConnection};
 use diesel::{PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -103,6 +104,43 @@ pub struct Manager {
     target: DbTarget,
     /// False for support commands: an SQLite file that is not there is an error, not created.
     create: bool,
+    statements: Arc<StatementCount>,
+}
+
+/// Statements the pool's connections sent, counted by diesel's instrumentation: what a unit of
+/// work costs in round trips (`/metrics`, and tests that hold the apply path to its budget).
+#[derive(Debug, Default)]
+pub struct StatementCount {
+    /// Every statement run, transaction control (`BEGIN`, `COMMIT`, savepoints) included.
+    pub sent: AtomicU64,
+    /// Statements prepared and kept in a connection's cache (run again without a parse).
+    pub prepared: AtomicU64,
+}
+
+impl Manager {
+    fn new(target: DbTarget, create: bool, statements: Arc<StatementCount>) -> Self {
+        Manager {
+            target,
+            create,
+            statements,
+        }
+    }
+
+    /// Counts what `conn` sends into `self.statements`.
+    fn instrument<C: Connection>(&self, conn: &mut C) {
+        let count = Arc::clone(&self.statements);
+        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| match event {
+            InstrumentationEvent::FinishQuery { .. } => {
+                count.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            InstrumentationEvent::CacheQuery { .. } => {
+                count.prepared.fetch_add(1, Ordering::Relaxed);
+            }
+            // Connection and transaction events are not statements of their own (a
+            // transaction's BEGIN and COMMIT arrive as queries too); the enum is non-exhaustive.
+            _ => {}
+        });
+    }
 }
 
 /// An SQLite URI that opens `path` read-write and never creates it.
@@ -126,9 +164,12 @@ impl ManageConnection for Manager {
 
     fn connect(&self) -> Result<AnyConnection, r2d2::Error> {
         match &self.target {
-            DbTarget::Postgres(url) => PgConnection::establish(url)
-                .map(AnyConnection::Postgresql)
-                .map_err(r2d2::Error::ConnectionError),
+            DbTarget::Postgres(url) => {
+                let mut conn =
+                    PgConnection::establish(url).map_err(r2d2::Error::ConnectionError)?;
+                self.instrument(&mut conn);
+                Ok(AnyConnection::Postgresql(conn))
+            }
             DbTarget::Sqlite(path) => {
                 let mut conn = if self.create {
                     SqliteConnection::establish(path)
@@ -148,6 +189,7 @@ impl ManageConnection for Manager {
                 };
                 conn.batch_execute(pragmas)
                     .map_err(r2d2::Error::QueryError)?;
+                self.instrument(&mut conn);
                 Ok(AnyConnection::Sqlite(conn))
             }
         }
@@ -175,6 +217,7 @@ pub struct Pool {
     backend: Backend,
     /// For [`Pool::dedicated`].
     target: DbTarget,
+    statements: Arc<StatementCount>,
 }
 
 impl Pool {
@@ -193,16 +236,18 @@ impl Pool {
         self.backend
     }
 
+    /// What the pool's connections have sent so far.
+    pub fn statements(&self) -> &StatementCount {
+        &self.statements
+    }
+
     /// A connection of its own, outside the pool, to the same database (never creating it):
     /// for a session-level PostgreSQL advisory lock, which is freed exactly when this
     /// connection closes, never left behind on a pooled connection.
     pub fn dedicated(&self) -> Result<AnyConnection, StoreError> {
-        Manager {
-            target: self.target.clone(),
-            create: false,
-        }
-        .connect()
-        .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
+        Manager::new(self.target.clone(), false, Arc::clone(&self.statements))
+            .connect()
+            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
     }
 }
 
@@ -359,6 +404,7 @@ fn pending_migrations(conn: &mut AnyConnection) -> Result<Vec<String>, ExistingD
 }
 
 fn build_pool(target: &DbTarget, size: u32, create: bool) -> Result<Pool, StoreError> {
+    let statements = Arc::<StatementCount>::default();
     let inner = r2d2::Pool::builder()
         .max_size(size)
         .connection_timeout(Duration::from_secs(5))
@@ -370,10 +416,11 @@ fn build_pool(target: &DbTarget, size: u32, create: bool) -> Result<Pool, StoreE
         // pool replaces dead connections and the service recovers by itself once the database
         // is back. An SQLite file does not go away.
         .test_on_check_out(target.backend() == Backend::Postgres)
-        .build(Manager {
-            target: target.clone(),
+        .build(Manager::new(
+            target.clone(),
             create,
-        })
+            Arc::clone(&statements),
+        ))
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let backend = target.backend();
     let sqlite_writer = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
@@ -382,6 +429,7 @@ fn build_pool(target: &DbTarget, size: u32, create: bool) -> Result<Pool, StoreE
         sqlite_writer,
         backend,
         target: target.clone(),
+        statements,
     })
 }
 

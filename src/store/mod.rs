@@ -23,8 +23,8 @@ pub mod schema;
 pub mod token_checks;
 
 pub use conn::{
-    AnyConnection, Backend, DbTarget, ExistingDbError, Pool, PooledConn, connect_existing,
-    connect_pool, migrate, run_migrations, write_transaction,
+    AnyConnection, Backend, DbTarget, ExistingDbError, Pool, PooledConn, StatementCount,
+    connect_existing, connect_pool, migrate, run_migrations, write_transaction,
 };
 pub use error::{StoreError, StoreResult};
 

@@ -196,6 +196,26 @@ pub fn insert_if_absent(conn: &mut AnyConnection, order: &NewOrder) -> QueryResu
     })
 }
 
+/// Inserts the order unless it exists; returns the stored row when it was new. PostgreSQL does
+/// it in one round trip (`RETURNING`); SQLite, in process, inserts and reads back.
+pub fn insert_new(conn: &mut AnyConnection, order: &NewOrder) -> QueryResult<Option<OrderRow>> {
+    match conn {
+        AnyConnection::Postgresql(pg) => diesel::insert_into(od::table)
+            .values(order)
+            .on_conflict(od::commodity_order_id)
+            .do_nothing()
+            .returning(OrderRow::as_returning())
+            .get_result(pg)
+            .optional(),
+        AnyConnection::Sqlite(_) => {
+            if !insert_if_absent(conn, order)? {
+                return Ok(None);
+            }
+            find(conn, &order.commodity_order_id)
+        }
+    }
+}
+
 pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<OrderRow>> {
     db_run!(conn: { od::table.find(id).select(OrderRow::as_select()).first(conn).optional() })
 }
@@ -293,6 +313,74 @@ pub fn add_history(conn: &mut AnyConnection, entry: &NewHistory) -> QueryResult<
     db_run!(conn: { diesel::insert_into(oh::table).values(entry).execute(conn).map(|_| ()) })
 }
 
+/// The orders of a service: the one order of an order-keyed service, or every order of a mini
+/// program.
+#[derive(Debug, Clone, Copy)]
+pub enum ServiceOrders<'a> {
+    Order(&'a str),
+    MiniApp(&'a str),
+}
+
+impl<'a> ServiceOrders<'a> {
+    /// The orders of the service keyed `key`: `order:<id>` for a service of one order (no mini
+    /// program known), else the mini program's id.
+    pub fn of_service(key: &'a str) -> Self {
+        match key.strip_prefix("order:") {
+            Some(id) => ServiceOrders::Order(id),
+            None => ServiceOrders::MiniApp(key),
+        }
+    }
+}
+
+/// A history row on each order of `orders`, in its current state (from and to), oldest order
+/// first: one `INSERT … SELECT`, not a read and a write per order. Returns the rows written.
+pub fn note_on_orders(
+    conn: &mut AnyConnection,
+    orders: ServiceOrders<'_>,
+    actor: &str,
+    cause: &str,
+    at: NaiveDateTime,
+) -> QueryResult<usize> {
+    use diesel::dsl::sql;
+    use diesel::sql_types::{Bool, Text, Timestamp};
+    let (by_order, by_app) = match orders {
+        ServiceOrders::Order(id) => (Some(id), None),
+        ServiceOrders::MiniApp(app) => (None, Some(app)),
+    };
+    db_run!(conn: {
+        let mut source = od::table
+            .select((
+                od::commodity_order_id,
+                od::status.nullable(),
+                od::status,
+                actor.into_sql::<Text>(),
+                cause.into_sql::<Text>(),
+                sql::<Bool>("FALSE"),
+                at.into_sql::<Timestamp>(),
+            ))
+            .order(od::created_at.asc())
+            .into_boxed();
+        if let Some(id) = by_order {
+            source = source.filter(od::commodity_order_id.eq(id));
+        }
+        if let Some(app) = by_app {
+            source = source.filter(od::mini_app_id.eq(app));
+        }
+        diesel::insert_into(oh::table)
+            .values(source)
+            .into_columns((
+                oh::commodity_order_id,
+                oh::from_status,
+                oh::to_status,
+                oh::actor,
+                oh::cause,
+                oh::inferred,
+                oh::at,
+            ))
+            .execute(conn)
+    })
+}
+
 pub fn history(conn: &mut AnyConnection, id: &str) -> QueryResult<Vec<HistoryRow>> {
     db_run!(conn: {
         oh::table.filter(oh::commodity_order_id.eq(id)).order(oh::id.asc()).select(HistoryRow::as_select()).load(conn)
@@ -353,6 +441,38 @@ pub fn save_state(
         .execute(conn)
         .map(|n| n == 1)
     })
+}
+
+/// [`upsert_deadline`] for several timer rows at once, in one statement. No two rows may share
+/// (order, kind, `warning_days`): one statement cannot write the same row twice.
+pub fn upsert_deadlines(conn: &mut AnyConnection, rows: &[NewDeadline]) -> QueryResult<()> {
+    use diesel::upsert::excluded;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    match conn {
+        AnyConnection::Postgresql(pg) => diesel::insert_into(dl::table)
+            .values(rows)
+            .on_conflict((dl::commodity_order_id, dl::kind, dl::warning_days))
+            .do_update()
+            .set((
+                dl::due_at.eq(excluded(dl::due_at)),
+                dl::state.eq(excluded(dl::state)),
+            ))
+            .execute(pg)
+            .map(|_| ()),
+        // In process a statement costs no round trip (and diesel has no multi-row upsert here).
+        AnyConnection::Sqlite(_) => rows.iter().try_for_each(|r| {
+            upsert_deadline(
+                conn,
+                &r.commodity_order_id,
+                r.kind,
+                r.warning_days,
+                r.due_at,
+                r.state,
+            )
+        }),
+    }
 }
 
 /// Inserts or replaces the order's deadline row of `kind` (and `warning_days`, 0 unless a

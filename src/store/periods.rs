@@ -7,6 +7,7 @@ use super::schema::{deadlines as dl, orders as od, service_periods as sp};
 use crate::db_run;
 use crate::domain::lifecycle::{DeadlineState, Period, PeriodState};
 use crate::store::deadlines::TimerKind;
+use crate::store::orders::ServiceOrders;
 use crate::store::{from_db_time, to_db_time};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -148,17 +149,21 @@ pub fn set_item_dates(
     })
 }
 
-/// Cancels the pending rows of these kinds on these orders (a renewal moved the expiry, the
-/// service ended).
+/// Cancels the pending rows of these kinds on the orders of a service (the service ended), in
+/// one statement that finds the orders itself.
 pub fn cancel_timers(
     conn: &mut AnyConnection,
-    orders: &[String],
+    orders: ServiceOrders<'_>,
     kinds: &[TimerKind],
 ) -> QueryResult<usize> {
     db_run!(conn: {
+        let ids = match orders {
+            ServiceOrders::Order(id) => od::table.select(od::commodity_order_id).filter(od::commodity_order_id.eq(id)).into_boxed(),
+            ServiceOrders::MiniApp(app) => od::table.select(od::commodity_order_id).filter(od::mini_app_id.eq(app)).into_boxed(),
+        };
         diesel::update(
             dl::table
-                .filter(dl::commodity_order_id.eq_any(orders))
+                .filter(dl::commodity_order_id.eq_any(ids))
                 .filter(dl::kind.eq_any(kinds))
                 .filter(dl::state.eq(DeadlineState::Pending)),
         )

@@ -5,6 +5,7 @@ use crate::both_backends;
 use crate::common::{self, Db};
 use crate::helpers::TestApp;
 use isv_lifecycle::alipay::notify;
+use std::sync::atomic::Ordering::Relaxed;
 
 fn vector(id: &str) -> serde_json::Value {
     common::vectors("notifications.jsonl")
@@ -428,4 +429,85 @@ async fn aes_cancellation_is_applied_postgres() {
         return;
     }
     aes_cancellation_is_applied(Db::Postgres).await;
+}
+
+/// Statements sent while applying the messages `bodies` make, each kind in one pass.
+async fn statements_to_apply(app: &TestApp, bodies: Vec<String>) -> u64 {
+    for body in bodies {
+        assert_eq!(app.post_notify(body).await.1, "success");
+    }
+    let before = app.services.pool.statements().sent.load(Relaxed);
+    let pass = app.services.apply_due().await.unwrap();
+    assert_eq!((pass.failed, pass.quarantined), (0, 0), "{pass:?}");
+    app.services.pool.statements().sent.load(Relaxed) - before
+}
+
+/// Issue 15: applying costs PostgreSQL round trips, so each kind of the production mix has a
+/// budget of statements per message. Measured as the difference between a pass of 8 and a pass of
+/// 4 messages of one kind, so that a pass's own statements (claim, BEGIN, the chunk's move out
+/// of `received`, COMMIT) cancel out. SQLite runs in process, where a statement is no round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_kind_of_message_applies_within_its_statement_budget() {
+    if common::skip_postgres() {
+        return;
+    }
+    let app = TestApp::spawn(Db::Postgres).await;
+    let key = common::platform_private_key();
+    let mut next = 0;
+    let mut per_message = |kind: usize| {
+        let mut batch = |n: usize| -> Vec<String> {
+            (0..n)
+                .map(|_| {
+                    next += 1;
+                    let i = next;
+                    let app_id = format!("20210077{i:08}");
+                    match kind {
+                        0 => common::order_notification(
+                            &key,
+                            &format!("BUDGET{i:04}"),
+                            &format!("n-budget-{i}"),
+                            "19.90",
+                        ),
+                        1 => common::platform_message(
+                            &key,
+                            "alipay.open.mini.version.audit.passed",
+                            &format!("n-budget-{i}"),
+                            1_718_000_000_000,
+                            &format!(r#"{{"mini_app_id":"{app_id}","mini_app_version":"0.0.1"}}"#),
+                        ),
+                        _ => common::platform_message(
+                            &key,
+                            "alipay.open.auth.appauth.cancelled",
+                            &format!("n-budget-{i}"),
+                            1_718_000_000_000,
+                            &format!(
+                                r#"{{"auth_app_id":"{app_id}","app_auth_token":"202406BB{i:08}"}}"#
+                            ),
+                        ),
+                    }
+                })
+                .collect()
+        };
+        (batch(4), batch(8))
+    };
+    let mut measured = Vec::new();
+    for (kind, budget) in [
+        ("order notice", 3),
+        ("audit passed", 2),
+        ("cancellation", 9),
+    ] {
+        let (four, eight) = per_message(measured.len());
+        let four = statements_to_apply(&app, four).await;
+        let eight = statements_to_apply(&app, eight).await;
+        let each = (eight - four) as f64 / 4.0;
+        measured.push((kind, each, budget));
+    }
+    for (kind, each, budget) in &measured {
+        assert!(
+            *each <= f64::from(*budget),
+            "{kind}: {each} statements per message, budget {budget} ({measured:?})"
+        );
+    }
+    eprintln!("statements per message: {measured:?}");
+    app.stop().await;
 }

@@ -398,6 +398,27 @@ async fn a_service_support_terminated_builds_nothing_and_warns_no_more(db: Db) {
         states(&s),
         pairs(&[("S1", "cancelled"), ("S2", "cancelled")])
     );
+    // Ending the service cancelled, at once, every expiry row and implementation warning of
+    // each of its orders (not only the terminated one's).
+    for id in ["S1", "S2"] {
+        let o = order(&app, id).await;
+        let timers: Vec<(&str, &str)> = o["deadlines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["kind"].as_str().unwrap(), d["state"].as_str().unwrap()))
+            .filter(|(kind, _)| kind.starts_with("warning_") || kind.starts_with("service_expiry"))
+            .collect();
+        assert!(
+            timers.iter().any(|(kind, _)| *kind == "service_expiry")
+                && timers.iter().any(|(kind, _)| kind.starts_with("warning_")),
+            "{id}: {timers:?}"
+        );
+        assert!(
+            timers.iter().all(|(_, state)| *state == "cancelled"),
+            "{id}: {timers:?}"
+        );
+    }
 
     // However long it runs: no build call, and no new build for the renewal either.
     let before = build_calls(&app);

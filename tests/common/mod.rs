@@ -147,6 +147,31 @@ pub fn authorization_notification(
     notify::sign_message(&params, &platform_private_key())
 }
 
+/// A V2 message (`msg_method`) to ISV app `app_id` with this `biz_content`, signed by the
+/// platform key: an audit result, an authorization cancellation.
+pub fn platform_message(
+    key: &PrivateKey,
+    method: &str,
+    notify_id: &str,
+    utc_timestamp_ms: i64,
+    biz: &str,
+) -> String {
+    let params: Vec<(String, String)> = [
+        ("notify_id", notify_id),
+        ("msg_method", method),
+        ("app_id", APP_ID),
+        ("version", "1.1"),
+        ("charset", "UTF-8"),
+        ("sign_type", "RSA2"),
+        ("utc_timestamp", &utc_timestamp_ms.to_string()),
+        ("biz_content", biz),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    notify::sign_message(&params, key)
+}
+
 /// A signed order notification as Alipay's platform sends it (V1 content).
 pub fn order_notification(
     key: &PrivateKey,
