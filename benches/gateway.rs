@@ -21,9 +21,10 @@
 //! third authorization cancellations (`alipay.open.auth.appauth.cancelled`), all distinct. Each
 //! row then adds what applying costs: the **apply rate** (messages acknowledged in the closed
 //! loop over the time until the last of them was applied), the **ack→applied latency** of the
-//! half-rate phase (p50/p99, from each message's `received_at` and `applied_at`), and where the
-//! CPU went during the closed loop and its drain, from `/proc` (the server process, every
-//! `postgres` process, and this load generator; 100% = one core).
+//! half-rate phase (p50/p99, from each message's `received_at` and `applied_at`), the database
+//! statements the server sent per message of the closed loop (`isv_db_statements_total`, ingest
+//! and apply), and where the CPU went during the closed loop and its drain, from `/proc` (the
+//! server process, every `postgres` process, and this load generator; 100% = one core).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -353,6 +354,22 @@ async fn drain_inbox(target: &DbTarget, limit: Duration) -> Duration {
     start.elapsed()
 }
 
+/// `isv_db_statements_total` from the server's `/metrics`.
+async fn statements_sent(client: &reqwest::Client, port: u16) -> f64 {
+    let text = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("isv_db_statements_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("isv_db_statements_total in /metrics")
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -390,6 +407,7 @@ async fn run_backend(
     drain_inbox(&target, Duration::from_secs(300)).await;
     let max_share = rest.len() * 6 / 10;
     let server_pid = child.id();
+    let statements_before = statements_sent(&client, port).await;
     let (cpu_before, loop_start) = (cpu_now(server_pid), Instant::now());
     let mut max = closed_loop(&client, &url, &rest[..max_share], concurrency).await;
     // Let the apply worker catch up with the backlog of the closed loop, so that the half-rate
@@ -399,6 +417,9 @@ async fn run_backend(
     let applied_span = loop_start.elapsed();
     let cpu = cpu_share(cpu_before, cpu_now(server_pid), applied_span);
     let apply_rate = max.ok as f64 / applied_span.as_secs_f64();
+    // Everything the server sent to the database for these messages (ingest and apply), from its
+    // own count (`isv_db_statements_total`).
+    let statements = (statements_sent(&client, port).await - statements_before) / max.ok as f64;
     let half_rate = max.rate() / 2.0;
     let half_count = ((half_rate * half_seconds) as usize).min(rest.len() - max_share);
     let half_from = chrono::Utc::now().naive_utc();
@@ -438,7 +459,7 @@ async fn run_backend(
     let (max_p50, max_p99) = (ms(max.percentile(0.5)), ms(max.percentile(0.99)));
     let (half_p50, half_p99) = (ms(half.percentile(0.5)), ms(half.percentile(0.99)));
     format!(
-        "| {db:?} | {} | {:.0} msgs/s | {max_p50} | {max_p99} | {} | {backlog} in {:.1} s | {apply_rate:.0} msgs/s | {cpu} | {:.0} msgs/s | {half_p50} | {half_p99} | {} | {lag_p50} | {lag_p99} | {rows} ({states}) | {peak_rss} |",
+        "| {db:?} | {} | {:.0} msgs/s | {max_p50} | {max_p99} | {} | {backlog} in {:.1} s | {apply_rate:.0} msgs/s | {statements:.2} | {cpu} | {:.0} msgs/s | {half_p50} | {half_p99} | {} | {lag_p50} | {lag_p99} | {rows} ({states}) | {peak_rss} |",
         max.ok,
         max.rate(),
         max.failed,
@@ -472,9 +493,9 @@ fn main() {
         num_cpus()
     );
     println!(
-        "| backend | max: ok | max rate | max p50 | max p99 | max failed | apply backlog drained | apply rate | CPU server / postgres / load | half: rate | half p50 | half p99 | half failed | ack→applied p50 | ack→applied p99 | rows stored (by state) | server peak RSS |"
+        "| backend | max: ok | max rate | max p50 | max p99 | max failed | apply backlog drained | apply rate | DB statements / message | CPU server / postgres / load | half: rate | half p50 | half p99 | half failed | ack→applied p50 | ack→applied p99 | rows stored (by state) | server peak RSS |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }

@@ -40,7 +40,7 @@ impl ApplySettings {
     }
 }
 
-/// How long a worker holds a claimed batch of messages. Long enough for any batch; should a
+/// How long a worker holds a claimed batch of messages (SQLite; PostgreSQL holds row locks). Long enough for any batch; should a
 /// worker die, another one takes the batch over when this runs out (the finish is guarded, so a
 /// message is applied once even if two workers ever hold it).
 const APPLY_LEASE_SECONDS: i64 = 120;
@@ -95,50 +95,19 @@ pub struct ApplyPass {
 }
 
 impl Services {
-    /// Applies what is due.
-    ///
-    /// Each chunk (the whole pass on PostgreSQL, 32 messages on SQLite) is one transaction, one
-    /// commit. It is first tried whole; should a message fail, that attempt is rolled back and
-    /// the chunk runs again with each message in its own savepoint, so that the failing one rolls
-    /// back alone and is recorded for a retry while the others commit.
+    /// Applies what is due: on PostgreSQL the whole pass in one transaction that holds its
+    /// messages' row locks ([`Self::apply_locked`]), on SQLite leased messages in chunks of 32
+    /// ([`Self::apply_leased`]); each chunk as [`Self::apply_chunk`] says.
     pub async fn apply_due(&self) -> Result<ApplyPass, StoreError> {
         self.off_executor(move |s| {
             let now = s.clock.now();
             let mut conn = s.pool.get()?;
-            let lease = now + chrono::Duration::seconds(APPLY_LEASE_SECONDS);
-            let due = {
-                let _writer = s.pool.write_guard();
-                messages::claim_due(
-                    &mut conn,
-                    to_db_time(now),
-                    to_db_time(lease),
-                    s.apply.batch,
-                )?
+            let (due, outcomes) = match s.pool.backend() {
+                crate::store::Backend::Postgres => s.apply_locked(&mut conn, now)?,
+                crate::store::Backend::Sqlite => s.apply_leased(&mut conn, now)?,
             };
             if due.is_empty() {
                 return Ok(ApplyPass::default());
-            }
-            // SQLite has one writer, shared with the gateway's inbox: commit in small chunks so that
-            // ingest is never held up behind a long apply transaction.
-            let chunk = match s.pool.backend() {
-                crate::store::Backend::Sqlite => 32,
-                crate::store::Backend::Postgres => due.len(),
-            };
-            let mut outcomes = Vec::with_capacity(due.len());
-            for part in due.chunks(chunk.max(1)) {
-                let _writer = s.pool.write_guard();
-                // Most batches apply cleanly: try the whole chunk without a savepoint per message
-                // (two round trips fewer each). At the first failure that attempt is rolled back
-                // whole, and the chunk is applied again message by message, each in its own
-                // savepoint, so that a failing message is recorded and the others commit.
-                // Each message is opened (decrypted, parsed) once, for either way.
-                let opened: Vec<_> = part.iter().map(|pending| s.open_message(pending)).collect();
-                let committed = match s.apply_chunk_at_once(&mut conn, part, &opened, now) {
-                    Ok(Some(committed)) => committed,
-                    Ok(None) => s.apply_chunk_one_by_one(&mut conn, part, opened, now)?,
-                    Err(e) => return Err(e.into()),
-                };
-                outcomes.extend(committed);
             }
             // Counted and logged only once committed.
             let mut pass = ApplyPass {
@@ -181,6 +150,67 @@ impl Services {
             Ok(pass)
         })
         .await
+    }
+
+    /// PostgreSQL (SQLite could, but see [`Self::apply_leased`]): the pass is one transaction. It locks the due messages (`FOR UPDATE SKIP
+    /// LOCKED`: a concurrent worker or replica takes others), applies them, moves them out of
+    /// `received` and commits; no lease is written to each row and cleared again.
+    fn apply_locked(
+        &self,
+        conn: &mut AnyConnection,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<PendingMessage>, Vec<Result<Applied, ApplyError>>), StoreError> {
+        crate::store::write_transaction::<_, StoreError>(conn, |conn| {
+            let due = messages::lock_due(conn, to_db_time(now), self.apply.batch)?;
+            if due.is_empty() {
+                return Ok((due, Vec::new()));
+            }
+            let outcomes = self.apply_chunk(conn, &due, now)?;
+            Ok((due, outcomes))
+        })
+    }
+
+    /// SQLite: the due messages are leased, then applied in chunks of 32, each its own
+    /// transaction: SQLite has one writer, shared with the gateway's inbox, and ingest is never
+    /// held up behind a long apply transaction.
+    fn apply_leased(
+        &self,
+        conn: &mut AnyConnection,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<PendingMessage>, Vec<Result<Applied, ApplyError>>), StoreError> {
+        let lease = now + chrono::Duration::seconds(APPLY_LEASE_SECONDS);
+        let due = {
+            let _writer = self.pool.write_guard();
+            messages::claim_due(conn, to_db_time(now), to_db_time(lease), self.apply.batch)?
+        };
+        let mut outcomes = Vec::with_capacity(due.len());
+        for part in due.chunks(32) {
+            let _writer = self.pool.write_guard();
+            outcomes.extend(self.apply_chunk(conn, part, now)?);
+        }
+        Ok((due, outcomes))
+    }
+
+    /// One chunk, in one transaction (or, inside the caller's, one savepoint). Most chunks apply
+    /// cleanly: the whole chunk is tried without a savepoint per message (two round trips fewer
+    /// each). At the first failure that attempt is rolled back whole, and the chunk is applied
+    /// again message by message, each in its own savepoint, so that a failing message is
+    /// recorded and the others commit. Each message is opened (decrypted, parsed) once, for
+    /// either way.
+    fn apply_chunk(
+        &self,
+        conn: &mut AnyConnection,
+        part: &[PendingMessage],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Applied, ApplyError>>, diesel::result::Error> {
+        let opened: Vec<_> = part
+            .iter()
+            .map(|pending| self.open_message(pending))
+            .collect();
+        match self.apply_chunk_at_once(conn, part, &opened, now)? {
+            Some(committed) => Ok(committed),
+            None => self.apply_chunk_one_by_one(conn, part, opened, now),
+        }
     }
 
     /// The chunk in one transaction without savepoints; `None` (and nothing kept) as soon as

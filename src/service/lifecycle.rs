@@ -22,7 +22,7 @@ use crate::store::orders::{self as store, DeadlineRow, OrderRow};
 use crate::store::{
     AnyConnection, StoreError, authorizations, builds, deadlines, from_db_time, to_db_time,
 };
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use futures_util::StreamExt as _;
 
 #[derive(Debug, thiserror::Error)]
@@ -208,8 +208,16 @@ enum Stored {
     JustInserted,
 }
 
-/// Whether `row` already holds every field of `update`.
+/// Whether `row` already holds every field of `update` (times to the microsecond, as
+/// PostgreSQL keeps them).
 fn holds(row: &OrderRow, update: &store::OrderStateUpdate) -> bool {
+    let micros = |t: &NaiveDateTime| t.and_utc().timestamp_micros();
+    let same = |a: &NaiveDateTime, b: &NaiveDateTime| micros(a) == micros(b);
+    let same_opt = |a: &Option<NaiveDateTime>, b: &Option<NaiveDateTime>| match (a, b) {
+        (Some(a), Some(b)) => same(a, b),
+        (None, None) => true,
+        (Some(_), None) | (None, Some(_)) => false,
+    };
     let store::OrderStateUpdate {
         status,
         cancel_reason,
@@ -224,14 +232,14 @@ fn holds(row: &OrderRow, update: &store::OrderStateUpdate) -> bool {
     } = update;
     row.status == *status
         && row.cancel_reason == *cancel_reason
-        && row.status_since == *status_since
+        && same(&row.status_since, status_since)
         && row.paid == *paid
-        && row.audit_passed_at == *audit_passed_at
+        && same_opt(&row.audit_passed_at, audit_passed_at)
         && row.refund == *refund
-        && row.updated_at == *updated_at
-        && row.paid_at == *paid_at
+        && same(&row.updated_at, updated_at)
+        && same_opt(&row.paid_at, paid_at)
         && row.paid_at_source == *paid_at_source
-        && row.inferred_at == *inferred_at
+        && same_opt(&row.inferred_at, inferred_at)
 }
 
 fn load_service(

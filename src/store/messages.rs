@@ -147,6 +147,19 @@ pub fn claim_due(
     Ok(claimed)
 }
 
+/// Locks up to `limit` messages whose next attempt is due for the rest of the caller's
+/// transaction, in arrival order (see [`super::queue::lock`]).
+pub fn lock_due(
+    conn: &mut AnyConnection,
+    now: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<PendingMessage>> {
+    let mut locked: Vec<PendingMessage> =
+        super::queue::lock(conn, &super::queue::INBOX, now, limit)?;
+    locked.sort_unstable_by_key(|m| m.id);
+    Ok(locked)
+}
+
 /// Moves a message out of `received`. Guarded: a message another worker already finished is not
 /// touched, and the caller rolls its work back when this returns false.
 pub fn finish(
@@ -412,5 +425,30 @@ mod tests {
     #[test]
     fn a_batch_says_which_rows_are_new_on_postgres() {
         crate::store::scratch::in_postgres_schema("inbox_batch", a_batch_says_which_rows_are_new);
+    }
+
+    /// Two apply workers on PostgreSQL: the messages one holds in its transaction are skipped by
+    /// the other (not waited for), and are due again once it lets go without applying them.
+    #[test]
+    fn a_worker_skips_the_messages_another_holds_on_postgres() {
+        use diesel::Connection as _;
+        crate::store::scratch::in_postgres_schema("inbox_lock", |conn| {
+            crate::store::run_migrations(conn).unwrap();
+            insert_batch(conn, &[row("a"), row("b"), row("c")]).unwrap();
+            let now = row("a").next_attempt_at;
+            let ids = |rows: Vec<PendingMessage>| -> Vec<String> {
+                rows.into_iter().map(|m| m.notify_id).collect()
+            };
+            let mut other = crate::store::scratch::another_postgres_connection(conn);
+            conn.transaction::<(), diesel::result::Error, _>(|conn| {
+                assert_eq!(ids(lock_due(conn, now, 2)?), ["a", "b"]);
+                // The other worker does not block: it takes what is left.
+                assert_eq!(ids(lock_due(&mut other, now, 10)?), ["c"]);
+                Err(diesel::result::Error::RollbackTransaction)
+            })
+            .unwrap_err();
+            // Let go (rolled back, as a crash would): every message is due again.
+            assert_eq!(ids(lock_due(&mut other, now, 10).unwrap()), ["a", "b", "c"]);
+        });
     }
 }

@@ -64,6 +64,37 @@ pub(crate) mod scratch {
         AnyConnection::Sqlite(conn)
     }
 
+    /// The test PostgreSQL's URL (`TEST_DATABASE_URL`).
+    fn postgres_base() -> String {
+        std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    /// A second connection to the schema `conn` works in (two workers side by side).
+    pub fn another_postgres_connection(conn: &mut AnyConnection) -> AnyConnection {
+        use diesel::RunQueryDsl as _;
+        #[derive(diesel::QueryableByName)]
+        struct Schema {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            name: String,
+        }
+        let AnyConnection::Postgresql(pg) = conn else {
+            panic!("a PostgreSQL connection");
+        };
+        let schema: Schema = diesel::sql_query("SELECT current_schema() AS name")
+            .get_result(pg)
+            .unwrap();
+        let base = postgres_base();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        AnyConnection::Postgresql(
+            diesel::PgConnection::establish(&format!(
+                "{base}{sep}options=-csearch_path%3D{}",
+                schema.name
+            ))
+            .unwrap(),
+        )
+    }
+
     /// Runs `test` on a connection whose search path is a new, empty schema named after `name`
     /// on the test PostgreSQL (`TEST_DATABASE_URL`), dropped afterwards whatever happens.
     /// `ISV_TEST_SKIP_POSTGRES=1` skips it.
@@ -71,8 +102,7 @@ pub(crate) mod scratch {
         if std::env::var("ISV_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
             return;
         }
-        let base = std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let base = postgres_base();
         let schema = format!(
             "t_{name}_{}_{}",
             std::process::id(),

@@ -149,21 +149,26 @@ pub fn set_item_dates(
     })
 }
 
-/// Cancels the pending rows of these kinds on the orders of a service (the service ended), in
-/// one statement that finds the orders itself.
+/// Cancels the pending rows of these kinds on the orders of a service (the service ended).
 pub fn cancel_timers(
     conn: &mut AnyConnection,
     orders: ServiceOrders<'_>,
     kinds: &[TimerKind],
 ) -> QueryResult<usize> {
+    // The order ids first, then an UPDATE by key: one statement with the orders as a subquery
+    // was planned as a scan of every timer row (1.8 ms each in the mixed bench, against 0.01).
+    let ids: Vec<String> = match orders {
+        ServiceOrders::Order(id) => vec![id.to_string()],
+        ServiceOrders::MiniApp(app) => super::orders::ids_for_mini_app(conn, app)?,
+    };
+    // A service with no orders has nothing to cancel: no second round trip.
+    if ids.is_empty() {
+        return Ok(0);
+    }
     db_run!(conn: {
-        let ids = match orders {
-            ServiceOrders::Order(id) => od::table.select(od::commodity_order_id).filter(od::commodity_order_id.eq(id)).into_boxed(),
-            ServiceOrders::MiniApp(app) => od::table.select(od::commodity_order_id).filter(od::mini_app_id.eq(app)).into_boxed(),
-        };
         diesel::update(
             dl::table
-                .filter(dl::commodity_order_id.eq_any(ids))
+                .filter(dl::commodity_order_id.eq_any(&ids))
                 .filter(dl::kind.eq_any(kinds))
                 .filter(dl::state.eq(DeadlineState::Pending)),
         )

@@ -112,6 +112,58 @@ impl Queue {
     }
 }
 
+impl Queue {
+    /// The lock of waiting rows for the rest of the caller's transaction, without a lease:
+    /// parameters are now and limit. On PostgreSQL a row another transaction holds is skipped
+    /// (`FOR UPDATE SKIP LOCKED`); in SQLite the caller's write transaction holds the one write
+    /// lock. A row under a lease (a claim by [`claim`]) is skipped as well.
+    pub fn lock_sql(&self, backend: Backend) -> String {
+        let (now, limit, lock) = match backend {
+            Backend::Postgres => ("$1", "$2", " FOR UPDATE SKIP LOCKED"),
+            Backend::Sqlite => ("?1", "?2", ""),
+        };
+        let Queue {
+            table,
+            waiting,
+            order,
+            lease,
+            returning,
+            ..
+        } = self;
+        let waiting = waiting.replace("{now}", now);
+        format!(
+            "SELECT {returning} FROM {table} WHERE {waiting} \
+             AND ({lease} IS NULL OR {lease} < {now}) \
+             ORDER BY {order} LIMIT {limit}{lock}"
+        )
+    }
+}
+
+/// Locks up to `limit` waiting rows of `queue` until the caller's transaction ends
+/// ([`Queue::lock_sql`]): the claim of a queue whose work commits in that same transaction, so no
+/// lease is written to each row and written away again. Oldest first; a worker that dies lets go
+/// of its rows with its connection.
+pub fn lock<T>(
+    conn: &mut AnyConnection,
+    queue: &Queue,
+    now: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<T>>
+where
+    T: QueryableByName<Pg> + QueryableByName<Sqlite> + 'static,
+{
+    let sql = queue.lock_sql(match conn {
+        AnyConnection::Postgresql(_) => Backend::Postgres,
+        AnyConnection::Sqlite(_) => Backend::Sqlite,
+    });
+    crate::db_run!(conn: {
+        diesel::sql_query(sql)
+            .bind::<Timestamp, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(conn)
+    })
+}
+
 /// Claims up to `limit` waiting rows of `queue` whose lease is unset or over, leasing them until
 /// `lease_until`. The rows come back in no particular order (`RETURNING` keeps none).
 pub fn claim<T>(
@@ -153,6 +205,24 @@ mod tests {
         assert!(!lite.contains("FOR UPDATE"), "{lite}");
         assert!(
             lite.contains("due_at <= ?1") && lite.contains("LIMIT ?3"),
+            "{lite}"
+        );
+    }
+
+    #[test]
+    fn the_inbox_lock_skips_locked_and_leased_rows_oldest_first() {
+        let sql = INBOX.lock_sql(Backend::Postgres);
+        assert!(sql.starts_with("SELECT id, app_id"), "{sql}");
+        assert!(sql.ends_with("LIMIT $2 FOR UPDATE SKIP LOCKED"), "{sql}");
+        assert!(
+            sql.contains("next_attempt_at <= $1")
+                && sql.contains("(claimed_until IS NULL OR claimed_until < $1)")
+                && sql.contains("ORDER BY next_attempt_at, id"),
+            "{sql}"
+        );
+        let lite = INBOX.lock_sql(Backend::Sqlite);
+        assert!(
+            lite.ends_with("LIMIT ?2") && !lite.contains("FOR UPDATE"),
             "{lite}"
         );
     }

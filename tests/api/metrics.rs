@@ -114,6 +114,14 @@ async fn metrics_parse_and_move(app: TestApp) {
     let applied = scrape(&app).await;
     assert_eq!(applied["isv_inbox_pending"], 0.0);
     assert_eq!(applied["isv_inbox_applied_total"], 1.0);
+    // Applying sent statements (claim, the order, its timers and history, the move out of
+    // `received`), and the pool counted them.
+    assert!(
+        applied["isv_db_statements_total"] >= stored["isv_db_statements_total"] + 5.0,
+        "{} then {}",
+        stored["isv_db_statements_total"],
+        applied["isv_db_statements_total"]
+    );
     // An Alipay call is timed and counted by result.
     assert_eq!(
         app.admin_post("/admin/api/orders/M1/reconcile", "").await.0,
