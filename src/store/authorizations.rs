@@ -2,6 +2,7 @@
 //! sealed (see `crate::seal`), never in clear.
 
 use super::AnyConnection;
+use super::prepared::Prepared;
 use super::schema::authorization_cancellations as ac;
 use super::schema::authorizations as au;
 use crate::db_run;
@@ -158,14 +159,14 @@ pub fn remember_cancellation(
     now: NaiveDateTime,
 ) -> QueryResult<()> {
     db_run!(conn: {
-        diesel::insert_into(ac::table)
+        Prepared(diesel::insert_into(ac::table)
             .values((
                 ac::auth_app_id.eq(auth_app_id),
                 ac::token_fingerprint.eq(token_fingerprint),
                 ac::cancelled_at.eq(cancelled_at),
                 ac::source.eq(source),
                 ac::recorded_at.eq(now),
-            ))
+            )))
             .execute(conn)
             .map(|_| ())
     })

@@ -1,6 +1,7 @@
 //! The gateway inbox: every verified message, stored once under (`app_id`, `notify_id`).
 
 use super::AnyConnection;
+use super::prepared::Prepared;
 use super::schema::gateway_messages as gm;
 use crate::db_run;
 use chrono::NaiveDateTime;
@@ -88,12 +89,15 @@ pub fn insert_batch(conn: &mut AnyConnection, rows: &[NewMessage]) -> QueryResul
         // One multi-row statement, itself atomic: one round trip for the whole batch instead of
         // BEGIN, a statement per row and COMMIT.
         AnyConnection::Postgresql(conn) => {
-            let inserted: Vec<(String, String)> = diesel::insert_into(gm::table)
-                .values(rows)
-                .on_conflict((gm::app_id, gm::notify_id))
-                .do_nothing()
-                .returning((gm::app_id, gm::notify_id))
-                .get_results(conn)?;
+            // One text per batch size (up to `inbox.batch_size`): kept prepared.
+            let inserted: Vec<(String, String)> = Prepared(
+                diesel::insert_into(gm::table)
+                    .values(rows)
+                    .on_conflict((gm::app_id, gm::notify_id))
+                    .do_nothing()
+                    .returning((gm::app_id, gm::notify_id)),
+            )
+            .get_results(conn)?;
             let mut inserted: std::collections::HashSet<(String, String)> =
                 inserted.into_iter().collect();
             Ok(rows
@@ -173,9 +177,11 @@ pub fn finish(
     // The order it is about (for support's order page) is linked in the same statement: one
     // round trip and one rewrite of the row instead of two.
     let updated = db_run!(conn: {
-        diesel::update(gm::table.filter(gm::id.eq(id)).filter(gm::state.eq(MessageState::Received)))
+        Prepared(diesel::update(gm::table.filter(gm::id.eq(id)).filter(gm::state.eq(MessageState::Received)))
             .set((gm::state.eq(state), gm::applied_at.eq(Some(now)), gm::last_error.eq(note), gm::claimed_until.eq(None::<NaiveDateTime>), gm::commodity_order_id.eq(about_order)))
-            .execute(conn)
+            .returning(gm::id))
+            .get_results::<i64>(conn)
+            .map(|moved| moved.len())
     })?;
     Ok(updated == 1)
 }
@@ -200,17 +206,19 @@ pub fn finish_applied_batch(
     };
     let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
     let orders: Vec<Option<&str>> = batch.iter().map(|(_, order)| *order).collect();
-    let moved: Vec<Moved> = diesel::sql_query(
-        "UPDATE gateway_messages AS g SET state = $1, applied_at = $2, last_error = NULL, \
-         claimed_until = NULL, commodity_order_id = v.commodity_order_id \
-         FROM unnest($3::bigint[], $4::text[]) AS v(id, commodity_order_id) \
-         WHERE g.id = v.id AND g.state = $5 RETURNING g.id",
+    let moved: Vec<Moved> = Prepared(
+        diesel::sql_query(
+            "UPDATE gateway_messages AS g SET state = $1, applied_at = $2, last_error = NULL, \
+             claimed_until = NULL, commodity_order_id = v.commodity_order_id \
+             FROM unnest($3::bigint[], $4::text[]) AS v(id, commodity_order_id) \
+             WHERE g.id = v.id AND g.state = $5 RETURNING g.id",
+        )
+        .bind::<Text, _>(MessageState::Applied.as_str())
+        .bind::<Timestamp, _>(now)
+        .bind::<Array<BigInt>, _>(ids)
+        .bind::<Array<Nullable<Text>>, _>(orders)
+        .bind::<Text, _>(MessageState::Received.as_str()),
     )
-    .bind::<Text, _>(MessageState::Applied.as_str())
-    .bind::<Timestamp, _>(now)
-    .bind::<Array<BigInt>, _>(ids)
-    .bind::<Array<Nullable<Text>>, _>(orders)
-    .bind::<Text, _>(MessageState::Received.as_str())
     .load(conn)?;
     Ok(Some(moved.into_iter().map(|m| m.id).collect()))
 }

@@ -18,6 +18,7 @@ pub mod messages;
 pub mod operators;
 pub mod orders;
 pub mod periods;
+pub mod prepared;
 pub mod queue;
 pub mod schema;
 pub mod token_checks;

@@ -2,6 +2,7 @@
 
 use super::AnyConnection;
 use super::deadlines::TimerKind;
+use super::prepared::Prepared;
 use super::schema::{
     deadlines as dl, order_history as oh, orders as od, services as sv, support_tasks as st,
 };
@@ -200,13 +201,15 @@ pub fn insert_if_absent(conn: &mut AnyConnection, order: &NewOrder) -> QueryResu
 /// it in one round trip (`RETURNING`); SQLite, in process, inserts and reads back.
 pub fn insert_new(conn: &mut AnyConnection, order: &NewOrder) -> QueryResult<Option<OrderRow>> {
     match conn {
-        AnyConnection::Postgresql(pg) => diesel::insert_into(od::table)
-            .values(order)
-            .on_conflict(od::commodity_order_id)
-            .do_nothing()
-            .returning(OrderRow::as_returning())
-            .get_result(pg)
-            .optional(),
+        AnyConnection::Postgresql(pg) => Prepared(
+            diesel::insert_into(od::table)
+                .values(order)
+                .on_conflict(od::commodity_order_id)
+                .do_nothing()
+                .returning(OrderRow::as_returning()),
+        )
+        .get_result(pg)
+        .optional(),
         AnyConnection::Sqlite(_) => {
             if !insert_if_absent(conn, order)? {
                 return Ok(None);
@@ -310,7 +313,10 @@ pub fn page(
 }
 
 pub fn add_history(conn: &mut AnyConnection, entry: &NewHistory) -> QueryResult<()> {
-    db_run!(conn: { diesel::insert_into(oh::table).values(entry).execute(conn).map(|_| ()) })
+    // RETURNING: diesel keeps a statement prepared only when it is loaded, not executed.
+    db_run!(conn: {
+        Prepared(diesel::insert_into(oh::table).values(entry).returning(oh::id)).get_result::<i64>(conn).map(|_| ())
+    })
 }
 
 /// The orders of a service: the one order of an order-keyed service, or every order of a mini
@@ -366,7 +372,7 @@ pub fn note_on_orders(
         if let Some(app) = by_app {
             source = source.filter(od::mini_app_id.eq(app));
         }
-        diesel::insert_into(oh::table)
+        Prepared(diesel::insert_into(oh::table)
             .values(source)
             .into_columns((
                 oh::commodity_order_id,
@@ -377,7 +383,9 @@ pub fn note_on_orders(
                 oh::inferred,
                 oh::at,
             ))
-            .execute(conn)
+            .returning(oh::id))
+            .get_results::<i64>(conn)
+            .map(|rows| rows.len())
     })
 }
 
@@ -430,7 +438,7 @@ pub fn save_state(
 ) -> QueryResult<bool> {
     let (status, since, updated_at) = expected;
     db_run!(conn: {
-        diesel::update(
+        Prepared(diesel::update(
             od::table
                 .find(id)
                 .filter(od::status.eq(status))
@@ -438,8 +446,9 @@ pub fn save_state(
                 .filter(od::updated_at.eq(updated_at)),
         )
         .set(update)
-        .execute(conn)
-        .map(|n| n == 1)
+        .returning(od::commodity_order_id))
+        .get_results::<String>(conn)
+        .map(|saved| saved.len() == 1)
     })
 }
 
@@ -451,16 +460,20 @@ pub fn upsert_deadlines(conn: &mut AnyConnection, rows: &[NewDeadline]) -> Query
         return Ok(());
     }
     match conn {
-        AnyConnection::Postgresql(pg) => diesel::insert_into(dl::table)
-            .values(rows)
-            .on_conflict((dl::commodity_order_id, dl::kind, dl::warning_days))
-            .do_update()
-            .set((
-                dl::due_at.eq(excluded(dl::due_at)),
-                dl::state.eq(excluded(dl::state)),
-            ))
-            .execute(pg)
-            .map(|_| ()),
+        // One text per row count; a transition writes a handful of rows at most.
+        AnyConnection::Postgresql(pg) => Prepared(
+            diesel::insert_into(dl::table)
+                .values(rows)
+                .on_conflict((dl::commodity_order_id, dl::kind, dl::warning_days))
+                .do_update()
+                .set((
+                    dl::due_at.eq(excluded(dl::due_at)),
+                    dl::state.eq(excluded(dl::state)),
+                ))
+                .returning(dl::id),
+        )
+        .get_results::<i64>(pg)
+        .map(|_| ()),
         // In process a statement costs no round trip (and diesel has no multi-row upsert here).
         AnyConnection::Sqlite(_) => rows.iter().try_for_each(|r| {
             upsert_deadline(
@@ -525,12 +538,13 @@ pub fn find_service(conn: &mut AnyConnection, key: &str) -> QueryResult<Option<S
 
 pub fn save_service(conn: &mut AnyConnection, service: &ServiceUpdate<'_>) -> QueryResult<()> {
     db_run!(conn: {
-        diesel::insert_into(sv::table)
+        Prepared(diesel::insert_into(sv::table)
             .values(service)
             .on_conflict(sv::service_key)
             .do_update()
             .set(service)
-            .execute(conn)
+            .returning(sv::service_key))
+            .get_result::<String>(conn)
             .map(|_| ())
     })
 }

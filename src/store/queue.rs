@@ -9,6 +9,7 @@
 //! alone is enough. The statement text of each queue is fixed, so a backend that prepares
 //! statements sees the same text every time.
 
+use super::prepared::Prepared;
 use super::{AnyConnection, Backend};
 use chrono::NaiveDateTime;
 use diesel::pg::Pg;
@@ -152,16 +153,33 @@ pub fn lock<T>(
 where
     T: QueryableByName<Pg> + QueryableByName<Sqlite> + 'static,
 {
-    let sql = queue.lock_sql(match conn {
-        AnyConnection::Postgresql(_) => Backend::Postgres,
-        AnyConnection::Sqlite(_) => Backend::Sqlite,
-    });
-    crate::db_run!(conn: {
-        diesel::sql_query(sql)
-            .bind::<Timestamp, _>(now)
-            .bind::<BigInt, _>(limit)
-            .load(conn)
-    })
+    match conn {
+        AnyConnection::Postgresql(pg) => {
+            use diesel::connection::SimpleConnection as _;
+            // Walk the queue's index in order and stop at `limit`. Without this, a young or
+            // fast-growing table (statistics that still say it is nearly empty) gets a bitmap scan
+            // of every waiting row and a sort of them all, spilled to disk: 30 ms instead of
+            // 0.3 ms for 200 of 30,000 waiting messages, on every pass. Local to the transaction,
+            // and set back at once for the statements that follow in it.
+            pg.batch_execute("SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off")?;
+            let locked = Prepared(
+                diesel::sql_query(queue.lock_sql(Backend::Postgres))
+                    .bind::<Timestamp, _>(now)
+                    .bind::<BigInt, _>(limit),
+            )
+            .load(pg);
+            pg.batch_execute(
+                "SET LOCAL enable_sort TO DEFAULT; SET LOCAL enable_bitmapscan TO DEFAULT",
+            )?;
+            locked
+        }
+        AnyConnection::Sqlite(lite) => Prepared(
+            diesel::sql_query(queue.lock_sql(Backend::Sqlite))
+                .bind::<Timestamp, _>(now)
+                .bind::<BigInt, _>(limit),
+        )
+        .load(lite),
+    }
 }
 
 /// Claims up to `limit` waiting rows of `queue` whose lease is unset or over, leasing them until

@@ -513,5 +513,10 @@ async fn each_kind_of_message_applies_within_its_statement_budget() {
         );
     }
     eprintln!("statements per message: {measured:?}");
+    eprintln!(
+        "TEMP sent {} prepared {}",
+        app.services.pool.statements().sent.load(Relaxed),
+        app.services.pool.statements().prepared.load(Relaxed)
+    );
     app.stop().await;
 }
