@@ -354,22 +354,6 @@ async fn drain_inbox(target: &DbTarget, limit: Duration) -> Duration {
     start.elapsed()
 }
 
-/// `isv_db_statements_total` from the server's `/metrics`.
-async fn statements_sent(client: &reqwest::Client, port: u16) -> f64 {
-    let text = client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("isv_db_statements_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("isv_db_statements_total in /metrics")
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -407,7 +391,8 @@ async fn run_backend(
     drain_inbox(&target, Duration::from_secs(300)).await;
     let max_share = rest.len() * 6 / 10;
     let server_pid = child.id();
-    let statements_before = statements_sent(&client, port).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let statements_before = common::metric(&client, &base, "isv_db_statements_total").await;
     let (cpu_before, loop_start) = (cpu_now(server_pid), Instant::now());
     let mut max = closed_loop(&client, &url, &rest[..max_share], concurrency).await;
     // Let the apply worker catch up with the backlog of the closed loop, so that the half-rate
@@ -419,7 +404,8 @@ async fn run_backend(
     let apply_rate = max.ok as f64 / applied_span.as_secs_f64();
     // Everything the server sent to the database for these messages (ingest and apply), from its
     // own count (`isv_db_statements_total`).
-    let statements = (statements_sent(&client, port).await - statements_before) / max.ok as f64;
+    let statements_after = common::metric(&client, &base, "isv_db_statements_total").await;
+    let statements = (statements_after - statements_before) as f64 / max.ok as f64;
     let half_rate = max.rate() / 2.0;
     let half_count = ((half_rate * half_seconds) as usize).min(rest.len() - max_share);
     let half_from = chrono::Utc::now().naive_utc();

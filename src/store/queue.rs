@@ -4,6 +4,9 @@
 //! `lease_until`, and until then no other worker (in this process or another replica) claims
 //! them; a worker that dies simply lets its lease run out.
 //!
+//! The inbox on PostgreSQL is the exception: its work commits in the same transaction as its claim,
+//! so it only locks its rows ([`lock`]) and writes no lease.
+//!
 //! PostgreSQL selects with `FOR UPDATE SKIP LOCKED`, so replicas claim disjoint rows without
 //! waiting for each other. SQLite has one writer at a time, so the guarded `UPDATE … RETURNING`
 //! alone is enough. The statement text of each queue is fixed, so a backend that prepares
