@@ -5,8 +5,9 @@
 //! optional value, or `sql_query` text. Every one of those is parsed and planned again on each
 //! run; in the mixed gateway bench, planning alone was half of an apply connection's CPU.
 //! [`Prepared`] marks one of our own statements as kept: its text is fixed by our code (one
-//! text per set of present optional values, per row count of a bounded batch), so the
-//! connection's cache, keyed by the text, stays small.
+//! text per set of present optional values, per row count of a small batch), so the
+//! connection's cache, keyed by the text, stays small. A batch of up to hundreds of rows (the
+//! inbox insert) is left out: one text per size, each a large plan.
 //!
 //! Only a statement that is loaded (`load`, `get_result(s)`) reaches the cache as [`Prepared`]:
 //! `execute` hands diesel a reference, whose default answer is "unsafe to cache". Statements
