@@ -94,6 +94,14 @@ async fn two_replicas_fire_each_deadline_exactly_once() {
         "{DEADLINES} deadlines fired by two replicas in {:.1} s: {fired:?} per replica",
         elapsed.as_secs_f64()
     );
+    // The replicas' own account first: a retried fire or call says why in its log.
+    for (_, _, log) in &replicas {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(
+            !text.contains("not fired") && !text.contains("ERROR"),
+            "{text}"
+        );
+    }
     assert_eq!(cancelled as usize, DEADLINES, "every order cancelled");
     assert_eq!(
         transitions as usize, DEADLINES,
@@ -106,12 +114,5 @@ async fn two_replicas_fire_each_deadline_exactly_once() {
         fired.iter().all(|n| *n > 0),
         "both replicas fired deadlines: {fired:?}"
     );
-    for (_, _, log) in &replicas {
-        let text = std::fs::read_to_string(log).unwrap();
-        assert!(
-            !text.contains("not fired") && !text.contains("ERROR"),
-            "{text}"
-        );
-    }
     alipay.stop().await;
 }
