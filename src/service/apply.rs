@@ -40,9 +40,10 @@ impl ApplySettings {
     }
 }
 
-/// How long a worker holds a claimed batch of messages (SQLite; PostgreSQL holds row locks). Long enough for any batch; should a
-/// worker die, another one takes the batch over when this runs out (the finish is guarded, so a
-/// message is applied once even if two workers ever hold it).
+/// How long a worker holds a claimed batch of messages (SQLite; PostgreSQL holds row locks).
+/// Long enough for any batch; should a worker die, another one takes the batch over when this
+/// runs out (the finish is guarded, so a message is applied once even if two workers ever hold
+/// it).
 const APPLY_LEASE_SECONDS: i64 = 120;
 
 impl From<LifecycleError> for ApplyError {
@@ -152,9 +153,10 @@ impl Services {
         .await
     }
 
-    /// PostgreSQL (SQLite could, but see [`Self::apply_leased`]): the pass is one transaction. It locks the due messages (`FOR UPDATE SKIP
-    /// LOCKED`: a concurrent worker or replica takes others), applies them, moves them out of
-    /// `received` and commits; no lease is written to each row and cleared again.
+    /// PostgreSQL (SQLite could, but see [`Self::apply_leased`]): the pass is one transaction. It
+    /// locks the due messages (`FOR UPDATE SKIP LOCKED`: a concurrent worker or replica takes
+    /// others), applies them, moves them out of `received` and commits; no lease is written to
+    /// each row and cleared again.
     fn apply_locked(
         &self,
         conn: &mut AnyConnection,

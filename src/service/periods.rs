@@ -269,9 +269,12 @@ impl Services {
             );
             periods::save(conn, key, &closed, to_db_time(now))?;
         }
+        // By key, ids first: with the orders as a subquery the UPDATE was planned as a scan of
+        // every timer row (1.8 ms each in the mixed bench, against 0.01).
+        let ids = order_ids(conn, key)?;
         periods::cancel_timers(
             conn,
-            store::ServiceOrders::of_service(key),
+            &ids,
             &[
                 TimerKind::ServiceExpiry,
                 TimerKind::ServiceExpiryWarning,
